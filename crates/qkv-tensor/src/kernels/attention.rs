@@ -1,0 +1,554 @@
+//! Attention: `O = softmax(Q·Kᵀ·scale + bias) · V`, for every batch entry and
+//! head.
+//!
+//! Two kernels compute the same thing:
+//!
+//! - [`attention_naive`] / [`attention_backward_naive`] build the whole
+//!   `Tq × Tk` score matrix of a head, softmax it, multiply by V. Easy to read,
+//!   but its memory grows with T²: 8 heads at T = 16384 need 8 GiB of scores.
+//! - [`attention_flash`] / [`attention_flash_backward`] (the FlashAttention
+//!   idea) walk the keys in tiles and keep, per query row, a running maximum `m`
+//!   and running sum `l` of the exponentials (the *online softmax*): when a new
+//!   tile raises the maximum, what was summed so far is rescaled by
+//!   `exp(m_old - m_new)`. Only one `BR × BC` tile of scores exists at a time, so
+//!   extra memory is linear in T. Backward recomputes the tiles from the saved
+//!   log-sum-exp of each row instead of storing the probabilities.
+//!
+//! Layouts. Q, K, V are [`Heads`]: logical `[B, H, T, D]` with any strides
+//! (a view into a fused QKV projection needs no copy), unit stride along D.
+//! Outputs and input gradients are written in `[B, T, H, D]` memory, which is
+//! exactly the `[B, T, C]` the next projection reads.
+//!
+//! Masks. Query `i` sits at absolute position `i + Tk - Tq` (the queries are the
+//! last `Tq` positions: a KV cache during generation). Causal masking hides keys
+//! after that position; a key-padding mask hides padded keys; ALiBi adds
+//! `-slope_h · |pos_i - j|`. A query that sees no key at all gets a zero output
+//! and zero gradients, never NaN.
+
+use rayon::prelude::*;
+
+use super::gemm::{Mat, MatMut, RawMatMut, Threads, matmul, matmul_raw};
+use crate::simd;
+
+/// Query rows per tile.
+pub const BR: usize = 64;
+/// Key columns per tile.
+pub const BC: usize = 64;
+
+/// A `[B, H, T, D]` view: element `(b, h, t, d)` at
+/// `data[offset + b*sb + h*sh + t*st + d]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub b: usize,
+    pub h: usize,
+    pub t: usize,
+    pub d: usize,
+    pub sb: usize,
+    pub sh: usize,
+    pub st: usize,
+}
+
+impl<'a> Heads<'a> {
+    /// Heads packed as `[B, T, H, D]` (the layout of this module's outputs).
+    pub fn bthd(data: &'a [f32], b: usize, h: usize, t: usize, d: usize) -> Self {
+        Heads {
+            data,
+            offset: 0,
+            b,
+            h,
+            t,
+            d,
+            sb: t * h * d,
+            sh: d,
+            st: h * d,
+        }
+    }
+
+    /// Rows `t0 .. t0 + rows` of head `(b, h)` as a `rows × D` matrix.
+    fn rows(&self, b: usize, h: usize, t0: usize, rows: usize) -> Mat<'a> {
+        Mat {
+            data: self.data,
+            offset: self.offset + b * self.sb + h * self.sh + t0 * self.st,
+            rows,
+            cols: self.d,
+            rs: self.st,
+            cs: 1,
+        }
+    }
+
+    #[inline]
+    fn at(&self, b: usize, h: usize, t: usize, d: usize) -> f32 {
+        self.data[self.offset + b * self.sb + h * self.sh + t * self.st + d]
+    }
+
+    /// True when every element lies inside `data`.
+    pub fn fits(&self) -> bool {
+        [self.b, self.h, self.t, self.d].contains(&0)
+            || self.offset
+                + (self.b - 1) * self.sb
+                + (self.h - 1) * self.sh
+                + (self.t - 1) * self.st
+                + self.d
+                <= self.data.len()
+    }
+}
+
+/// What hides or tilts the scores.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttnMask<'a> {
+    /// Keys after a query's position are hidden.
+    pub causal: bool,
+    /// `[B, Tk]`: `false` hides that key (padding).
+    pub key_mask: Option<&'a [bool]>,
+    /// `[H]`: ALiBi slopes.
+    pub alibi: Option<&'a [f32]>,
+}
+
+impl AttnMask<'_> {
+    /// The additive term for score `(b, h, query position p, key j)`, or `None` if hidden.
+    #[inline]
+    fn bias(&self, b: usize, h: usize, tk: usize, p: isize, j: usize) -> Option<f32> {
+        if self.causal && j as isize > p {
+            return None;
+        }
+        if let Some(m) = self.key_mask
+            && !m[b * tk + j]
+        {
+            return None;
+        }
+        Some(match self.alibi {
+            Some(s) => -s[h] * (p - j as isize).unsigned_abs() as f32,
+            None => 0.0,
+        })
+    }
+}
+
+pub struct AttnOut {
+    /// `[B, Tq, H, D]`
+    pub out: Vec<f32>,
+    /// `[B, H, Tq]`: log Σ_j exp(score_ij), +inf for a query that sees nothing.
+    pub lse: Vec<f32>,
+}
+
+pub struct AttnGrads {
+    /// `[B, Tq, H, D]`
+    pub dq: Vec<f32>,
+    /// `[B, Tk, H, D]`
+    pub dk: Vec<f32>,
+    /// `[B, Tk, H, D]`
+    pub dv: Vec<f32>,
+}
+
+// ------------------------------------------------------------------ naive twin
+
+/// Scores of one head, `[Tq, Tk]`, with masked entries at -inf.
+fn scores_naive(q: &Heads, k: &Heads, mask: &AttnMask, scale: f32, b: usize, h: usize) -> Vec<f64> {
+    let (tq, tk, d) = (q.t, k.t, q.d);
+    let off = tk as isize - tq as isize;
+    let mut s = vec![f64::NEG_INFINITY; tq * tk];
+    for i in 0..tq {
+        for j in 0..tk {
+            if let Some(bias) = mask.bias(b, h, tk, i as isize + off, j) {
+                let dot: f64 = (0..d).map(|x| q.at(b, h, i, x) as f64 * k.at(b, h, j, x) as f64).sum();
+                s[i * tk + j] = dot * scale as f64 + bias as f64;
+            }
+        }
+    }
+    s
+}
+
+/// Softmax of each score row in place; returns the log-sum-exp of each row.
+fn softmax_naive(s: &mut [f64], tk: usize) -> Vec<f32> {
+    s.chunks_exact_mut(tk.max(1))
+        .map(|row| {
+            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            if m == f64::NEG_INFINITY {
+                row.fill(0.0);
+                return f32::INFINITY;
+            }
+            let sum: f64 = row.iter().map(|x| (x - m).exp()).sum();
+            row.iter_mut().for_each(|x| *x = (*x - m).exp() / sum);
+            (m + sum.ln()) as f32
+        })
+        .collect()
+}
+
+/// Reference forward: materialises each head's `Tq × Tk` probabilities.
+pub fn attention_naive(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: f32) -> AttnOut {
+    let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
+    let mut out = vec![0.0; bn * tq * hn * d];
+    let mut lse = vec![0.0; bn * hn * tq];
+    for b in 0..bn {
+        for h in 0..hn {
+            let mut p = scores_naive(q, k, mask, scale, b, h);
+            let l = softmax_naive(&mut p, tk);
+            lse[(b * hn + h) * tq..][..tq].copy_from_slice(&l);
+            for i in 0..tq {
+                for x in 0..d {
+                    let o: f64 = (0..tk).map(|j| p[i * tk + j] * v.at(b, h, j, x) as f64).sum();
+                    out[((b * tq + i) * hn + h) * d + x] = o as f32;
+                }
+            }
+        }
+    }
+    AttnOut { out, lse }
+}
+
+/// Reference backward. With `P` the probabilities and `dO` the output gradient:
+/// `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ∘ (dP - rowsum(dP ∘ P))`,
+/// `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`.
+pub fn attention_backward_naive(q: &Heads, k: &Heads, v: &Heads, dout: &Heads, mask: &AttnMask, scale: f32) -> AttnGrads {
+    let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
+    let mut dq = vec![0.0; bn * tq * hn * d];
+    let mut dk = vec![0.0; bn * tk * hn * d];
+    let mut dv = vec![0.0; bn * tk * hn * d];
+    for b in 0..bn {
+        for h in 0..hn {
+            let mut p = scores_naive(q, k, mask, scale, b, h);
+            softmax_naive(&mut p, tk);
+            let mut dp = vec![0.0f64; tq * tk];
+            for i in 0..tq {
+                for j in 0..tk {
+                    dp[i * tk + j] = (0..d).map(|x| dout.at(b, h, i, x) as f64 * v.at(b, h, j, x) as f64).sum();
+                }
+                let row_dot: f64 = (0..tk).map(|j| dp[i * tk + j] * p[i * tk + j]).sum();
+                for j in 0..tk {
+                    dp[i * tk + j] = p[i * tk + j] * (dp[i * tk + j] - row_dot); // now dS
+                }
+            }
+            for j in 0..tk {
+                for x in 0..d {
+                    let gv: f64 = (0..tq).map(|i| p[i * tk + j] * dout.at(b, h, i, x) as f64).sum();
+                    let gk: f64 = (0..tq).map(|i| dp[i * tk + j] * q.at(b, h, i, x) as f64).sum();
+                    dv[((b * tk + j) * hn + h) * d + x] = gv as f32;
+                    dk[((b * tk + j) * hn + h) * d + x] = (gk * scale as f64) as f32;
+                }
+            }
+            for i in 0..tq {
+                for x in 0..d {
+                    let gq: f64 = (0..tk).map(|j| dp[i * tk + j] * k.at(b, h, j, x) as f64).sum();
+                    dq[((b * tq + i) * hn + h) * d + x] = (gq * scale as f64) as f32;
+                }
+            }
+        }
+    }
+    AttnGrads { dq, dk, dv }
+}
+
+// ------------------------------------------------------------------ flash
+
+/// A raw pointer that parallel tasks share; each writes its own elements.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks write disjoint elements (documented at each use).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Taking `self` whole makes closures capture the `Send` wrapper, not the raw field.
+    #[inline]
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Apply masking/bias to a tile of scores `s` (`br × bc`, row stride `bc`)
+/// for query rows `i0..` and keys `j0..`. Returns quickly when nothing applies.
+#[allow(clippy::too_many_arguments)]
+fn mask_tile(s: &mut [f32], br: usize, bc: usize, i0: usize, j0: usize, off: isize, tk: usize, b: usize, h: usize, mask: &AttnMask) {
+    let crosses_diagonal = mask.causal && (j0 + bc - 1) as isize > i0 as isize + off;
+    let has_padding = mask
+        .key_mask
+        .is_some_and(|m| m[b * tk + j0..b * tk + j0 + bc].iter().any(|&keep| !keep));
+    if !crosses_diagonal && !has_padding && mask.alibi.is_none() {
+        return;
+    }
+    for r in 0..br {
+        let p = (i0 + r) as isize + off;
+        let row = &mut s[r * bc..(r + 1) * bc];
+        for (c, x) in row.iter_mut().enumerate() {
+            match mask.bias(b, h, tk, p, j0 + c) {
+                Some(bias) => *x += bias,
+                None => *x = f32::NEG_INFINITY,
+            }
+        }
+    }
+}
+
+/// Number of key columns a causal query block `i0..i1` can see.
+fn visible_keys(mask: &AttnMask, i1: usize, off: isize, tk: usize) -> usize {
+    if mask.causal {
+        ((i1 as isize - 1 + off + 1).max(0) as usize).min(tk)
+    } else {
+        tk
+    }
+}
+
+/// Tiled forward with online softmax. Memory beyond the output: one tile of
+/// scores and one accumulator per running task.
+pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: f32) -> AttnOut {
+    let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
+    assert!(q.fits() && k.fits() && v.fits(), "attention: a view reaches past its buffer");
+    let off = tk as isize - tq as isize;
+    let mut out = vec![0.0f32; bn * tq * hn * d];
+    let mut lse = vec![0.0f32; bn * hn * tq];
+    let nq = tq.div_ceil(BR);
+    let (out_ptr, lse_ptr) = (Shared(out.as_mut_ptr()), Shared(lse.as_mut_ptr()));
+    (0..bn * hn * nq).into_par_iter().for_each(move |task| {
+        let (b, h, qb) = (task / (hn * nq), task / nq % hn, task % nq);
+        let i0 = qb * BR;
+        let br = BR.min(tq - i0);
+        let mut s = vec![0.0f32; BR * BC];
+        let mut acc = vec![0.0f32; BR * d];
+        let mut m = [f32::NEG_INFINITY; BR];
+        let mut l = [0.0f32; BR];
+        let qi = q.rows(b, h, i0, br);
+        let keys = visible_keys(mask, i0 + br, off, tk);
+        let mut j0 = 0;
+        while j0 < keys {
+            let bc = BC.min(keys - j0);
+            let s = &mut s[..br * bc];
+            matmul(MatMut::rows(s, br, bc), qi, k.rows(b, h, j0, bc).t(), scale, false, Threads::One);
+            mask_tile(s, br, bc, i0, j0, off, tk, b, h, mask);
+            simd::dispatch(
+                #[inline(always)]
+                || {
+                    for r in 0..br {
+                        let row = &mut s[r * bc..(r + 1) * bc];
+                        let m_new = m[r].max(simd::max(row));
+                        if m_new == f32::NEG_INFINITY {
+                            row.fill(0.0); // nothing visible yet in this row
+                            continue;
+                        }
+                        let mut sum = 0.0;
+                        for x in row.iter_mut() {
+                            *x = simd::exp(*x - m_new);
+                            sum += *x;
+                        }
+                        let alpha = simd::exp(m[r] - m_new);
+                        l[r] = l[r] * alpha + sum;
+                        if alpha != 1.0 {
+                            acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= alpha);
+                        }
+                        m[r] = m_new;
+                    }
+                },
+            );
+            matmul(MatMut::rows(&mut acc[..br * d], br, d), Mat::rows(s, br, bc), v.rows(b, h, j0, bc), 1.0, true, Threads::One);
+            j0 += bc;
+        }
+        for r in 0..br {
+            let i = i0 + r;
+            let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+            // SAFETY: task (b, h, qb) alone writes rows i0..i0+br of head h of
+            // batch b: out[b, i, h, :] and lse[b, h, i]; both lie inside the buffers.
+            unsafe {
+                let o = out_ptr.ptr().add(((b * tq + i) * hn + h) * d);
+                for x in 0..d {
+                    *o.add(x) = acc[r * d + x] * inv;
+                }
+                *lse_ptr.ptr().add((b * hn + h) * tq + i) = if l[r] > 0.0 { m[r] + l[r].ln() } else { f32::INFINITY };
+            }
+        }
+    });
+    AttnOut { out, lse }
+}
+
+/// Tiled backward (FlashAttention-2 order: key tiles outer, query tiles inner),
+/// one task per `(batch, head)`. `out` and `lse` come from the forward pass;
+/// `dout` is the output gradient as `[B, H, Tq, D]` heads.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_flash_backward(
+    q: &Heads,
+    k: &Heads,
+    v: &Heads,
+    out: &[f32],
+    lse: &[f32],
+    dout: &Heads,
+    mask: &AttnMask,
+    scale: f32,
+) -> AttnGrads {
+    let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
+    assert!(q.fits() && k.fits() && v.fits() && dout.fits(), "attention: a view reaches past its buffer");
+    assert_eq!(out.len(), bn * tq * hn * d);
+    let off = tk as isize - tq as isize;
+    let o = Heads::bthd(out, bn, hn, tq, d);
+    let mut dq = vec![0.0f32; bn * tq * hn * d];
+    let mut dk = vec![0.0f32; bn * tk * hn * d];
+    let mut dv = vec![0.0f32; bn * tk * hn * d];
+    let (dq_ptr, dk_ptr, dv_ptr) = (Shared(dq.as_mut_ptr()), Shared(dk.as_mut_ptr()), Shared(dv.as_mut_ptr()));
+    (0..bn * hn).into_par_iter().for_each(move |task| {
+        let (b, h) = (task / hn, task % hn);
+        let lse = &lse[task * tq..(task + 1) * tq];
+        // D_i = rowsum(dO ∘ O): the "row_dot" of the naive backward, from the output.
+        let delta: Vec<f32> = (0..tq)
+            .map(|i| {
+                let (a, c) = (dout.rows(b, h, i, 1), o.rows(b, h, i, 1));
+                simd::dot(&a.data[a.offset..a.offset + d], &c.data[c.offset..c.offset + d])
+            })
+            .collect();
+        let mut p = vec![0.0f32; BR * BC];
+        let mut ds = vec![0.0f32; BR * BC];
+        let mut dkb = vec![0.0f32; BC * d];
+        let mut dvb = vec![0.0f32; BC * d];
+        let mut j0 = 0;
+        while j0 < tk {
+            let bc = BC.min(tk - j0);
+            let (kj, vj) = (k.rows(b, h, j0, bc), v.rows(b, h, j0, bc));
+            dkb[..bc * d].fill(0.0);
+            dvb[..bc * d].fill(0.0);
+            // the first query that sees key j0 under a causal mask
+            let first_q = if mask.causal { (j0 as isize - off).max(0) as usize } else { 0 };
+            let mut i0 = first_q / BR * BR;
+            while i0 < tq {
+                let br = BR.min(tq - i0);
+                let (qi, doi) = (q.rows(b, h, i0, br), dout.rows(b, h, i0, br));
+                let p = &mut p[..br * bc];
+                let ds = &mut ds[..br * bc];
+                matmul(MatMut::rows(p, br, bc), qi, kj.t(), scale, false, Threads::One);
+                mask_tile(p, br, bc, i0, j0, off, tk, b, h, mask);
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for r in 0..br {
+                            let l = lse[i0 + r];
+                            for x in p[r * bc..(r + 1) * bc].iter_mut() {
+                                *x = simd::exp(*x - l);
+                            }
+                        }
+                    },
+                );
+                // dV_j += Pᵀ·dO_i
+                matmul(MatMut::rows(&mut dvb[..bc * d], bc, d), Mat::rows(p, br, bc).t(), doi, 1.0, true, Threads::One);
+                // dP = dO_i·V_jᵀ, then dS = P ∘ (dP - D_i)
+                matmul(MatMut::rows(ds, br, bc), doi, vj.t(), 1.0, false, Threads::One);
+                simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for r in 0..br {
+                            let dl = delta[i0 + r];
+                            for (g, &pp) in ds[r * bc..(r + 1) * bc].iter_mut().zip(&p[r * bc..(r + 1) * bc]) {
+                                *g = pp * (*g - dl);
+                            }
+                        }
+                    },
+                );
+                // dQ_i += scale·dS·K_j, written straight into dq[b, i0.., h, :]
+                // SAFETY: only task (b, h) touches head h of batch b in dq.
+                unsafe {
+                    let dst = RawMatMut {
+                        ptr: dq_ptr.ptr().add(((b * tq + i0) * hn + h) * d),
+                        rows: br,
+                        cols: d,
+                        rs: hn * d,
+                        cs: 1,
+                    };
+                    matmul_raw(dst, Mat::rows(ds, br, bc), kj, scale, true, Threads::One);
+                }
+                // dK_j += scale·dSᵀ·Q_i
+                matmul(MatMut::rows(&mut dkb[..bc * d], bc, d), Mat::rows(ds, br, bc).t(), qi, scale, true, Threads::One);
+                i0 += br;
+            }
+            // SAFETY: only task (b, h) touches head h of batch b in dk and dv.
+            unsafe {
+                for r in 0..bc {
+                    let at = ((b * tk + j0 + r) * hn + h) * d;
+                    std::ptr::copy_nonoverlapping(dkb.as_ptr().add(r * d), dk_ptr.ptr().add(at), d);
+                    std::ptr::copy_nonoverlapping(dvb.as_ptr().add(r * d), dv_ptr.ptr().add(at), d);
+                }
+            }
+            j0 += bc;
+        }
+    });
+    AttnGrads { dq, dk, dv }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    struct Case {
+        b: usize,
+        h: usize,
+        tq: usize,
+        tk: usize,
+        d: usize,
+        causal: bool,
+        padding: bool,
+        alibi: bool,
+    }
+
+    fn check(c: Case, rng: &mut Rng) {
+        let Case { b, h, tq, tk, d, causal, padding, alibi } = c;
+        let rand = |n: usize, rng: &mut Rng| (0..n).map(|_| rng.normal()).collect::<Vec<f32>>();
+        // Q as a [B, T, H, D] buffer viewed as heads (strided), K and V as [B, H, T, D] packed.
+        let qd = rand(b * tq * h * d, rng);
+        let kd = rand(b * h * tk * d, rng);
+        let vd = rand(b * h * tk * d, rng);
+        let dod = rand(b * tq * h * d, rng);
+        let q = Heads::bthd(&qd, b, h, tq, d);
+        let k = Heads { data: &kd, offset: 0, b, h, t: tk, d, sb: h * tk * d, sh: tk * d, st: d };
+        let v = Heads { data: &vd, ..k };
+        let dout = Heads::bthd(&dod, b, h, tq, d);
+        // every other sequence has its last third padded; sequence 0 is fully padded when asked
+        let km: Vec<bool> = (0..b * tk).map(|i| !(padding && (i / tk == 0 || i % tk >= tk * 2 / 3))).collect();
+        let slopes: Vec<f32> = (0..h).map(|i| 0.5f32.powi(i as i32 + 1)).collect();
+        let mask = AttnMask {
+            causal,
+            key_mask: padding.then_some(&km[..]),
+            alibi: alibi.then_some(&slopes[..]),
+        };
+        let scale = 1.0 / (d as f32).sqrt();
+        let naive = attention_naive(&q, &k, &v, &mask, scale);
+        let flash = attention_flash(&q, &k, &v, &mask, scale);
+        let close = |a: &[f32], e: &[f32], what: &str| {
+            for (i, (x, y)) in a.iter().zip(e).enumerate() {
+                assert!(x.is_finite() || (x == y), "{what}[{i}] = {x}");
+                assert!((x - y).abs() < 2e-4 * (1.0 + y.abs()) || x == y, "{what}[{i}]: {x} vs {y}");
+            }
+        };
+        close(&flash.out, &naive.out, "out");
+        close(&flash.lse, &naive.lse, "lse");
+        let gn = attention_backward_naive(&q, &k, &v, &dout, &mask, scale);
+        let gf = attention_flash_backward(&q, &k, &v, &flash.out, &flash.lse, &dout, &mask, scale);
+        close(&gf.dq, &gn.dq, "dq");
+        close(&gf.dk, &gn.dk, "dk");
+        close(&gf.dv, &gn.dv, "dv");
+    }
+
+    #[test]
+    fn flash_matches_naive_forward_and_backward() {
+        let mut rng = Rng::new(21);
+        let cases = [
+            // (b, h, tq, tk, d, causal, padding, alibi)
+            (1, 1, 1, 1, 1, false, false, false),
+            (1, 1, 1, 1, 8, true, false, false),
+            (2, 3, 5, 5, 4, true, false, false),
+            (1, 2, 70, 70, 16, true, false, false),
+            (2, 2, 130, 130, 8, false, true, false),
+            (1, 2, 1, 77, 8, true, false, false), // one new token against a KV cache
+            (2, 1, 9, 140, 8, false, true, false), // cross-attention, Tq != Tk
+            (1, 3, 67, 67, 5, true, false, true), // ALiBi
+            (3, 2, 65, 129, 7, true, true, true),
+        ];
+        for (b, h, tq, tk, d, causal, padding, alibi) in cases {
+            check(Case { b, h, tq, tk, d, causal, padding, alibi }, &mut rng);
+        }
+    }
+
+    #[test]
+    fn fully_masked_rows_give_zeros_not_nan() {
+        let (b, h, t, d) = (1, 1, 3, 4);
+        let data: Vec<f32> = (0..b * h * t * d).map(|i| i as f32 * 0.1).collect();
+        let x = Heads::bthd(&data, b, h, t, d);
+        let km = vec![false; t];
+        let mask = AttnMask { causal: false, key_mask: Some(&km), alibi: None };
+        let f = attention_flash(&x, &x, &x, &mask, 0.5);
+        assert!(f.out.iter().all(|&v| v == 0.0));
+        let g = attention_flash_backward(&x, &x, &x, &f.out, &f.lse, &x, &mask, 0.5);
+        assert!(g.dq.iter().chain(&g.dk).chain(&g.dv).all(|&v| v == 0.0));
+    }
+}

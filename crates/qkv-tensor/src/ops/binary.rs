@@ -1,0 +1,174 @@
+//! Element-wise arithmetic between two tensors, with NumPy broadcasting
+//! (`[B, T, C] + [C]` adds a bias to every token). Backward sums the gradient
+//! over the broadcast axes ([`Tensor::sum_to`]).
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::kernels::elementwise::{self, PAR_MIN};
+use crate::layout::broadcast_shape;
+use crate::tensor::Tensor;
+
+/// `f(a, b)` over the broadcast shape of `a` and `b`.
+fn broadcast_apply(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync + Send + Copy,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    if a.shape() == b.shape() {
+        return Ok((elementwise::zip_map(&a.data(), &b.data(), f), a.shape().to_vec()));
+    }
+    let shape = broadcast_shape(op, a.shape(), b.shape())?;
+    // Common case: one side is a row repeated along the leading axes (a bias).
+    let is_row_of = |small: &Tensor, big: &Tensor| {
+        big.shape() == shape.as_slice()
+            && small.numel() > 0
+            && small.shape().len() <= shape.len()
+            && small.shape().iter().rev().zip(shape.iter().rev()).all(|(x, y)| x == y)
+    };
+    if is_row_of(b, a) {
+        return Ok((elementwise::zip_rows(&a.data(), &b.data(), f), shape));
+    }
+    if is_row_of(a, b) {
+        return Ok((elementwise::zip_rows(&b.data(), &a.data(), move |y, x| f(x, y)), shape));
+    }
+    let la = a.layout().broadcast_to(&shape)?;
+    let lb = b.layout().broadcast_to(&shape)?;
+    let (da, db) = (a.storage_slice(), b.storage_slice());
+    let out = la.indices().zip(lb.indices()).map(|(i, j)| f(da[i], db[j])).collect();
+    Ok((out, shape))
+}
+
+impl Tensor {
+    pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
+        let (data, shape) = broadcast_apply("add", self, rhs, |a, b| a + b)?;
+        let (sa, sb) = (self.shape().to_vec(), rhs.shape().to_vec());
+        Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| {
+            Ok(vec![Some(g.sum_to(&sa)?), Some(g.sum_to(&sb)?)])
+        }))
+    }
+
+    pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
+        let (data, shape) = broadcast_apply("sub", self, rhs, |a, b| a - b)?;
+        let (sa, sb) = (self.shape().to_vec(), rhs.shape().to_vec());
+        Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| {
+            Ok(vec![Some(g.sum_to(&sa)?), Some(g.sum_to(&sb)?.scale(-1.0))])
+        }))
+    }
+
+    pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let (data, shape) = broadcast_apply("mul", self, rhs, |a, b| a * b)?;
+        let (a, b) = (self.detach(), rhs.detach());
+        Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| {
+            Ok(vec![Some(g.mul(&b)?.sum_to(a.shape())?), Some(g.mul(&a)?.sum_to(b.shape())?)])
+        }))
+    }
+
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        let (data, shape) = broadcast_apply("div", self, rhs, |a, b| a / b)?;
+        let (a, b) = (self.detach(), rhs.detach());
+        Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| {
+            let ga = g.div(&b)?.sum_to(a.shape())?;
+            // d(a/b)/db = -a / b²
+            let (gb, _) = broadcast_apply("div", &g.mul(&a)?, &b, |ga, b| -ga / (b * b))?;
+            let gb = Tensor::from_vec(gb, g.shape())?.sum_to(b.shape())?;
+            Ok(vec![Some(ga), Some(gb)])
+        }))
+    }
+
+    /// `self * s` for a number `s`.
+    pub fn scale(&self, s: f32) -> Tensor {
+        let data = elementwise::map(&self.data(), move |x| x * s);
+        Tensor::from_op(data, self.shape(), &[self], move |g| Ok(vec![Some(g.scale(s))]))
+    }
+
+    /// `self + s` for a number `s`.
+    pub fn add_scalar(&self, s: f32) -> Tensor {
+        let data = elementwise::map(&self.data(), move |x| x + s);
+        Tensor::from_op(data, self.shape(), &[self], |g| Ok(vec![Some(g.clone())]))
+    }
+
+    pub fn neg(&self) -> Tensor {
+        self.scale(-1.0)
+    }
+
+    /// Sum a (broadcast) gradient down to `shape`: over the extra leading axes
+    /// and over the axes where `shape` has size 1.
+    pub fn sum_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        let full = self.shape();
+        if shape.len() > full.len() || broadcast_shape("sum_to", shape, full)? != full {
+            return Err(Error::mismatch("sum_to", full, shape, "the target must broadcast to the source"));
+        }
+        let pad = full.len() - shape.len();
+        let n: usize = shape.iter().product();
+        let data = self.data();
+        // Fast path: `shape` is a suffix of `full` (a bias): sum the rows.
+        if full[pad..] == *shape {
+            let rows = data.len() / n.max(1);
+            let out = if data.len() >= PAR_MIN {
+                let per = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
+                data.par_chunks(per * n)
+                    .map(|block| {
+                        let mut acc = vec![0.0f32; n];
+                        for r in block.chunks_exact(n) {
+                            elementwise::add_assign(&mut acc, r);
+                        }
+                        acc
+                    })
+                    .reduce(
+                        || vec![0.0f32; n],
+                        |mut a, b| {
+                            elementwise::add_assign(&mut a, &b);
+                            a
+                        },
+                    )
+            } else {
+                let mut acc = vec![0.0f32; n];
+                for r in data.chunks_exact(n.max(1)) {
+                    elementwise::add_assign(&mut acc, r);
+                }
+                acc
+            };
+            return Tensor::from_vec(out, shape);
+        }
+        // General case: walk the source; each element lands at its index with
+        // the summed axes set to 0.
+        let mut target = vec![1usize; full.len()];
+        target[pad..].copy_from_slice(shape);
+        let tl = crate::layout::Layout::contiguous(&target);
+        let mut strides = tl.strides().to_vec();
+        for (i, s) in strides.iter_mut().enumerate() {
+            if target[i] == 1 {
+                *s = 0;
+            }
+        }
+        let walk = crate::layout::Layout::new(full.to_vec(), strides, 0);
+        let mut out = vec![0.0f32; n];
+        for (v, i) in data.iter().zip(walk.indices()) {
+            out[i] += v;
+        }
+        Tensor::from_vec(out, shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_forms_agree() {
+        let a = Tensor::from_vec((0..6).map(|i| i as f32).collect(), &[2, 3]).unwrap();
+        let row = Tensor::from_vec(vec![10.0, 20.0, 30.0], &[3]).unwrap();
+        let col = Tensor::from_vec(vec![1.0, 2.0], &[2, 1]).unwrap();
+        assert_eq!(a.add(&row).unwrap().to_vec(), vec![10.0, 21.0, 32.0, 13.0, 24.0, 35.0]);
+        assert_eq!(row.sub(&a).unwrap().to_vec(), vec![10.0, 19.0, 28.0, 7.0, 16.0, 25.0]);
+        assert_eq!(a.mul(&col).unwrap().to_vec(), vec![0.0, 1.0, 2.0, 6.0, 8.0, 10.0]);
+        assert_eq!(a.sum_to(&[3]).unwrap().to_vec(), vec![3.0, 5.0, 7.0]);
+        assert_eq!(a.sum_to(&[2, 1]).unwrap().to_vec(), vec![3.0, 12.0]);
+        assert!(a.add(&Tensor::zeros(&[2])).is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! Vector instructions without giving up portability.
+//!
+//! Kernels are written as plain loops over slices. [`dispatch`] runs such a loop
+//! compiled for AVX2+FMA when the CPU has them (checked once, at run time), and
+//! as baseline x86-64 code otherwise; LLVM turns the loop into vector code for
+//! whichever target it is compiled in. The closure must be `#[inline(always)]`
+//! so that its body is compiled inside the target-feature function.
+//!
+//! The math functions below (`exp`, `erf`, `tanh`) are branch-free polynomial
+//! approximations so that those loops vectorise; each is tested against the
+//! standard library's version.
+
+#[inline(always)]
+pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            // SAFETY: the CPU supports the features `run_avx2` is compiled for.
+            return unsafe { run_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// Which instruction set the vectorised kernels use on this CPU.
+pub fn instruction_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2_fma() {
+            return "avx2+fma";
+        }
+        "sse2"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "portable"
+    }
+}
+
+/// e^x with relative error below 2e-7 for x in [-87, 88]; 0 below -87.3
+/// (so masked scores, set to -inf, vanish), +inf above 88.7. (Cephes `expf`.)
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = xc - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let p = p * r * r + r + 1.0;
+    // 2^n built from its exponent bits; n sits in the low mantissa bits of t.
+    let pow2 = f32::from_bits(((t.to_bits() as i32 - 0x4B40_0000 + 127) << 23) as u32);
+    let y = p * pow2;
+    if x < -87.3 {
+        0.0
+    } else if x > 88.7 {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+/// The error function, absolute error below 3e-7, used by exact GELU.
+/// |x| < 1: its Taylor series to x²¹ (alternating, tail below 1e-8);
+/// elsewhere Abramowitz & Stegun 7.1.26 (1.5e-7 in exact arithmetic).
+/// Both are computed and one selected, so loops over it stay branch-free.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    // series: 2/√π · x · Σ (-1)^n x^2n / (n! (2n+1)), by Horner from the top term
+    const C: [f32; 11] = [
+        1.0,
+        -1.0 / 3.0,
+        1.0 / 10.0,
+        -1.0 / 42.0,
+        1.0 / 216.0,
+        -1.0 / 1320.0,
+        1.0 / 9360.0,
+        -1.0 / 75_600.0,
+        1.0 / 685_440.0,
+        -1.0 / 6_894_720.0,
+        1.0 / 76_204_800.0,
+    ];
+    let z = x * x;
+    let mut acc = C[10];
+    for c in C[..10].iter().rev() {
+        acc = acc * z + c;
+    }
+    let series = x * 1.128_379_2 * acc;
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let tail = 1.0 - poly * exp(-a * a);
+    let tail = if x < 0.0 { -tail } else { tail };
+    if a < 1.0 { series } else { tail }
+}
+
+/// Hyperbolic tangent from one `exp`; absolute error below 3e-7.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let a = x.abs().min(9.0);
+    let e = exp(-2.0 * a);
+    let y = (1.0 - e) / (1.0 + e);
+    if x < 0.0 { -y } else { y }
+}
+
+/// 1 / (1 + e^-x)
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Sum with eight independent partial sums, so it vectorises (floating-point
+/// addition is not associative, so LLVM will not reorder a plain sum).
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in rest {
+        s += v;
+    }
+    s
+}
+
+/// Dot product, vectorised like [`sum`].
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Largest element (-inf for an empty slice), vectorised.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for v in acc.iter().chain(rest) {
+        m = if *v > m { *v } else { m };
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid() -> impl Iterator<Item = f32> {
+        (-20_000..=20_000).map(|i| i as f32 * 1e-3)
+    }
+
+    #[test]
+    fn exp_matches_std() {
+        for x in grid().map(|x| x * 4.0) {
+            let (a, b) = (exp(x), x.exp());
+            assert!(((a - b) / b).abs() < 3e-7, "exp({x}) = {a}, std {b}");
+        }
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-1000.0), 0.0);
+        assert_eq!(exp(1000.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn erf_and_tanh_match_f64() {
+        for x in grid() {
+            let e = libm_erf(x as f64);
+            assert!((erf(x) as f64 - e).abs() < 3e-7, "erf({x}) = {} vs {e}", erf(x));
+            let t = (x as f64).tanh();
+            assert!((tanh(x) as f64 - t).abs() < 4e-7, "tanh({x}) = {} vs {t}", tanh(x));
+        }
+    }
+
+    /// erf in f64 by its Taylor series / continued fraction, as an independent reference.
+    fn libm_erf(x: f64) -> f64 {
+        if x.abs() < 2.5 {
+            // Taylor: erf x = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+            let mut sum = 0.0;
+            let mut term = x;
+            let mut n = 0.0;
+            while term.abs() > 1e-17 {
+                sum += term / (2.0 * n + 1.0);
+                n += 1.0;
+                term *= -x * x / n;
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc continued fraction (Lentz), accurate for |x| >= 2.5
+            let a = x.abs();
+            let mut f = 0.0;
+            for k in (1..60).rev() {
+                f = (k as f64 / 2.0) / (a + f);
+            }
+            let erfc = (-a * a).exp() / std::f64::consts::PI.sqrt() / (a + f);
+            (1.0 - erfc) * x.signum()
+        }
+    }
+
+    #[test]
+    fn reductions_match_plain_loops() {
+        let x: Vec<f32> = (0..37).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
+        let y: Vec<f32> = (0..37).map(|i| ((i * 104_729) % 13) as f32 * 0.5).collect();
+        assert_eq!(sum(&x), x.iter().sum::<f32>());
+        assert_eq!(max(&x), x.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+        let d: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        assert!((dot(&x, &y) - d).abs() < 1e-3);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+    }
+}
