@@ -80,10 +80,10 @@ impl Drop for NoGradGuard {
 pub struct GradSlot(Mutex<Option<Vec<f32>>>);
 
 impl GradSlot {
-    fn add(&self, g: &Tensor) {
+    fn add(&self, g: Tensor) {
         let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match slot.as_mut() {
-            None => *slot = Some(g.to_vec()),
+            None => *slot = Some(g.into_vec()),
             Some(acc) => crate::kernels::elementwise::add_assign(acc, &g.data()),
         }
     }
@@ -118,7 +118,8 @@ impl Tensor {
         }
         if !self.requires_grad() {
             return Err(Error::Backward(
-                "this tensor does not depend on any parameter (or was computed under no_grad)".into(),
+                "this tensor does not depend on any parameter (or was computed under no_grad)"
+                    .into(),
             ));
         }
         // Collect the tape: every recorded op reachable from self.
@@ -132,7 +133,9 @@ impl Tensor {
             if let GradKind::Op(node) = &t.0.grad {
                 let guard = node.0.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_ref() {
-                    Some((inputs, _)) => stack.extend(inputs.iter().filter(|i| i.requires_grad()).cloned()),
+                    Some((inputs, _)) => {
+                        stack.extend(inputs.iter().filter(|i| i.requires_grad()).cloned())
+                    }
                     None => {
                         return Err(Error::Backward(
                             "the graph was already freed by an earlier backward(); run the forward pass again".into(),
@@ -153,7 +156,7 @@ impl Tensor {
             };
             match &t.0.grad {
                 GradKind::None => {}
-                GradKind::Param(slot) => slot.add(&g),
+                GradKind::Param(slot) => slot.add(g),
                 GradKind::Op(node) => {
                     let taken = node.0.lock().unwrap_or_else(|e| e.into_inner()).take();
                     let Some((inputs, f)) = taken else { continue };
@@ -171,7 +174,7 @@ impl Tensor {
                         match &input.0.grad {
                             GradKind::None => {}
                             // Parameters take their gradient right away.
-                            GradKind::Param(slot) => slot.add(&ig),
+                            GradKind::Param(slot) => slot.add(ig),
                             GradKind::Op(_) => match grads.remove(&input.id()) {
                                 None => {
                                     grads.insert(input.id(), ig);
@@ -241,7 +244,11 @@ impl Param {
 
     /// The current value, as a leaf of the graph (gradients flow into this param).
     pub fn value(&self) -> Tensor {
-        self.0.value.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .value
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn shape(&self) -> Vec<usize> {
@@ -255,8 +262,10 @@ impl Param {
     /// The accumulated gradient, if any backward pass reached this parameter.
     pub fn grad(&self) -> Option<Tensor> {
         let slot = self.0.slot.0.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref()
-            .map(|g| Tensor::from_vec(g.clone(), self.value().shape()).expect("slot matches the value's shape"))
+        slot.as_ref().map(|g| {
+            Tensor::from_vec(g.clone(), self.value().shape())
+                .expect("slot matches the value's shape")
+        })
     }
 
     /// Visit the accumulated gradient without copying it.
@@ -280,7 +289,11 @@ impl Param {
         {
             return Err(Error::invalid(
                 "set_grad",
-                format!("{} values for a parameter of {} values", g.len(), self.numel()),
+                format!(
+                    "{} values for a parameter of {} values",
+                    g.len(),
+                    self.numel()
+                ),
             ));
         }
         *self.0.slot.0.lock().unwrap_or_else(|e| e.into_inner()) = g;
@@ -323,9 +336,18 @@ impl Param {
     pub fn set_value(&self, t: &Tensor) -> Result<()> {
         let mut value = self.0.value.write().unwrap_or_else(|e| e.into_inner());
         if t.shape() != value.shape() {
-            return Err(Error::mismatch("Param::set_value", value.shape(), t.shape(), "a parameter keeps its shape"));
+            return Err(Error::mismatch(
+                "Param::set_value",
+                value.shape(),
+                t.shape(),
+                "a parameter keeps its shape",
+            ));
         }
-        *value = Tensor::from_parts(t.0.storage.clone(), t.0.layout.clone(), GradKind::Param(self.0.slot.clone()));
+        *value = Tensor::from_parts(
+            t.0.storage.clone(),
+            t.0.layout.clone(),
+            GradKind::Param(self.0.slot.clone()),
+        );
         Ok(())
     }
 }

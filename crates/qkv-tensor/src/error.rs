@@ -67,7 +67,12 @@ impl Error {
         }
     }
 
-    pub fn mismatch(op: &'static str, lhs: &[usize], rhs: &[usize], hint: impl Into<String>) -> Self {
+    pub fn mismatch(
+        op: &'static str,
+        lhs: &[usize],
+        rhs: &[usize],
+        hint: impl Into<String>,
+    ) -> Self {
         Error::ShapeMismatch {
             op,
             lhs: lhs.into(),

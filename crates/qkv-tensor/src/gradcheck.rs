@@ -32,8 +32,15 @@ impl Default for GradCheck {
 impl GradCheck {
     /// Check every entry of every input's gradient. Returns a description of
     /// the first mismatch, if any.
-    pub fn run(&self, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<std::result::Result<(), String>> {
-        let params: Vec<Param> = inputs.iter().map(|t| Param::new(t.contiguous().detach())).collect();
+    pub fn run(
+        &self,
+        inputs: &[Tensor],
+        f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    ) -> Result<std::result::Result<(), String>> {
+        let params: Vec<Param> = inputs
+            .iter()
+            .map(|t| Param::new(t.contiguous().detach()))
+            .collect();
         let values: Vec<Tensor> = params.iter().map(|p| p.value()).collect();
         let out = f(&values)?;
         let r = Tensor::randn(out.shape(), 1.0, &mut Rng::new(1234));
@@ -41,10 +48,17 @@ impl GradCheck {
         loss.backward()?;
         let objective = |xs: &[Tensor]| -> Result<f64> {
             let o = no_grad(|| f(xs))?;
-            Ok(o.data().iter().zip(r.data().iter()).map(|(a, b)| *a as f64 * *b as f64).sum())
+            Ok(o.data()
+                .iter()
+                .zip(r.data().iter())
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum())
         };
         for (pi, p) in params.iter().enumerate() {
-            let analytic = p.grad().map(|g| g.to_vec()).unwrap_or_else(|| vec![0.0; p.numel()]);
+            let analytic = p
+                .grad()
+                .map(|g| g.to_vec())
+                .unwrap_or_else(|| vec![0.0; p.numel()]);
             let base = p.value().to_vec();
             for i in 0..base.len() {
                 let at = |delta: f32| -> Result<f64> {
@@ -54,7 +68,8 @@ impl GradCheck {
                     xs[pi] = Tensor::from_vec(v, p.value().shape())?;
                     objective(&xs)
                 };
-                let numeric = ((at(self.step)? - at(-self.step)?) / (2.0 * self.step as f64)) as f32;
+                let numeric =
+                    ((at(self.step)? - at(-self.step)?) / (2.0 * self.step as f64)) as f32;
                 let a = analytic[i];
                 if (a - numeric).abs() > self.atol + self.rtol * numeric.abs() {
                     return Ok(Err(format!(
@@ -64,5 +79,34 @@ impl GradCheck {
             }
         }
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check must catch a wrong backward: here `2x` claims gradient `g`.
+    #[test]
+    fn catches_a_wrong_gradient() {
+        let wrong_double = |xs: &[Tensor]| -> Result<Tensor> {
+            let x = &xs[0];
+            let y = x.data().iter().map(|v| 2.0 * v).collect();
+            Ok(Tensor::from_op(y, x.shape(), &[x], |g| {
+                Ok(vec![Some(g.clone())])
+            }))
+        };
+        let x = Tensor::randn(&[3], 1.0, &mut Rng::new(0));
+        let verdict = GradCheck::default()
+            .run(std::slice::from_ref(&x), wrong_double)
+            .unwrap();
+        assert!(verdict.is_err());
+        let right_double = |xs: &[Tensor]| Ok(xs[0].scale(2.0));
+        assert!(
+            GradCheck::default()
+                .run(&[x], right_double)
+                .unwrap()
+                .is_ok()
+        );
     }
 }

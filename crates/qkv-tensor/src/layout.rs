@@ -104,10 +104,17 @@ impl Layout {
     pub fn permute(&self, axes: &[usize]) -> Result<Layout> {
         let r = self.rank();
         let mut seen = vec![false; r];
-        if axes.len() != r || axes.iter().any(|&a| a >= r || std::mem::replace(&mut seen[a], true)) {
+        if axes.len() != r
+            || axes
+                .iter()
+                .any(|&a| a >= r || std::mem::replace(&mut seen[a], true))
+        {
             return Err(Error::invalid(
                 "permute",
-                format!("{axes:?} is not a permutation of the {r} axes of {:?}", self.shape),
+                format!(
+                    "{axes:?} is not a permutation of the {r} axes of {:?}",
+                    self.shape
+                ),
             ));
         }
         Ok(Layout {
@@ -250,8 +257,16 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -338,7 +353,10 @@ mod tests {
 
     #[test]
     fn broadcast_rules() {
-        assert_eq!(broadcast_shape("t", &[2, 1, 4], &[3, 1]).unwrap(), vec![2, 3, 4]);
+        assert_eq!(
+            broadcast_shape("t", &[2, 1, 4], &[3, 1]).unwrap(),
+            vec![2, 3, 4]
+        );
         assert!(broadcast_shape("t", &[2, 3], &[4]).is_err());
     }
 }

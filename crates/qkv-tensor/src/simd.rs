@@ -8,7 +8,9 @@
 //!
 //! The math functions below (`exp`, `erf`, `tanh`) are branch-free polynomial
 //! approximations so that those loops vectorise; each is tested against the
-//! standard library's version.
+//! standard library's version. They use `mul_add`, one instruction on CPUs
+//! with FMA (all x86-64 since 2013, every aarch64); on older x86 it becomes a
+//! correct but slow library call.
 
 #[inline(always)]
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
@@ -58,12 +60,14 @@ pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(-87.0, 88.0);
     let t = xc * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
-    let r = xc - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_65)
-        * r
-        + 0.5;
-    let p = p * r * r + r + 1.0;
+    let r = n.mul_add(-1.428_606_8e-6, n.mul_add(-0.693_145_75, xc));
+    let p = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_199_9e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 0.166_666_65)
+        .mul_add(r, 0.5);
+    let p = p.mul_add(r * r, r) + 1.0;
     // 2^n built from its exponent bits; n sits in the low mantissa bits of t.
     let pow2 = f32::from_bits(((t.to_bits() as i32 - 0x4B40_0000 + 127) << 23) as u32);
     let y = p * pow2;
@@ -102,10 +106,11 @@ pub fn erf(x: f32) -> f32 {
     for c in C[..10].iter().rev() {
         acc = acc * z + c;
     }
-    let series = x * 1.128_379_2 * acc;
+    let series = x * std::f32::consts::FRAC_2_SQRT_PI * acc;
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
-        * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let tail = 1.0 - poly * exp(-a * a);
     let tail = if x < 0.0 { -tail } else { tail };
     if a < 1.0 { series } else { tail }
@@ -207,9 +212,17 @@ mod tests {
     fn erf_and_tanh_match_f64() {
         for x in grid() {
             let e = libm_erf(x as f64);
-            assert!((erf(x) as f64 - e).abs() < 3e-7, "erf({x}) = {} vs {e}", erf(x));
+            assert!(
+                (erf(x) as f64 - e).abs() < 3e-7,
+                "erf({x}) = {} vs {e}",
+                erf(x)
+            );
             let t = (x as f64).tanh();
-            assert!((tanh(x) as f64 - t).abs() < 4e-7, "tanh({x}) = {} vs {t}", tanh(x));
+            assert!(
+                (tanh(x) as f64 - t).abs() < 4e-7,
+                "tanh({x}) = {} vs {t}",
+                tanh(x)
+            );
         }
     }
 

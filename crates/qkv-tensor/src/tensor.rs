@@ -47,7 +47,10 @@ impl Tensor {
         if data.len() != n {
             return Err(Error::invalid(
                 "from_vec",
-                format!("{} values cannot fill shape {shape:?} ({n} values)", data.len()),
+                format!(
+                    "{} values cannot fill shape {shape:?} ({n} values)",
+                    data.len()
+                ),
             ));
         }
         Ok(Self::from_parts(
@@ -85,7 +88,11 @@ impl Tensor {
     ) -> Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         let grad = Self::record(inputs, backward);
-        Self::from_parts(Arc::new(Storage::Owned(data)), Layout::contiguous(shape), grad)
+        Self::from_parts(
+            Arc::new(Storage::Owned(data)),
+            Layout::contiguous(shape),
+            grad,
+        )
     }
 
     /// `value`'s buffer and layout, recorded as the output of an op over
@@ -240,17 +247,64 @@ impl Tensor {
         self.data().into_owned()
     }
 
+    /// The elements row-major, taking the buffer without a copy when this
+    /// tensor is its only, packed holder.
+    pub fn into_vec(self) -> Vec<f32> {
+        if self.is_contiguous() && self.0.layout.offset() == 0 {
+            let n = self.numel();
+            match Arc::try_unwrap(self.0) {
+                Ok(inner) => match Arc::try_unwrap(inner.storage) {
+                    Ok(Storage::Owned(v)) if v.len() == n => return v,
+                    Ok(s) => return s.as_slice()[..n].to_vec(),
+                    Err(s) => return s.as_slice()[..n].to_vec(),
+                },
+                Err(inner) => return Tensor(inner).to_vec(),
+            }
+        }
+        self.to_vec()
+    }
+
     /// The value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::bad_shape("item", self.shape(), "exactly one element"));
+            return Err(Error::bad_shape(
+                "item",
+                self.shape(),
+                "exactly one element",
+            ));
         }
         Ok(self.data()[0])
     }
 
+    /// Write access to the elements (row-major), copy-on-write: when the buffer
+    /// is shared with another tensor, or this tensor is a view, it first gets a
+    /// packed buffer of its own. The result is cut from the graph (a constant),
+    /// since changing values under a recorded op would corrupt its gradients.
+    pub fn make_mut(&mut self) -> &mut [f32] {
+        let n = self.numel();
+        let owned_packed = self.is_contiguous()
+            && self.0.layout.offset() == 0
+            && !self.requires_grad()
+            && Arc::get_mut(&mut self.0).is_some_and(|inner| {
+                Arc::get_mut(&mut inner.storage)
+                    .is_some_and(|s| s.as_mut_slice().is_some_and(|b| b.len() == n))
+            });
+        if !owned_packed {
+            *self = Tensor::from_vec(self.to_vec(), self.shape()).expect("same length");
+        }
+        let inner = Arc::get_mut(&mut self.0).expect("unique after the check or the copy");
+        Arc::get_mut(&mut inner.storage)
+            .and_then(|s| s.as_mut_slice())
+            .expect("unique, owned after the check or the copy")
+    }
+
     /// The same numbers, cut from the graph: no gradient flows through it.
     pub fn detach(&self) -> Tensor {
-        Self::from_parts(self.0.storage.clone(), self.0.layout.clone(), GradKind::None)
+        Self::from_parts(
+            self.0.storage.clone(),
+            self.0.layout.clone(),
+            GradKind::None,
+        )
     }
 
     /// True when `other` views the same buffer (a view, not a copy).
@@ -261,7 +315,12 @@ impl Tensor {
     /// Largest absolute difference to `other` (same shape), for tests.
     pub fn max_abs_diff(&self, other: &Tensor) -> Result<f32> {
         if self.shape() != other.shape() {
-            return Err(Error::mismatch("max_abs_diff", self.shape(), other.shape(), "shapes must be equal"));
+            return Err(Error::mismatch(
+                "max_abs_diff",
+                self.shape(),
+                other.shape(),
+                "shapes must be equal",
+            ));
         }
         Ok(self
             .data()

@@ -17,17 +17,24 @@ pub fn init_threads(requested: Option<usize>) -> Result<usize, String> {
         _ => None,
     };
     let n = requested.or(from_env).unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     });
     if n == 0 {
         return Err("the number of threads must be at least 1".into());
     }
-    match rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
         Ok(()) => Ok(n),
         Err(_) => {
             let current = rayon::current_num_threads();
             if requested.is_some_and(|r| r != current) {
-                Err(format!("the thread pool already runs {current} threads; cannot change it to {n}"))
+                Err(format!(
+                    "the thread pool already runs {current} threads; cannot change it to {n}"
+                ))
             } else {
                 Ok(current)
             }

@@ -1,1 +1,26 @@
-//! qkv: the transformer library.
+//! # qkv: the transformer architecture, from the tensor up
+//!
+//! Built on [`qkv_tensor`] (tensors, kernels, autograd). Read it in the order
+//! of the architecture:
+//!
+//! - [`tokenize`]: text → token ids;
+//! - [`nn`]: embeddings, positions, attention, MLP, norms, blocks;
+//! - [`models`]: whole models (GPT);
+//! - [`train`]: AdamW, the learning-rate schedule, the training loop, run directories;
+//! - [`generate`]: sampling with a KV cache;
+//! - [`data`], [`io`], [`viz`]: corpora, files, pictures.
+
+// Validation writes `!(x > 0.0)` on purpose: unlike `x <= 0.0` it also rejects NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+pub mod data;
+pub mod error;
+pub mod generate;
+pub mod io;
+pub mod models;
+pub mod nn;
+pub mod tokenize;
+pub mod train;
+pub mod viz;
+
+pub use error::{Error, Result};

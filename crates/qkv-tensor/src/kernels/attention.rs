@@ -10,7 +10,7 @@
 //!   idea) walk the keys in tiles and keep, per query row, a running maximum `m`
 //!   and running sum `l` of the exponentials (the *online softmax*): when a new
 //!   tile raises the maximum, what was summed so far is rescaled by
-//!   `exp(m_old - m_new)`. Only one `BR × BC` tile of scores exists at a time, so
+//!   `exp(m_old - m_new)`. Only one tile of scores exists per task at a time, so
 //!   extra memory is linear in T. Backward recomputes the tiles from the saved
 //!   log-sum-exp of each row instead of storing the probabilities.
 //!
@@ -27,13 +27,25 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{Mat, MatMut, RawMatMut, Threads, matmul, matmul_raw};
+use super::tile::TileProduct;
 use crate::simd;
 
-/// Query rows per tile.
-pub const BR: usize = 64;
-/// Key columns per tile.
-pub const BC: usize = 64;
+/// Rows of a tile along the dimension that the inner loop walks (keys in the
+/// forward pass, queries in backward).
+pub const TILE: usize = 64;
+
+/// Rows of the block a task owns (queries in the forward pass, keys in
+/// backward). Longer sequences get larger blocks: each block streams the whole
+/// other side (every key, or every query) through the cache once, so larger
+/// blocks mean fewer passes over memory, at the price of a little work wasted
+/// on the causal diagonal.
+pub fn block_rows(t: usize) -> usize {
+    match t {
+        0..=4096 => 64,
+        4097..=8192 => 128,
+        _ => 256,
+    }
+}
 
 /// A `[B, H, T, D]` view: element `(b, h, t, d)` at
 /// `data[offset + b*sb + h*sh + t*st + d]`.
@@ -63,18 +75,6 @@ impl<'a> Heads<'a> {
             sb: t * h * d,
             sh: d,
             st: h * d,
-        }
-    }
-
-    /// Rows `t0 .. t0 + rows` of head `(b, h)` as a `rows × D` matrix.
-    fn rows(&self, b: usize, h: usize, t0: usize, rows: usize) -> Mat<'a> {
-        Mat {
-            data: self.data,
-            offset: self.offset + b * self.sb + h * self.sh + t0 * self.st,
-            rows,
-            cols: self.d,
-            rs: self.st,
-            cs: 1,
         }
     }
 
@@ -151,7 +151,9 @@ fn scores_naive(q: &Heads, k: &Heads, mask: &AttnMask, scale: f32, b: usize, h: 
     for i in 0..tq {
         for j in 0..tk {
             if let Some(bias) = mask.bias(b, h, tk, i as isize + off, j) {
-                let dot: f64 = (0..d).map(|x| q.at(b, h, i, x) as f64 * k.at(b, h, j, x) as f64).sum();
+                let dot: f64 = (0..d)
+                    .map(|x| q.at(b, h, i, x) as f64 * k.at(b, h, j, x) as f64)
+                    .sum();
                 s[i * tk + j] = dot * scale as f64 + bias as f64;
             }
         }
@@ -187,7 +189,9 @@ pub fn attention_naive(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
             lse[(b * hn + h) * tq..][..tq].copy_from_slice(&l);
             for i in 0..tq {
                 for x in 0..d {
-                    let o: f64 = (0..tk).map(|j| p[i * tk + j] * v.at(b, h, j, x) as f64).sum();
+                    let o: f64 = (0..tk)
+                        .map(|j| p[i * tk + j] * v.at(b, h, j, x) as f64)
+                        .sum();
                     out[((b * tq + i) * hn + h) * d + x] = o as f32;
                 }
             }
@@ -199,7 +203,14 @@ pub fn attention_naive(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
 /// Reference backward. With `P` the probabilities and `dO` the output gradient:
 /// `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ∘ (dP - rowsum(dP ∘ P))`,
 /// `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`.
-pub fn attention_backward_naive(q: &Heads, k: &Heads, v: &Heads, dout: &Heads, mask: &AttnMask, scale: f32) -> AttnGrads {
+pub fn attention_backward_naive(
+    q: &Heads,
+    k: &Heads,
+    v: &Heads,
+    dout: &Heads,
+    mask: &AttnMask,
+    scale: f32,
+) -> AttnGrads {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
     let mut dq = vec![0.0; bn * tq * hn * d];
     let mut dk = vec![0.0; bn * tk * hn * d];
@@ -211,7 +222,9 @@ pub fn attention_backward_naive(q: &Heads, k: &Heads, v: &Heads, dout: &Heads, m
             let mut dp = vec![0.0f64; tq * tk];
             for i in 0..tq {
                 for j in 0..tk {
-                    dp[i * tk + j] = (0..d).map(|x| dout.at(b, h, i, x) as f64 * v.at(b, h, j, x) as f64).sum();
+                    dp[i * tk + j] = (0..d)
+                        .map(|x| dout.at(b, h, i, x) as f64 * v.at(b, h, j, x) as f64)
+                        .sum();
                 }
                 let row_dot: f64 = (0..tk).map(|j| dp[i * tk + j] * p[i * tk + j]).sum();
                 for j in 0..tk {
@@ -220,15 +233,21 @@ pub fn attention_backward_naive(q: &Heads, k: &Heads, v: &Heads, dout: &Heads, m
             }
             for j in 0..tk {
                 for x in 0..d {
-                    let gv: f64 = (0..tq).map(|i| p[i * tk + j] * dout.at(b, h, i, x) as f64).sum();
-                    let gk: f64 = (0..tq).map(|i| dp[i * tk + j] * q.at(b, h, i, x) as f64).sum();
+                    let gv: f64 = (0..tq)
+                        .map(|i| p[i * tk + j] * dout.at(b, h, i, x) as f64)
+                        .sum();
+                    let gk: f64 = (0..tq)
+                        .map(|i| dp[i * tk + j] * q.at(b, h, i, x) as f64)
+                        .sum();
                     dv[((b * tk + j) * hn + h) * d + x] = gv as f32;
                     dk[((b * tk + j) * hn + h) * d + x] = (gk * scale as f64) as f32;
                 }
             }
             for i in 0..tq {
                 for x in 0..d {
-                    let gq: f64 = (0..tk).map(|j| dp[i * tk + j] * k.at(b, h, j, x) as f64).sum();
+                    let gq: f64 = (0..tk)
+                        .map(|j| dp[i * tk + j] * k.at(b, h, j, x) as f64)
+                        .sum();
                     dq[((b * tq + i) * hn + h) * d + x] = (gq * scale as f64) as f32;
                 }
             }
@@ -257,7 +276,18 @@ impl Shared {
 /// Apply masking/bias to a tile of scores `s` (`br × bc`, row stride `bc`)
 /// for query rows `i0..` and keys `j0..`. Returns quickly when nothing applies.
 #[allow(clippy::too_many_arguments)]
-fn mask_tile(s: &mut [f32], br: usize, bc: usize, i0: usize, j0: usize, off: isize, tk: usize, b: usize, h: usize, mask: &AttnMask) {
+fn mask_tile(
+    s: &mut [f32],
+    br: usize,
+    bc: usize,
+    i0: usize,
+    j0: usize,
+    off: isize,
+    tk: usize,
+    b: usize,
+    h: usize,
+    mask: &AttnMask,
+) {
     let crosses_diagonal = mask.causal && (j0 + bc - 1) as isize > i0 as isize + off;
     let has_padding = mask
         .key_mask
@@ -277,6 +307,38 @@ fn mask_tile(s: &mut [f32], br: usize, bc: usize, i0: usize, j0: usize, off: isi
     }
 }
 
+/// [`mask_tile`] for a transposed tile `sᵀ` (`bc × br`, row stride `br`).
+#[allow(clippy::too_many_arguments)]
+fn mask_tile_t(
+    s: &mut [f32],
+    br: usize,
+    bc: usize,
+    i0: usize,
+    j0: usize,
+    off: isize,
+    tk: usize,
+    b: usize,
+    h: usize,
+    mask: &AttnMask,
+) {
+    let crosses_diagonal = mask.causal && (j0 + bc - 1) as isize > i0 as isize + off;
+    let has_padding = mask
+        .key_mask
+        .is_some_and(|m| m[b * tk + j0..b * tk + j0 + bc].iter().any(|&keep| !keep));
+    if !crosses_diagonal && !has_padding && mask.alibi.is_none() {
+        return;
+    }
+    for c in 0..bc {
+        let row = &mut s[c * br..(c + 1) * br];
+        for (r, x) in row.iter_mut().enumerate() {
+            match mask.bias(b, h, tk, (i0 + r) as isize + off, j0 + c) {
+                Some(bias) => *x += bias,
+                None => *x = f32::NEG_INFINITY,
+            }
+        }
+    }
+}
+
 /// Number of key columns a causal query block `i0..i1` can see.
 fn visible_keys(mask: &AttnMask, i1: usize, off: isize, tk: usize) -> usize {
     if mask.causal {
@@ -286,57 +348,129 @@ fn visible_keys(mask: &AttnMask, i1: usize, off: isize, tk: usize) -> usize {
     }
 }
 
+/// Rows `t0 .. t0 + rows` of head `(b, h)` as the slice starting at row `t0`
+/// plus its row stride (unit stride along D).
+fn head_rows<'a>(x: &Heads<'a>, b: usize, h: usize, t0: usize) -> (&'a [f32], usize) {
+    (&x.data[x.offset + b * x.sb + h * x.sh + t0 * x.st..], x.st)
+}
+
+/// Copy `rows` rows of a head, transposed, into `dst` as `D × rows` (row stride `rows`).
+fn pack_transposed(dst: &mut [f32], x: &Heads, b: usize, h: usize, t0: usize, rows: usize) {
+    let (src, st) = head_rows(x, b, h, t0);
+    for r in 0..rows {
+        for (dd, &v) in src[r * st..r * st + x.d].iter().enumerate() {
+            dst[dd * rows + r] = v;
+        }
+    }
+}
+
 /// Tiled forward with online softmax. Memory beyond the output: one tile of
 /// scores and one accumulator per running task.
+///
+/// A task owns one block of queries of one head ([`block_rows`]). It keeps the scores
+/// transposed (`Sᵀ`, keys × queries), so that the per-query running max and
+/// sum are updated for all its queries at once, as vectors, and only its own
+/// queries need a transposed copy (once per task, not once per key tile).
 pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: f32) -> AttnOut {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
-    assert!(q.fits() && k.fits() && v.fits(), "attention: a view reaches past its buffer");
+    assert!(
+        q.fits() && k.fits() && v.fits(),
+        "attention: a view reaches past its buffer"
+    );
     let off = tk as isize - tq as isize;
     let mut out = vec![0.0f32; bn * tq * hn * d];
     let mut lse = vec![0.0f32; bn * hn * tq];
-    let nq = tq.div_ceil(BR);
+    let block = block_rows(tq);
+    let nq = tq.div_ceil(block);
     let (out_ptr, lse_ptr) = (Shared(out.as_mut_ptr()), Shared(lse.as_mut_ptr()));
     (0..bn * hn * nq).into_par_iter().for_each(move |task| {
         let (b, h, qb) = (task / (hn * nq), task / nq % hn, task % nq);
-        let i0 = qb * BR;
-        let br = BR.min(tq - i0);
-        let mut s = vec![0.0f32; BR * BC];
-        let mut acc = vec![0.0f32; BR * d];
-        let mut m = [f32::NEG_INFINITY; BR];
-        let mut l = [0.0f32; BR];
-        let qi = q.rows(b, h, i0, br);
+        let i0 = qb * block;
+        let br = block.min(tq - i0);
+        let mut qt = vec![0.0f32; d * br]; // Q_iᵀ: D × br
+        pack_transposed(&mut qt, q, b, h, i0, br);
+        let mut st = vec![0.0f32; TILE * br]; // Sᵀ, then Pᵀ: bc × br
+        let mut acc = vec![0.0f32; br * d]; // Σ_j P·V, rescaled as the max grows
+        let mut m = vec![f32::NEG_INFINITY; br]; // running max per query
+        let mut l = vec![0.0f32; br]; // running Σ exp(s - m) per query
+        let mut m_new = vec![0.0f32; br];
+        let mut alpha = vec![0.0f32; br];
+        let mut tile_sum = vec![0.0f32; br];
         let keys = visible_keys(mask, i0 + br, off, tk);
         let mut j0 = 0;
         while j0 < keys {
-            let bc = BC.min(keys - j0);
-            let s = &mut s[..br * bc];
-            matmul(MatMut::rows(s, br, bc), qi, k.rows(b, h, j0, bc).t(), scale, false, Threads::One);
-            mask_tile(s, br, bc, i0, j0, off, tk, b, h, mask);
+            let bc = TILE.min(keys - j0);
+            let st = &mut st[..bc * br];
+            // Sᵀ = scale · K_j · Q_iᵀ
+            let (kj, k_st) = head_rows(k, b, h, j0);
+            TileProduct {
+                m: bc,
+                n: br,
+                k: d,
+                ar: k_st,
+                ac: 1,
+                ldb: br,
+                ldc: br,
+                s: scale,
+                accumulate: false,
+            }
+            .run(st, kj, &qt);
+            mask_tile_t(st, br, bc, i0, j0, off, tk, b, h, mask);
             simd::dispatch(
                 #[inline(always)]
                 || {
+                    // new running max of each query (a column of Sᵀ)
+                    m_new.copy_from_slice(&m);
+                    for row in st.chunks_exact(br) {
+                        for (mn, &x) in m_new.iter_mut().zip(row) {
+                            // always store (a conditional store becomes a slow masked store)
+                            *mn = mn.max(x);
+                        }
+                    }
+                    // a query that sees nothing yet keeps m = -inf; exp against 0 then gives 0, not NaN
+                    for ((mn, a), &mo) in m_new.iter_mut().zip(alpha.iter_mut()).zip(m.iter()) {
+                        let safe = if *mn == f32::NEG_INFINITY { 0.0 } else { *mn };
+                        *a = simd::exp(mo - safe);
+                        *mn = safe;
+                    }
+                    tile_sum.fill(0.0);
+                    for row in st.chunks_exact_mut(br) {
+                        for ((x, &mn), s) in
+                            row.iter_mut().zip(m_new.iter()).zip(tile_sum.iter_mut())
+                        {
+                            *x = simd::exp(*x - mn);
+                            *s += *x;
+                        }
+                    }
                     for r in 0..br {
-                        let row = &mut s[r * bc..(r + 1) * bc];
-                        let m_new = m[r].max(simd::max(row));
-                        if m_new == f32::NEG_INFINITY {
-                            row.fill(0.0); // nothing visible yet in this row
-                            continue;
+                        l[r] = l[r] * alpha[r] + tile_sum[r];
+                        if alpha[r] != 1.0 {
+                            acc[r * d..(r + 1) * d]
+                                .iter_mut()
+                                .for_each(|a| *a *= alpha[r]);
                         }
-                        let mut sum = 0.0;
-                        for x in row.iter_mut() {
-                            *x = simd::exp(*x - m_new);
-                            sum += *x;
-                        }
-                        let alpha = simd::exp(m[r] - m_new);
-                        l[r] = l[r] * alpha + sum;
-                        if alpha != 1.0 {
-                            acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= alpha);
-                        }
-                        m[r] = m_new;
+                        m[r] = if l[r] > 0.0 {
+                            m_new[r]
+                        } else {
+                            f32::NEG_INFINITY
+                        };
                     }
                 },
             );
-            matmul(MatMut::rows(&mut acc[..br * d], br, d), Mat::rows(s, br, bc), v.rows(b, h, j0, bc), 1.0, true, Threads::One);
+            // acc += P · V_j   (P read through Pᵀ's strides)
+            let (vj, v_st) = head_rows(v, b, h, j0);
+            TileProduct {
+                m: br,
+                n: d,
+                k: bc,
+                ar: 1,
+                ac: br,
+                ldb: v_st,
+                ldc: d,
+                s: 1.0,
+                accumulate: true,
+            }
+            .run(&mut acc, st, vj);
             j0 += bc;
         }
         for r in 0..br {
@@ -349,7 +483,11 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
                 for x in 0..d {
                     *o.add(x) = acc[r * d + x] * inv;
                 }
-                *lse_ptr.ptr().add((b * hn + h) * tq + i) = if l[r] > 0.0 { m[r] + l[r].ln() } else { f32::INFINITY };
+                *lse_ptr.ptr().add((b * hn + h) * tq + i) = if l[r] > 0.0 {
+                    m[r] + l[r].ln()
+                } else {
+                    f32::INFINITY
+                };
             }
         }
     });
@@ -371,43 +509,73 @@ pub fn attention_flash_backward(
     scale: f32,
 ) -> AttnGrads {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
-    assert!(q.fits() && k.fits() && v.fits() && dout.fits(), "attention: a view reaches past its buffer");
+    assert!(
+        q.fits() && k.fits() && v.fits() && dout.fits(),
+        "attention: a view reaches past its buffer"
+    );
     assert_eq!(out.len(), bn * tq * hn * d);
     let off = tk as isize - tq as isize;
     let o = Heads::bthd(out, bn, hn, tq, d);
     let mut dq = vec![0.0f32; bn * tq * hn * d];
     let mut dk = vec![0.0f32; bn * tk * hn * d];
     let mut dv = vec![0.0f32; bn * tk * hn * d];
-    let (dq_ptr, dk_ptr, dv_ptr) = (Shared(dq.as_mut_ptr()), Shared(dk.as_mut_ptr()), Shared(dv.as_mut_ptr()));
+    let (dq_ptr, dk_ptr, dv_ptr) = (
+        Shared(dq.as_mut_ptr()),
+        Shared(dk.as_mut_ptr()),
+        Shared(dv.as_mut_ptr()),
+    );
     (0..bn * hn).into_par_iter().for_each(move |task| {
         let (b, h) = (task / hn, task % hn);
         let lse = &lse[task * tq..(task + 1) * tq];
         // D_i = rowsum(dO ∘ O): the "row_dot" of the naive backward, from the output.
         let delta: Vec<f32> = (0..tq)
             .map(|i| {
-                let (a, c) = (dout.rows(b, h, i, 1), o.rows(b, h, i, 1));
-                simd::dot(&a.data[a.offset..a.offset + d], &c.data[c.offset..c.offset + d])
+                let (a, _) = head_rows(dout, b, h, i);
+                let (c, _) = head_rows(&o, b, h, i);
+                simd::dot(&a[..d], &c[..d])
             })
             .collect();
-        let mut p = vec![0.0f32; BR * BC];
-        let mut ds = vec![0.0f32; BR * BC];
-        let mut dkb = vec![0.0f32; BC * d];
-        let mut dvb = vec![0.0f32; BC * d];
+        let block = block_rows(tk);
+        let mut p = vec![0.0f32; TILE * block];
+        let mut ds = vec![0.0f32; TILE * block];
+        let mut kt = vec![0.0f32; d * block];
+        let mut vt = vec![0.0f32; d * block];
+        let mut dkb = vec![0.0f32; block * d];
+        let mut dvb = vec![0.0f32; block * d];
         let mut j0 = 0;
         while j0 < tk {
-            let bc = BC.min(tk - j0);
-            let (kj, vj) = (k.rows(b, h, j0, bc), v.rows(b, h, j0, bc));
+            let bc = block.min(tk - j0);
+            let (kj, k_st) = head_rows(k, b, h, j0);
+            pack_transposed(&mut kt, k, b, h, j0, bc);
+            pack_transposed(&mut vt, v, b, h, j0, bc);
             dkb[..bc * d].fill(0.0);
             dvb[..bc * d].fill(0.0);
             // the first query that sees key j0 under a causal mask
-            let first_q = if mask.causal { (j0 as isize - off).max(0) as usize } else { 0 };
-            let mut i0 = first_q / BR * BR;
+            let first_q = if mask.causal {
+                (j0 as isize - off).max(0) as usize
+            } else {
+                0
+            };
+            let mut i0 = first_q / TILE * TILE;
             while i0 < tq {
-                let br = BR.min(tq - i0);
-                let (qi, doi) = (q.rows(b, h, i0, br), dout.rows(b, h, i0, br));
+                let br = TILE.min(tq - i0);
+                let (qi, q_st) = head_rows(q, b, h, i0);
+                let (doi, do_st) = head_rows(dout, b, h, i0);
                 let p = &mut p[..br * bc];
                 let ds = &mut ds[..br * bc];
-                matmul(MatMut::rows(p, br, bc), qi, kj.t(), scale, false, Threads::One);
+                // P = exp(scale · Q_i · K_jᵀ - lse_i)
+                TileProduct {
+                    m: br,
+                    n: bc,
+                    k: d,
+                    ar: q_st,
+                    ac: 1,
+                    ldb: bc,
+                    ldc: bc,
+                    s: scale,
+                    accumulate: false,
+                }
+                .run(p, qi, &kt);
                 mask_tile(p, br, bc, i0, j0, off, tk, b, h, mask);
                 simd::dispatch(
                     #[inline(always)]
@@ -420,35 +588,74 @@ pub fn attention_flash_backward(
                         }
                     },
                 );
-                // dV_j += Pᵀ·dO_i
-                matmul(MatMut::rows(&mut dvb[..bc * d], bc, d), Mat::rows(p, br, bc).t(), doi, 1.0, true, Threads::One);
-                // dP = dO_i·V_jᵀ, then dS = P ∘ (dP - D_i)
-                matmul(MatMut::rows(ds, br, bc), doi, vj.t(), 1.0, false, Threads::One);
+                // dV_j += Pᵀ · dO_i
+                TileProduct {
+                    m: bc,
+                    n: d,
+                    k: br,
+                    ar: 1,
+                    ac: bc,
+                    ldb: do_st,
+                    ldc: d,
+                    s: 1.0,
+                    accumulate: true,
+                }
+                .run(&mut dvb[..bc * d], p, doi);
+                // dP = dO_i · V_jᵀ, then dS = P ∘ (dP - D_i)
+                TileProduct {
+                    m: br,
+                    n: bc,
+                    k: d,
+                    ar: do_st,
+                    ac: 1,
+                    ldb: bc,
+                    ldc: bc,
+                    s: 1.0,
+                    accumulate: false,
+                }
+                .run(ds, doi, &vt);
                 simd::dispatch(
                     #[inline(always)]
                     || {
                         for r in 0..br {
                             let dl = delta[i0 + r];
-                            for (g, &pp) in ds[r * bc..(r + 1) * bc].iter_mut().zip(&p[r * bc..(r + 1) * bc]) {
+                            for (g, &pp) in ds[r * bc..(r + 1) * bc]
+                                .iter_mut()
+                                .zip(&p[r * bc..(r + 1) * bc])
+                            {
                                 *g = pp * (*g - dl);
                             }
                         }
                     },
                 );
-                // dQ_i += scale·dS·K_j, written straight into dq[b, i0.., h, :]
-                // SAFETY: only task (b, h) touches head h of batch b in dq.
-                unsafe {
-                    let dst = RawMatMut {
-                        ptr: dq_ptr.ptr().add(((b * tq + i0) * hn + h) * d),
-                        rows: br,
-                        cols: d,
-                        rs: hn * d,
-                        cs: 1,
-                    };
-                    matmul_raw(dst, Mat::rows(ds, br, bc), kj, scale, true, Threads::One);
+                // dQ_i += scale · dS · K_j, straight into dq[b, i0.., h, :]
+                let t = TileProduct {
+                    m: br,
+                    n: d,
+                    k: bc,
+                    ar: bc,
+                    ac: 1,
+                    ldb: k_st,
+                    ldc: hn * d,
+                    s: scale,
+                    accumulate: true,
+                };
+                // SAFETY: only task (b, h) touches head h of batch b in dq; the
+                // rows i0..i0+br of that head lie inside dq.
+                unsafe { t.run_raw(dq_ptr.ptr().add(((b * tq + i0) * hn + h) * d), ds, kj) };
+                // dK_j += scale · dSᵀ · Q_i
+                TileProduct {
+                    m: bc,
+                    n: d,
+                    k: br,
+                    ar: 1,
+                    ac: bc,
+                    ldb: q_st,
+                    ldc: d,
+                    s: scale,
+                    accumulate: true,
                 }
-                // dK_j += scale·dSᵀ·Q_i
-                matmul(MatMut::rows(&mut dkb[..bc * d], bc, d), Mat::rows(ds, br, bc).t(), qi, scale, true, Threads::One);
+                .run(&mut dkb[..bc * d], ds, qi);
                 i0 += br;
             }
             // SAFETY: only task (b, h) touches head h of batch b in dk and dv.
@@ -482,7 +689,16 @@ mod tests {
     }
 
     fn check(c: Case, rng: &mut Rng) {
-        let Case { b, h, tq, tk, d, causal, padding, alibi } = c;
+        let Case {
+            b,
+            h,
+            tq,
+            tk,
+            d,
+            causal,
+            padding,
+            alibi,
+        } = c;
         let rand = |n: usize, rng: &mut Rng| (0..n).map(|_| rng.normal()).collect::<Vec<f32>>();
         // Q as a [B, T, H, D] buffer viewed as heads (strided), K and V as [B, H, T, D] packed.
         let qd = rand(b * tq * h * d, rng);
@@ -490,11 +706,23 @@ mod tests {
         let vd = rand(b * h * tk * d, rng);
         let dod = rand(b * tq * h * d, rng);
         let q = Heads::bthd(&qd, b, h, tq, d);
-        let k = Heads { data: &kd, offset: 0, b, h, t: tk, d, sb: h * tk * d, sh: tk * d, st: d };
+        let k = Heads {
+            data: &kd,
+            offset: 0,
+            b,
+            h,
+            t: tk,
+            d,
+            sb: h * tk * d,
+            sh: tk * d,
+            st: d,
+        };
         let v = Heads { data: &vd, ..k };
         let dout = Heads::bthd(&dod, b, h, tq, d);
         // every other sequence has its last third padded; sequence 0 is fully padded when asked
-        let km: Vec<bool> = (0..b * tk).map(|i| !(padding && (i / tk == 0 || i % tk >= tk * 2 / 3))).collect();
+        let km: Vec<bool> = (0..b * tk)
+            .map(|i| !(padding && (i / tk == 0 || i % tk >= tk * 2 / 3)))
+            .collect();
         let slopes: Vec<f32> = (0..h).map(|i| 0.5f32.powi(i as i32 + 1)).collect();
         let mask = AttnMask {
             causal,
@@ -507,7 +735,10 @@ mod tests {
         let close = |a: &[f32], e: &[f32], what: &str| {
             for (i, (x, y)) in a.iter().zip(e).enumerate() {
                 assert!(x.is_finite() || (x == y), "{what}[{i}] = {x}");
-                assert!((x - y).abs() < 2e-4 * (1.0 + y.abs()) || x == y, "{what}[{i}]: {x} vs {y}");
+                assert!(
+                    (x - y).abs() < 2e-4 * (1.0 + y.abs()) || x == y,
+                    "{what}[{i}]: {x} vs {y}"
+                );
             }
         };
         close(&flash.out, &naive.out, "out");
@@ -533,9 +764,25 @@ mod tests {
             (2, 1, 9, 140, 8, false, true, false), // cross-attention, Tq != Tk
             (1, 3, 67, 67, 5, true, false, true), // ALiBi
             (3, 2, 65, 129, 7, true, true, true),
+            // long enough for the larger blocks (128 and 256 rows per task)
+            (1, 1, 4500, 4500, 2, true, false, false),
+            (1, 1, 8200, 8200, 1, true, false, false),
+            (1, 1, 300, 8300, 2, false, true, true),
         ];
         for (b, h, tq, tk, d, causal, padding, alibi) in cases {
-            check(Case { b, h, tq, tk, d, causal, padding, alibi }, &mut rng);
+            check(
+                Case {
+                    b,
+                    h,
+                    tq,
+                    tk,
+                    d,
+                    causal,
+                    padding,
+                    alibi,
+                },
+                &mut rng,
+            );
         }
     }
 
@@ -545,7 +792,11 @@ mod tests {
         let data: Vec<f32> = (0..b * h * t * d).map(|i| i as f32 * 0.1).collect();
         let x = Heads::bthd(&data, b, h, t, d);
         let km = vec![false; t];
-        let mask = AttnMask { causal: false, key_mask: Some(&km), alibi: None };
+        let mask = AttnMask {
+            causal: false,
+            key_mask: Some(&km),
+            alibi: None,
+        };
         let f = attention_flash(&x, &x, &x, &mask, 0.5);
         assert!(f.out.iter().all(|&v| v == 0.0));
         let g = attention_flash_backward(&x, &x, &x, &f.out, &f.lse, &x, &mask, 0.5);

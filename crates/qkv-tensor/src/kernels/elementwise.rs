@@ -32,7 +32,9 @@ pub fn map_into(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send
     if x.len() < PAR_MIN {
         body(out, x);
     } else {
-        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| body(o, x));
+        out.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(o, x)| body(o, x));
     }
 }
 
@@ -63,7 +65,7 @@ pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) 
 /// `out[r, j] = f(a[r, j], b[j])`: `b` is one row repeated down `a` (a bias).
 pub fn zip_rows(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let n = b.len();
-    assert!(n > 0 && a.len() % n == 0);
+    assert!(n > 0 && a.len().is_multiple_of(n));
     let mut out = vec![0.0; a.len()];
     let rows_per_task = (CHUNK / n).max(1);
     let body = |o: &mut [f32], a: &[f32]| {
@@ -104,7 +106,9 @@ pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     if x.len() < PAR_MIN {
         body(acc, x);
     } else {
-        acc.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(a, x)| body(a, x));
+        acc.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(a, x)| body(a, x));
     }
 }
 
@@ -127,7 +131,11 @@ pub fn for_rows(
         dispatch(
             #[inline(always)]
             || {
-                for (r, (o, x)) in o.chunks_exact_mut(n_out).zip(x.chunks_exact(n_in)).enumerate() {
+                for (r, (o, x)) in o
+                    .chunks_exact_mut(n_out)
+                    .zip(x.chunks_exact(n_in))
+                    .enumerate()
+                {
                     f(start + r, o, x);
                 }
             },

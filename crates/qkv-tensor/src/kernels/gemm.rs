@@ -96,8 +96,14 @@ pub enum Threads {
 /// past its buffer or the sizes do not chain (callers check user shapes first).
 pub fn matmul(c: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, threads: Threads) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && c.rows == m && c.cols == n, "matmul: sizes do not chain");
-    assert!(a.fits() && b.fits() && c.fits(), "matmul: a view reaches past its buffer");
+    assert!(
+        b.rows == k && c.rows == m && c.cols == n,
+        "matmul: sizes do not chain"
+    );
+    assert!(
+        a.fits() && b.fits() && c.fits(),
+        "matmul: a view reaches past its buffer"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -140,10 +146,23 @@ pub struct RawMatMut {
 /// Every element `ptr + i*rs + j*cs` (i < rows, j < cols) must be valid for
 /// reads and writes, not aliased by `a` or `b`, and not touched by any other
 /// thread during the call.
-pub unsafe fn matmul_raw(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, threads: Threads) {
+pub unsafe fn matmul_raw(
+    c: RawMatMut,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    s: f32,
+    accumulate: bool,
+    threads: Threads,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && c.rows == m && c.cols == n, "matmul: sizes do not chain");
-    assert!(a.fits() && b.fits(), "matmul: a view reaches past its buffer");
+    assert!(
+        b.rows == k && c.rows == m && c.cols == n,
+        "matmul: sizes do not chain"
+    );
+    assert!(
+        a.fits() && b.fits(),
+        "matmul: a view reaches past its buffer"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -192,7 +211,10 @@ pub unsafe fn matmul_raw(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulat
 /// The reference: `C = s·A·B` (or `+=`) by three nested loops, summing in f64.
 pub fn matmul_naive(c: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && c.rows == m && c.cols == n, "matmul_naive: sizes do not chain");
+    assert!(
+        b.rows == k && c.rows == m && c.cols == n,
+        "matmul_naive: sizes do not chain"
+    );
     for i in 0..m {
         for j in 0..n {
             let mut acc = 0.0f64;
@@ -218,13 +240,29 @@ mod tests {
     #[test]
     fn fast_matches_naive_on_awkward_shapes_and_transposes() {
         let mut rng = Rng::new(0);
-        for &(m, k, n) in &[(1, 1, 1), (1, 7, 1), (3, 5, 2), (17, 33, 9), (64, 64, 64), (65, 31, 129), (2, 300, 3)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 1),
+            (3, 5, 2),
+            (17, 33, 9),
+            (64, 64, 64),
+            (65, 31, 129),
+            (2, 300, 3),
+        ] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a_data = random(m * k, &mut rng);
                 let b_data = random(k * n, &mut rng);
                 // stored transposed when asked, then viewed back with .t()
-                let a = if ta { Mat::rows(&a_data, k, m).t() } else { Mat::rows(&a_data, m, k) };
-                let b = if tb { Mat::rows(&b_data, n, k).t() } else { Mat::rows(&b_data, k, n) };
+                let a = if ta {
+                    Mat::rows(&a_data, k, m).t()
+                } else {
+                    Mat::rows(&a_data, m, k)
+                };
+                let b = if tb {
+                    Mat::rows(&b_data, n, k).t()
+                } else {
+                    Mat::rows(&b_data, k, n)
+                };
                 let mut c1 = random(m * n, &mut rng);
                 let mut c2 = c1.clone();
                 for threads in [Threads::One, Threads::All] {
@@ -232,7 +270,10 @@ mod tests {
                         matmul(MatMut::rows(&mut c1, m, n), a, b, 0.5, acc, threads);
                         matmul_naive(MatMut::rows(&mut c2, m, n), a, b, 0.5, acc);
                         for (x, y) in c1.iter().zip(&c2) {
-                            assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n} ta={ta} tb={tb}: {x} vs {y}");
+                            assert!(
+                                (x - y).abs() < 1e-4 * (1.0 + y.abs()),
+                                "{m}x{k}x{n} ta={ta} tb={tb}: {x} vs {y}"
+                            );
                         }
                     }
                 }
@@ -254,7 +295,14 @@ mod tests {
             rs: 3,
             cs: 1,
         };
-        matmul(cm, Mat::rows(&a, 2, 2), Mat::rows(&b, 2, 2), 1.0, false, Threads::One);
+        matmul(
+            cm,
+            Mat::rows(&a, 2, 2),
+            Mat::rows(&b, 2, 2),
+            1.0,
+            false,
+            Threads::One,
+        );
         assert_eq!(c, [1.0, 2.0, 9.0, 3.0, 4.0, 9.0]);
     }
 }

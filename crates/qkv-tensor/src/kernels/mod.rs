@@ -7,3 +7,4 @@ pub mod elementwise;
 pub mod gemm;
 pub mod norm;
 pub mod softmax;
+pub mod tile;

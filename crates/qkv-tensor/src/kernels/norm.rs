@@ -42,7 +42,12 @@ pub fn layer_norm_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, eps
         dispatch(
             #[inline(always)]
             || {
-                for (((y, x), m), r) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(mean).zip(rstd) {
+                for (((y, x), m), r) in y
+                    .chunks_exact_mut(n)
+                    .zip(x.chunks_exact(n))
+                    .zip(mean)
+                    .zip(rstd)
+                {
                     let mu = simd::sum(x) / n as f32;
                     let mut acc = [0.0f32; 8];
                     let chunks = x.chunks_exact(8);
@@ -53,7 +58,9 @@ pub fn layer_norm_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, eps
                             acc[i] += d * d;
                         }
                     }
-                    let var = (simd::sum(&acc) + rest.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>()) / n as f32;
+                    let var = (simd::sum(&acc)
+                        + rest.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>())
+                        / n as f32;
                     let rs = 1.0 / (var + eps).sqrt();
                     match b {
                         Some(b) => {
@@ -196,7 +203,12 @@ pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], n: usiz
             dispatch(
                 #[inline(always)]
                 || {
-                    for (((dx, x), dy), &rs) in dx.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(dy.chunks_exact(n)).zip(rstd) {
+                    for (((dx, x), dy), &rs) in dx
+                        .chunks_exact_mut(n)
+                        .zip(x.chunks_exact(n))
+                        .zip(dy.chunks_exact(n))
+                        .zip(rstd)
+                    {
                         let mut s = 0.0f32;
                         for j in 0..n {
                             s += dy[j] * w[j] * x[j];
@@ -214,10 +226,18 @@ pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], n: usiz
         })
         .collect();
     let (dw, _) = sum_partials(partials, n, false);
-    NormGrads { dx, dw, db: Vec::new() }
+    NormGrads {
+        dx,
+        dw,
+        db: Vec::new(),
+    }
 }
 
-fn sum_partials(partials: Vec<(Vec<f32>, Vec<f32>)>, n: usize, has_bias: bool) -> (Vec<f32>, Vec<f32>) {
+fn sum_partials(
+    partials: Vec<(Vec<f32>, Vec<f32>)>,
+    n: usize,
+    has_bias: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let mut dw = vec![0.0f32; n];
     let mut db = vec![0.0f32; if has_bias { n } else { 0 }];
     for (pw, pb) in partials {
@@ -250,7 +270,11 @@ pub fn rms_norm_naive(x: &[f32], w: &[f32], n: usize, eps: f32) -> Vec<f32> {
     for row in x.chunks_exact(n) {
         let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
         let rstd = 1.0 / (ms + eps as f64).sqrt();
-        out.extend(row.iter().zip(w).map(|(&v, &w)| (v as f64 * rstd * w as f64) as f32));
+        out.extend(
+            row.iter()
+                .zip(w)
+                .map(|(&v, &w)| (v as f64 * rstd * w as f64) as f32),
+        );
     }
     out
 }

@@ -81,23 +81,47 @@ fn unit_d(t: &Tensor) -> Tensor {
 /// `[B, Tq, H, D]` so that `.transpose(1, 2)` is already packed.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
     let op = "attention";
-    let (bq, hq, tq, dq) = q.dims4().map_err(|_| Error::bad_shape(op, q.shape(), "queries as [B, H, Tq, D]"))?;
-    let (bk, hk, tk, dk) = k.dims4().map_err(|_| Error::bad_shape(op, k.shape(), "keys as [B, H, Tk, D]"))?;
+    let (bq, hq, tq, dq) = q
+        .dims4()
+        .map_err(|_| Error::bad_shape(op, q.shape(), "queries as [B, H, Tq, D]"))?;
+    let (bk, hk, tk, dk) = k
+        .dims4()
+        .map_err(|_| Error::bad_shape(op, k.shape(), "keys as [B, H, Tk, D]"))?;
     if (bk, hk, dk) != (bq, hq, dq) {
-        return Err(Error::mismatch(op, q.shape(), k.shape(), "queries and keys need the same B, H and D"));
+        return Err(Error::mismatch(
+            op,
+            q.shape(),
+            k.shape(),
+            "queries and keys need the same B, H and D",
+        ));
     }
     if v.shape() != k.shape() {
-        return Err(Error::mismatch(op, k.shape(), v.shape(), "keys and values need the same shape"));
+        return Err(Error::mismatch(
+            op,
+            k.shape(),
+            v.shape(),
+            "keys and values need the same shape",
+        ));
     }
     if let Some(m) = &opts.key_mask
         && m.len() != bq * tk
     {
-        return Err(Error::invalid(op, format!("key mask has {} flags, expected B·Tk = {}", m.len(), bq * tk)));
+        return Err(Error::invalid(
+            op,
+            format!(
+                "key mask has {} flags, expected B·Tk = {}",
+                m.len(),
+                bq * tk
+            ),
+        ));
     }
     if let Some(s) = &opts.alibi
         && s.len() != hq
     {
-        return Err(Error::invalid(op, format!("{} ALiBi slopes for {hq} heads", s.len())));
+        return Err(Error::invalid(
+            op,
+            format!("{} ALiBi slopes for {hq} heads", s.len()),
+        ));
     }
     if dq == 0 {
         return Err(Error::invalid(op, "head width D is 0"));
@@ -119,10 +143,19 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
         let g = unit_d(&g.permute(&[0, 2, 1, 3])?);
         let (qh, kh, vh, gh) = (heads(&qd), heads(&kd), heads(&vd), heads(&g));
         let grads = match opts.kernel {
-            AttentionKernel::Flash => {
-                k::attention_flash_backward(&qh, &kh, &vh, &out_saved.data(), &lse, &gh, &opts.mask(), scale)
+            AttentionKernel::Flash => k::attention_flash_backward(
+                &qh,
+                &kh,
+                &vh,
+                &out_saved.data(),
+                &lse,
+                &gh,
+                &opts.mask(),
+                scale,
+            ),
+            AttentionKernel::Naive => {
+                k::attention_backward_naive(&qh, &kh, &vh, &gh, &opts.mask(), scale)
             }
-            AttentionKernel::Naive => k::attention_backward_naive(&qh, &kh, &vh, &gh, &opts.mask(), scale),
         };
         let as_heads = |data: Vec<f32>, t: usize| -> Result<Tensor> {
             Tensor::from_vec(data, &[bq, t, hq, dq])?.permute(&[0, 2, 1, 3])

@@ -6,7 +6,11 @@ use crate::tensor::Tensor;
 
 /// `[outer, n, inner]` sizes around `axis`.
 fn split_dims(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
 fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Vec<usize> {
@@ -40,7 +44,9 @@ impl Tensor {
         let shape = reduced_shape(self.shape(), a, keepdim);
         let (src_shape, kept) = (self.shape().to_vec(), reduced_shape(self.shape(), a, true));
         Ok(Tensor::from_op(out, &shape, &[self], move |g| {
-            Ok(vec![Some(g.reshape(&kept)?.broadcast_to(&src_shape)?.contiguous())])
+            Ok(vec![Some(
+                g.reshape(&kept)?.broadcast_to(&src_shape)?.contiguous(),
+            )])
         }))
     }
 
@@ -54,7 +60,10 @@ impl Tensor {
         let a = self.axis("max", axis)?;
         let (outer, n, inner) = split_dims(self.shape(), a);
         if n == 0 {
-            return Err(crate::error::Error::invalid("max", "cannot take the max over an empty axis"));
+            return Err(crate::error::Error::invalid(
+                "max",
+                "cannot take the max over an empty axis",
+            ));
         }
         let x = self.data();
         let mut out = vec![f32::NEG_INFINITY; outer * inner];

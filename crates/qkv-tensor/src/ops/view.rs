@@ -31,7 +31,9 @@ pub(crate) fn gather(layout: &Layout, buf: &[f32]) -> Vec<f32> {
         let starts: Vec<usize> = rows.indices().collect();
         let copy = |(o, &s): (&mut [f32], &usize)| o.copy_from_slice(&buf[s..s + last]);
         if n >= crate::kernels::elementwise::PAR_MIN {
-            out.par_chunks_mut(last).zip(starts.par_iter()).for_each(copy);
+            out.par_chunks_mut(last)
+                .zip(starts.par_iter())
+                .for_each(copy);
         } else {
             out.chunks_mut(last).zip(starts.iter()).for_each(copy);
         }
@@ -66,7 +68,9 @@ impl Tensor {
         }
         let src_shape = self.shape().to_vec();
         match self.layout().reshape(shape) {
-            Some(layout) => Ok(self.view_op(layout, move |g| Ok(vec![Some(g.reshape(&src_shape)?)]))),
+            Some(layout) => {
+                Ok(self.view_op(layout, move |g| Ok(vec![Some(g.reshape(&src_shape)?)])))
+            }
             None => self.contiguous().reshape(shape),
         }
     }
@@ -116,7 +120,9 @@ impl Tensor {
         let axis = self.axis("narrow", axis)?;
         let layout = self.layout().narrow(axis, start, len)?;
         let src_shape = self.shape().to_vec();
-        Ok(self.view_op(layout, move |g| Ok(vec![Some(pad_narrow(g, &src_shape, axis, start)?)])))
+        Ok(self.view_op(layout, move |g| {
+            Ok(vec![Some(pad_narrow(g, &src_shape, axis, start)?)])
+        }))
     }
 
     /// Cut `axis` into pieces of the given sizes (views). Splitting a fused
@@ -127,7 +133,11 @@ impl Tensor {
         if total != self.shape()[a] {
             return Err(Error::invalid(
                 "split",
-                format!("sizes {sizes:?} add up to {total}, but axis {a} of {:?} has {}", self.shape(), self.shape()[a]),
+                format!(
+                    "sizes {sizes:?} add up to {total}, but axis {a} of {:?} has {}",
+                    self.shape(),
+                    self.shape()[a]
+                ),
             ));
         }
         let mut start = 0;
@@ -143,13 +153,24 @@ impl Tensor {
 
     /// Join tensors along `axis`; all other sizes must agree.
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
-        let first = tensors.first().ok_or_else(|| Error::invalid("concat", "no tensors given"))?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::invalid("concat", "no tensors given"))?;
         let a = first.axis("concat", axis)?;
         for t in tensors {
             let same = t.rank() == first.rank()
-                && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (x, y))| i == a || x == y);
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (x, y))| i == a || x == y);
             if !same {
-                return Err(Error::mismatch("concat", first.shape(), t.shape(), format!("all sizes but axis {a} must agree")));
+                return Err(Error::mismatch(
+                    "concat",
+                    first.shape(),
+                    t.shape(),
+                    format!("all sizes but axis {a} must agree"),
+                ));
             }
         }
         let mut shape = first.shape().to_vec();
@@ -202,7 +223,8 @@ fn pad_narrow(g: &Tensor, shape: &[usize], axis: usize, start: usize) -> Result<
     let mut out = vec![0.0f32; shape.iter().product()];
     let (row, w) = (shape[axis] * inner, len * inner);
     for o in 0..outer {
-        out[o * row + start * inner..o * row + start * inner + w].copy_from_slice(&gd[o * w..(o + 1) * w]);
+        out[o * row + start * inner..o * row + start * inner + w]
+            .copy_from_slice(&gd[o * w..(o + 1) * w]);
     }
     Tensor::from_vec(out, shape)
 }

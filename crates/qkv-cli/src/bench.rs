@@ -1,0 +1,221 @@
+//! `qkv bench <suite>`: speed, measured the same way as the PyTorch twins in
+//! `bench/peers/`. Each case prints one JSON line; `bench/compare.sh` runs
+//! both side by side and reports the ratios.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+
+use qkv_tensor::kernels::gemm::{Mat, MatMut, Threads, matmul};
+use qkv_tensor::{AttentionOpts, Param, Rng, Tensor, no_grad};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// f32 matrix product, M = N = K ∈ {1024, 2048}: GFLOP/s.
+    Gemm,
+    /// One causal attention call, B=1 H=8 D=64, T from 512 to 16384:
+    /// forward and forward+backward times and peak extra memory.
+    Attention,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Fwd,
+    FwdBwd,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Which suite to run.
+    #[arg(value_enum)]
+    pub suite: Suite,
+    /// Run one case only (a size, e.g. 2048); default: every case of the suite.
+    #[arg(long)]
+    pub case: Option<usize>,
+    /// Attention only: run one mode in this process (memory is measured per process).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Timed repetitions per case (median reported); default depends on the suite.
+    #[arg(long)]
+    pub reps: Option<usize>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    match args.suite {
+        Suite::Gemm => gemm(args),
+        Suite::Attention => attention(args),
+    }
+}
+
+fn emit(v: Value) {
+    println!("{v}");
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
+}
+
+/// Median seconds of `reps` runs of `f` after one warm-up run.
+fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(times))
+}
+
+fn gemm(args: &BenchArgs) -> Result<()> {
+    let sizes = match args.case {
+        Some(n) => vec![n],
+        None => vec![1024, 2048],
+    };
+    for n in sizes {
+        let mut rng = Rng::new(0);
+        let a: Vec<f32> = (0..n * n).map(|_| rng.normal()).collect();
+        let b: Vec<f32> = (0..n * n).map(|_| rng.normal()).collect();
+        let mut c = vec![0.0f32; n * n];
+        let reps = args.reps.unwrap_or(if n <= 1024 { 20 } else { 6 });
+        let secs = time(reps, || {
+            matmul(
+                MatMut::rows(&mut c, n, n),
+                Mat::rows(&a, n, n),
+                Mat::rows(&b, n, n),
+                1.0,
+                false,
+                Threads::All,
+            );
+            Ok(())
+        })?;
+        emit(json!({
+            "suite": "gemm", "case": n.to_string(), "impl": "qkv",
+            "threads": qkv_tensor::num_threads(),
+            "gflops": 2.0 * (n as f64).powi(3) / secs / 1e9,
+            "ms": secs * 1e3,
+        }));
+    }
+    Ok(())
+}
+
+const ATTN_SIZES: [usize; 6] = [512, 1024, 2048, 4096, 8192, 16384];
+
+/// Resident and peak resident memory of this process, in bytes (Linux).
+fn rss() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Start a new peak: the kernel resets VmHWM to the current RSS.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn attention(args: &BenchArgs) -> Result<()> {
+    let (Some(t), Some(mode)) = (args.case, args.mode) else {
+        // Each (T, mode) in its own process, so peak memory is its own.
+        let exe = std::env::current_exe().context("cannot find the qkv executable to re-run")?;
+        let sizes = args.case.map_or(ATTN_SIZES.to_vec(), |t| vec![t]);
+        for t in sizes {
+            let mut line = json!({"suite": "attention", "case": t.to_string(), "impl": "qkv"});
+            for name in ["fwd", "fwd-bwd"] {
+                let mut cmd = Command::new(&exe);
+                cmd.args([
+                    "--threads",
+                    &qkv_tensor::num_threads().to_string(),
+                    "bench",
+                    "attention",
+                ]);
+                cmd.args(["--case", &t.to_string(), "--mode", name]);
+                if let Some(r) = args.reps {
+                    cmd.args(["--reps", &r.to_string()]);
+                }
+                let out = cmd.output().context("running an attention case")?;
+                if !out.status.success() {
+                    bail!(
+                        "attention case T={t} {name} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                let v: Value =
+                    serde_json::from_slice(&out.stdout).context("reading a case's JSON")?;
+                for (k, val) in v.as_object().into_iter().flatten() {
+                    line[k] = val.clone();
+                }
+            }
+            emit(line);
+        }
+        return Ok(());
+    };
+    let (b, h, d) = (1, 8, 64);
+    let mut rng = Rng::new(0);
+    let q = Tensor::randn(&[b, h, t, d], 1.0, &mut rng);
+    let k = Tensor::randn(&[b, h, t, d], 1.0, &mut rng);
+    let v = Tensor::randn(&[b, h, t, d], 1.0, &mut rng);
+    let dout = Tensor::randn(&[b, h, t, d], 1.0, &mut rng);
+    let opts = AttentionOpts::causal();
+    let reps = args.reps.unwrap_or(if t <= 2048 {
+        10
+    } else if t <= 4096 {
+        5
+    } else {
+        2
+    });
+    // One untimed call first, so thread stacks and allocator arenas exist.
+    no_grad(|| qkv_tensor::attention(&q, &k, &v, &opts))?;
+    reset_peak();
+    let (base, _) = rss().unwrap_or((0, 0));
+    let threads = qkv_tensor::num_threads();
+    let secs = match mode {
+        Mode::Fwd => time(reps, || {
+            no_grad(|| qkv_tensor::attention(&q, &k, &v, &opts))?;
+            Ok(())
+        })?,
+        Mode::FwdBwd => {
+            let (pq, pk, pv) = (
+                Param::new(q.clone()),
+                Param::new(k.clone()),
+                Param::new(v.clone()),
+            );
+            time(reps, || {
+                let o = qkv_tensor::attention(&pq.value(), &pk.value(), &pv.value(), &opts)?;
+                o.backward_with(&dout)?;
+                for p in [&pq, &pk, &pv] {
+                    p.zero_grad();
+                }
+                Ok(())
+            })?
+        }
+    };
+    let peak_mib = rss().map(|(_, hwm)| hwm.saturating_sub(base) as f64 / (1 << 20) as f64);
+    // useful work: causal halves QKᵀ and PV (2 matmuls fwd, 5 in backward)
+    let flops_fwd = 2.0 * 2.0 * (b * h) as f64 * (t as f64) * (t as f64) * d as f64 / 2.0;
+    let (key_ms, key_mem, flops) = match mode {
+        Mode::Fwd => ("ms_fwd", "peak_mib_fwd", flops_fwd),
+        Mode::FwdBwd => ("ms_fwd_bwd", "peak_mib_fwd_bwd", flops_fwd * 3.5),
+    };
+    let mut line =
+        json!({"suite": "attention", "case": t.to_string(), "impl": "qkv", "threads": threads});
+    line[key_ms] = json!(secs * 1e3);
+    line[key_mem] = json!(peak_mib);
+    line[format!(
+        "gflops_{}",
+        if mode == Mode::Fwd { "fwd" } else { "fwd_bwd" }
+    )] = json!(flops / secs / 1e9);
+    emit(line);
+    Ok(())
+}

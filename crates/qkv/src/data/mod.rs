@@ -1,0 +1,3 @@
+//! Data: corpora, splits and batches.
+
+pub mod text;

@@ -1,0 +1,4 @@
+//! Files: atomic writes, safetensors, JSON configs.
+
+pub mod atomic;
+pub mod safetensors;

@@ -1,0 +1,3 @@
+//! Whole models, one family per file.
+
+pub mod gpt;

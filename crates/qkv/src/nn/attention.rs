@@ -1,0 +1,175 @@
+//! Multi-head self-attention: every token asks a question (its **query**),
+//! offers a label (its **key**) and carries content (its **value**). A token's
+//! output is the average of all values, weighted by how well its query matches
+//! each key: `softmax(q·kᵀ / √D) · v`. With **H heads** the width C is cut into
+//! H slices of D = C/H features, each head attending on its own, and an output
+//! projection mixes the heads back together.
+//!
+//! In a decoder the mask is **causal**: a token may not look at later tokens,
+//! which is what lets one forward pass train every next-token prediction of a
+//! sequence at once. During generation a [`KvCache`] keeps the keys and values
+//! of the prefix, so each new token costs one row of attention.
+//!
+//! Cost: the scores are a `T × T` matrix per head — quadratic in T. The flash
+//! kernel (the default) never stores that matrix, so memory stays linear.
+
+use qkv_tensor::{AttentionKernel, AttentionOpts, Result, Rng, Tensor, attention};
+
+use super::linear::Linear;
+use super::positional::{Positions, alibi_slopes, apply_rope, rope_tables};
+use super::{Module, NamedParam};
+
+/// Keys and values of earlier positions for one layer, in a buffer of fixed
+/// capacity `[B, capacity, H, D]` that fills up as tokens are generated.
+#[derive(Debug)]
+pub struct KvCache {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(batch: usize, capacity: usize, n_head: usize, head_dim: usize) -> KvCache {
+        KvCache {
+            k: Tensor::zeros(&[batch, capacity, n_head, head_dim]),
+            v: Tensor::zeros(&[batch, capacity, n_head, head_dim]),
+            len: 0,
+        }
+    }
+
+    /// Positions already cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.k.shape()[1]
+    }
+
+    /// Forget everything (keep the buffers).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Add keys and values `[B, H, Tn, D]` of new positions; returns views of
+    /// everything cached so far, `[B, H, len, D]`.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, h, tn, d) = k.dims4()?;
+        let cap = self.capacity();
+        if self.len + tn > cap {
+            return Err(qkv_tensor::Error::invalid(
+                "KvCache::append",
+                format!(
+                    "{} cached + {tn} new positions exceed the capacity of {cap}",
+                    self.len
+                ),
+            ));
+        }
+        for (buf, new) in [(&mut self.k, k), (&mut self.v, v)] {
+            let src = new.permute(&[0, 2, 1, 3])?.contiguous(); // [B, Tn, H, D]
+            let src = src.data();
+            let dst = buf.make_mut();
+            for bi in 0..b {
+                let at = (bi * cap + self.len) * h * d;
+                dst[at..at + tn * h * d]
+                    .copy_from_slice(&src[bi * tn * h * d..(bi + 1) * tn * h * d]);
+            }
+        }
+        self.len += tn;
+        let view = |buf: &Tensor| buf.narrow(1, 0, self.len)?.permute(&[0, 2, 1, 3]);
+        Ok((view(&self.k)?, view(&self.v)?))
+    }
+}
+
+/// Causal (or bidirectional) multi-head self-attention, GPT-2 layout:
+/// `c_attn` projects to queries, keys and values at once (`[C, 3C]`: the
+/// three `[C, C]` blocks side by side), `c_proj` mixes the heads (`[C, C]`).
+#[derive(Clone, Debug)]
+pub struct SelfAttention {
+    pub c_attn: Linear,
+    pub c_proj: Linear,
+    pub n_head: usize,
+    pub causal: bool,
+    pub positions: Positions,
+    /// RoPE base frequency (10000 in most models).
+    pub rope_base: f32,
+    pub kernel: AttentionKernel,
+}
+
+impl SelfAttention {
+    #[allow(clippy::too_many_arguments)]
+    /// `proj_std`: init scale of the output projection (GPT-2 scales it down
+    /// by √(2·layers) so the residual stream does not grow with depth).
+    pub fn new(
+        c: usize,
+        n_head: usize,
+        bias: bool,
+        causal: bool,
+        positions: Positions,
+        std: f32,
+        proj_std: f32,
+        rng: &mut Rng,
+    ) -> Self {
+        SelfAttention {
+            c_attn: Linear::new(c, 3 * c, bias, std, rng),
+            c_proj: Linear::new(c, c, bias, proj_std, rng),
+            n_head,
+            causal,
+            positions,
+            rope_base: 10000.0,
+            kernel: AttentionKernel::Flash,
+        }
+    }
+
+    /// # Shapes
+    /// x `[B, T, C]` → `[B, T, C]`. `key_mask`: `[B, Tk]` (false = padding).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        key_mask: Option<&[bool]>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let (h, d) = (self.n_head, c / self.n_head);
+        // 1. every token's query, key and value, from one fused projection
+        let qkv = self.c_attn.forward(x)?; // [B, T, 3C]
+        let parts = qkv.split(-1, &[c, c, c])?;
+        // 2. cut the width into H heads of D features: [B, T, C] → [B, H, T, D] (views, no copy)
+        let heads = |p: &Tensor| p.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3]);
+        let (mut q, mut k, v) = (heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?);
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        if self.positions == Positions::Rope {
+            let (cos, sin) = rope_tables(start, t, d, self.rope_base);
+            q = apply_rope(&q, &cos, &sin)?;
+            k = apply_rope(&k, &cos, &sin)?;
+        }
+        // 3. with a KV cache, the new queries attend over the cached past too
+        let (k, v) = match cache {
+            Some(cache) => cache.append(&k, &v)?,
+            None => (k, v),
+        };
+        // 4. softmax(q·kᵀ/√D)·v in every head
+        let opts = AttentionOpts {
+            causal: self.causal,
+            key_mask: key_mask.map(<[bool]>::to_vec),
+            alibi: (self.positions == Positions::Alibi).then(|| alibi_slopes(h)),
+            scale: None,
+            kernel: self.kernel,
+        };
+        let y = attention(&q, &k, &v, &opts)?; // [B, H, T, D], stored as [B, T, H, D]
+        // 5. heads side by side again, then mixed by the output projection
+        let y = y.transpose(1, 2)?.reshape(&[b, t, c])?;
+        self.c_proj.forward(&y)
+    }
+}
+
+impl Module for SelfAttention {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
+        self.c_attn.collect_params(&format!("{prefix}c_attn."), out);
+        self.c_proj.collect_params(&format!("{prefix}c_proj."), out);
+    }
+}

@@ -1,0 +1,5 @@
+//! Text → token ids → text.
+
+pub mod char;
+
+pub use self::char::CharTokenizer;

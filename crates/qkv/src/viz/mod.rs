@@ -1,0 +1,3 @@
+//! Pictures: loss curves.
+
+pub mod loss_curve;
