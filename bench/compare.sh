@@ -30,7 +30,7 @@ done
 if [ ${#suites[@]} -eq 0 ]; then
   for f in bench/peers/*.py; do
     name=$(basename "$f" .py)
-    [ "$name" = common ] || suites+=("$name")
+    case "$name" in common|*_common) ;; *) suites+=("$name") ;; esac
   done
 fi
 

@@ -9,6 +9,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
+use qkv::data::text::Split;
+use qkv::models::gpt::{Gpt, GptConfig};
+use qkv::nn::Module;
+use qkv::nn::mlp::Activation;
+use qkv::train::{TrainConfig, Trainer};
 use qkv_tensor::kernels::gemm::{Mat, MatMut, Threads, matmul};
 use qkv_tensor::{AttentionOpts, Param, Rng, Tensor, no_grad};
 
@@ -19,6 +24,10 @@ pub enum Suite {
     /// One causal attention call, B=1 H=8 D=64, T from 512 to 16384:
     /// forward and forward+backward times and peak extra memory.
     Attention,
+    /// GPT training step: 4 layers, 4 heads, C=256, T=128, B=16, vocab 65: tokens/s.
+    TrainSmall,
+    /// GPT training step: 6 layers, 6 heads, C=384, T=256, B=8, vocab 65: tokens/s.
+    TrainMid,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +56,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     match args.suite {
         Suite::Gemm => gemm(args),
         Suite::Attention => attention(args),
+        Suite::TrainSmall => train("train-small", 4, 4, 256, 128, 16, args),
+        Suite::TrainMid => train("train-mid", 6, 6, 384, 256, 8, args),
     }
 }
 
@@ -217,5 +228,93 @@ fn attention(args: &BenchArgs) -> Result<()> {
         if mode == Mode::Fwd { "fwd" } else { "fwd_bwd" }
     )] = json!(flops / secs / 1e9);
     emit(line);
+    Ok(())
+}
+
+/// GFLOP/s of a 1024³ product right now: the roofline that model FLOPs
+/// utilisation is measured against.
+fn gemm_roofline() -> f64 {
+    let n = 1024;
+    let a = vec![0.5f32; n * n];
+    let b = vec![0.25f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let secs = time(5, || {
+        matmul(
+            MatMut::rows(&mut c, n, n),
+            Mat::rows(&a, n, n),
+            Mat::rows(&b, n, n),
+            1.0,
+            false,
+            Threads::All,
+        );
+        Ok(())
+    })
+    .expect("infallible");
+    2.0 * (n as f64).powi(3) / secs / 1e9
+}
+
+/// A GPT training step as `qkv train` runs it (forward, backward, clipping,
+/// AdamW) on random tokens: exact GELU, pre-LayerNorm, learned positions,
+/// tied head, no biases, no dropout, lr 1e-3. 3 warm-up steps, then the median
+/// of 20 timed steps.
+fn train(
+    suite: &str,
+    n_layer: usize,
+    n_head: usize,
+    n_embd: usize,
+    t: usize,
+    b: usize,
+    args: &BenchArgs,
+) -> Result<()> {
+    let vocab = 65;
+    let config = GptConfig {
+        vocab_size: vocab,
+        block_size: t,
+        n_layer,
+        n_head,
+        n_embd,
+        activation: Activation::Gelu,
+        bias: false,
+        dropout: 0.0,
+        tie_embeddings: true,
+        ..GptConfig::default()
+    };
+    let model = Gpt::new(config, 0)?;
+    let mut rng = Rng::new(1);
+    let tokens: Vec<u32> = (0..200_000)
+        .map(|_| rng.below(vocab as u64) as u32)
+        .collect();
+    let tc = TrainConfig {
+        batch_size: b,
+        max_steps: 1_000_000,
+        lr: 1e-3,
+        min_lr: 1e-3,
+        warmup_steps: 0,
+        grad_clip: 1.0,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(model, tc, Split::new(tokens, 0.1))?;
+    let reps = args.reps.unwrap_or(20);
+    for _ in 0..3 {
+        trainer.train_step()?;
+    }
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        trainer.train_step()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let secs = median(times);
+    let tokens_per_s = (b * t) as f64 / secs;
+    // training FLOPs per token ≈ 6·N + 12·L·C·T (N without the position table)
+    let n = trainer.model.num_params() - t * n_embd;
+    let flops_per_token = 6.0 * n as f64 + 12.0 * (n_layer * n_embd * t) as f64;
+    let model_gflops = tokens_per_s * flops_per_token / 1e9;
+    let roofline = gemm_roofline();
+    emit(json!({
+        "suite": suite, "case": format!("{b}x{t}"), "impl": "qkv", "threads": qkv_tensor::num_threads(),
+        "tokens_per_s": tokens_per_s, "ms_per_step": secs * 1e3,
+        "model_gflops": model_gflops, "gemm_gflops": roofline, "mfu_vs_gemm": model_gflops / roofline,
+    }));
     Ok(())
 }

@@ -44,7 +44,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     qkv_tensor::init_threads(cli.threads).map_err(anyhow::Error::msg)?;
-    match cli.command {
+    qkv_tensor::in_pool(|| run_command(cli.command))
+}
+
+fn run_command(command: Cmd) -> Result<()> {
+    match command {
         Cmd::Train(args) => train::run(&args),
         Cmd::Generate(args) => generate::run(&args),
         Cmd::Eval(args) => eval::run(&args),

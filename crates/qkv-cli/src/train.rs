@@ -114,7 +114,7 @@ pub struct TrainArgs {
     /// Evaluate, checkpoint and redraw the loss curve every N steps [default: 250]
     #[arg(long, help_heading = "Training")]
     pub eval_interval: Option<u64>,
-    /// Validation batches per evaluation, at most [default: 50]
+    /// Validation batches per evaluation, at most [default: 20]
     #[arg(long, help_heading = "Training")]
     pub eval_batches: Option<usize>,
     /// Seed of initialisation, batches and dropout [default: 1337]
@@ -292,6 +292,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 
     let bar = progress_bar(args.quiet, trainer.step, stop);
     let run_started = Instant::now();
+    let elapsed_before = state.elapsed_s; // time of earlier sessions of this run
     let steps_before = trainer.step;
     let mut last_val = state.val_loss;
     let mut window_start = Instant::now();
@@ -318,7 +319,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         if val.is_some() {
             last_val = val;
         }
-        let elapsed_s = state.elapsed_s + run_started.elapsed().as_secs_f64();
+        let elapsed_s = elapsed_before + run_started.elapsed().as_secs_f64();
         run::append_metric(
             &dir,
             &Metric {
@@ -352,6 +353,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             run::save_checkpoint(&dir, &trainer, &state)?;
             let metrics = run::read_metrics(&dir)?;
             qkv::viz::loss_curve::write_svg(&dir.join(run::CURVE), &metrics, "qkv train: loss")?;
+            // tokens/s counts training only, not the evaluation just done
+            window_start = Instant::now();
+            window_tokens = 0;
         }
     }
     bar.finish_and_clear();

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::storage::Storage;
 use crate::tensor::Tensor;
 
 pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
@@ -193,29 +192,15 @@ impl Tensor {
 }
 
 /// `a + b` for two gradients of one tensor, in place in `a`'s buffer when
-/// nobody else holds it.
-fn accumulate(a: Tensor, b: Tensor) -> Result<Tensor> {
-    if a.is_contiguous() && a.layout().offset() == 0 {
-        let shape = a.shape().to_vec();
-        match Arc::try_unwrap(a.0) {
-            Ok(inner) => match Arc::try_unwrap(inner.storage) {
-                Ok(Storage::Owned(mut v)) if v.len() == b.numel() => {
-                    crate::kernels::elementwise::add_assign(&mut v, &b.data());
-                    return Tensor::from_vec(v, &shape);
-                }
-                Ok(storage) => {
-                    let t = Tensor::from_parts(Arc::new(storage), inner.layout, GradKind::None);
-                    return t.add(&b);
-                }
-                Err(storage) => {
-                    let t = Tensor::from_parts(storage, inner.layout, GradKind::None);
-                    return t.add(&b);
-                }
-            },
-            Err(a) => return Tensor(a).add(&b),
-        }
+/// nobody else holds it (`make_mut` copies otherwise).
+fn accumulate(mut a: Tensor, b: Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        return a.add(&b);
     }
-    a.add(&b)
+    let bd = b.data();
+    crate::kernels::elementwise::add_assign(a.make_mut(), &bd);
+    drop(bd);
+    Ok(a)
 }
 
 /// A trainable tensor that lives across steps: its current value, and the
@@ -326,7 +311,7 @@ impl Param {
         f(&mut data, slot.as_deref());
         let shape = value.shape().to_vec();
         *value = Tensor::from_parts(
-            Arc::new(Storage::Owned(data)),
+            Arc::new(crate::storage::Storage::Owned(data)),
             crate::layout::Layout::contiguous(&shape),
             GradKind::Param(self.0.slot.clone()),
         );

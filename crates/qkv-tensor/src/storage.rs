@@ -41,6 +41,25 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// The owned buffer, without a copy (`None` for external memory).
+    pub fn into_vec(mut self) -> Option<Vec<f32>> {
+        match &mut self {
+            Storage::Owned(v) => Some(std::mem::take(v)),
+            Storage::External(_) => None,
+        }
+    }
+}
+
+/// Owned buffers go back to the [`crate::pool`] for the next step to reuse.
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Storage::Owned(v) = self {
+            crate::pool::give(std::mem::take(v));
+        }
+    }
+}
+
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -253,11 +253,17 @@ impl Tensor {
         if self.is_contiguous() && self.0.layout.offset() == 0 {
             let n = self.numel();
             match Arc::try_unwrap(self.0) {
-                Ok(inner) => match Arc::try_unwrap(inner.storage) {
-                    Ok(Storage::Owned(v)) if v.len() == n => return v,
-                    Ok(s) => return s.as_slice()[..n].to_vec(),
-                    Err(s) => return s.as_slice()[..n].to_vec(),
-                },
+                Ok(inner) => {
+                    let Inner { storage, .. } = inner;
+                    return match Arc::try_unwrap(storage) {
+                        Ok(s) => match s.into_vec() {
+                            Some(v) if v.len() == n => v,
+                            Some(v) => v[..n].to_vec(),
+                            None => unreachable!("external buffers are never unique-owned vectors"),
+                        },
+                        Err(s) => s.as_slice()[..n].to_vec(),
+                    };
+                }
                 Err(inner) => return Tensor(inner).to_vec(),
             }
         }

@@ -210,3 +210,37 @@ fn attention_on_views_of_a_fused_projection() {
         y.transpose(1, 2)?.reshape(&[b, t, c])
     });
 }
+
+#[test]
+fn packed_qkv_attention_matches_the_split_heads_path() {
+    let (b, t, h, d) = (2, 5, 2, 3);
+    let c = h * d;
+    let x = randn(&[b, t, 3 * c], 7);
+    let split = |x: &Tensor, opts: &AttentionOpts| -> Result<Tensor> {
+        let p = x.split(-1, &[c, c, c])?;
+        let heads = |p: &Tensor| p.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3]);
+        qkv_tensor::attention(&heads(&p[0])?, &heads(&p[1])?, &heads(&p[2])?, opts)?
+            .transpose(1, 2)?
+            .reshape(&[b, t, c])
+    };
+    for opts in [
+        AttentionOpts::causal(),
+        AttentionOpts {
+            key_mask: Some((0..b * t).map(|j| j % t != 2).collect()),
+            alibi: Some(vec![0.5, 0.25]),
+            ..Default::default()
+        },
+    ] {
+        // same values
+        let a = qkv_tensor::attention_qkv(&x, h, &opts).unwrap();
+        let e = split(&x, &opts).unwrap();
+        assert!(a.max_abs_diff(&e).unwrap() < 1e-6);
+        // and correct gradients
+        check(std::slice::from_ref(&x), |xs| {
+            qkv_tensor::attention_qkv(&xs[0], h, &opts)
+        });
+    }
+    assert!(
+        qkv_tensor::attention_qkv(&randn(&[1, 2, 10], 1), 2, &AttentionOpts::causal()).is_err()
+    );
+}

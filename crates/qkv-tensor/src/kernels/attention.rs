@@ -378,8 +378,8 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
         "attention: a view reaches past its buffer"
     );
     let off = tk as isize - tq as isize;
-    let mut out = vec![0.0f32; bn * tq * hn * d];
-    let mut lse = vec![0.0f32; bn * hn * tq];
+    let mut out = crate::pool::take(bn * tq * hn * d);
+    let mut lse = crate::pool::take(bn * hn * tq);
     let block = block_rows(tq);
     let nq = tq.div_ceil(block);
     let (out_ptr, lse_ptr) = (Shared(out.as_mut_ptr()), Shared(lse.as_mut_ptr()));
@@ -496,7 +496,8 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
 
 /// Tiled backward (FlashAttention-2 order: key tiles outer, query tiles inner),
 /// one task per `(batch, head)`. `out` and `lse` come from the forward pass;
-/// `dout` is the output gradient as `[B, H, Tq, D]` heads.
+/// `dout` is the output gradient as `[B, H, Tq, D]` heads. The gradients come
+/// back in `[B, T, H, D]` layout.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_flash_backward(
     q: &Heads,
@@ -509,6 +510,83 @@ pub fn attention_flash_backward(
     scale: f32,
 ) -> AttnGrads {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
+    let mut dq = crate::pool::take_zeroed(bn * tq * hn * d);
+    let mut dk = crate::pool::take(bn * tk * hn * d);
+    let mut dv = crate::pool::take(bn * tk * hn * d);
+    let grads = GradsOut {
+        dq: Shared(dq.as_mut_ptr()),
+        dk: Shared(dk.as_mut_ptr()),
+        dv: Shared(dv.as_mut_ptr()),
+        q_rs: hn * d,
+        kv_rs: hn * d,
+    };
+    // SAFETY: the three buffers have exactly the [B, T, H, D] sizes that the
+    // row strides describe, and dq is zeroed.
+    unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
+    AttnGrads { dq, dk, dv }
+}
+
+/// [`attention_flash_backward`] for queries, keys and values packed in one
+/// `[B, T, 3C]` tensor (a fused QKV projection): the gradient comes back in
+/// that same layout, each row `[dq | dk | dv]`, ready for the projection's
+/// backward without splitting or re-assembling.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_flash_backward_packed(
+    q: &Heads,
+    k: &Heads,
+    v: &Heads,
+    out: &[f32],
+    lse: &[f32],
+    dout: &Heads,
+    mask: &AttnMask,
+    scale: f32,
+) -> Vec<f32> {
+    let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
+    assert_eq!(tq, tk, "packed QKV means self-attention");
+    let c = hn * d;
+    let mut g = crate::pool::take_zeroed(bn * tq * 3 * c);
+    let base = g.as_mut_ptr();
+    // SAFETY: offsets c and 2c stay inside each 3c-wide row of `g`.
+    let grads = unsafe {
+        GradsOut {
+            dq: Shared(base),
+            dk: Shared(base.add(c)),
+            dv: Shared(base.add(2 * c)),
+            q_rs: 3 * c,
+            kv_rs: 3 * c,
+        }
+    };
+    // SAFETY: rows of 3c, of which each of dq/dk/dv owns its c columns; dq zeroed.
+    unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
+    g
+}
+
+/// Where the backward pass writes: element `(b, t, h, x)` of dq at
+/// `dq + (b·Tq + t)·q_rs + h·D + x`, of dk and dv likewise with `kv_rs`.
+struct GradsOut {
+    dq: Shared,
+    dk: Shared,
+    dv: Shared,
+    q_rs: usize,
+    kv_rs: usize,
+}
+
+/// # Safety
+/// `grads` must point at buffers large enough for its strides, with the dq
+/// elements zeroed, and not otherwise in use during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn flash_backward(
+    q: &Heads,
+    k: &Heads,
+    v: &Heads,
+    out: &[f32],
+    lse: &[f32],
+    dout: &Heads,
+    mask: &AttnMask,
+    scale: f32,
+    grads: GradsOut,
+) {
+    let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
     assert!(
         q.fits() && k.fits() && v.fits() && dout.fits(),
         "attention: a view reaches past its buffer"
@@ -516,14 +594,13 @@ pub fn attention_flash_backward(
     assert_eq!(out.len(), bn * tq * hn * d);
     let off = tk as isize - tq as isize;
     let o = Heads::bthd(out, bn, hn, tq, d);
-    let mut dq = vec![0.0f32; bn * tq * hn * d];
-    let mut dk = vec![0.0f32; bn * tk * hn * d];
-    let mut dv = vec![0.0f32; bn * tk * hn * d];
-    let (dq_ptr, dk_ptr, dv_ptr) = (
-        Shared(dq.as_mut_ptr()),
-        Shared(dk.as_mut_ptr()),
-        Shared(dv.as_mut_ptr()),
-    );
+    let GradsOut {
+        dq: dq_ptr,
+        dk: dk_ptr,
+        dv: dv_ptr,
+        q_rs,
+        kv_rs,
+    } = grads;
     (0..bn * hn).into_par_iter().for_each(move |task| {
         let (b, h) = (task / hn, task % hn);
         let lse = &lse[task * tq..(task + 1) * tq];
@@ -636,13 +713,13 @@ pub fn attention_flash_backward(
                     ar: bc,
                     ac: 1,
                     ldb: k_st,
-                    ldc: hn * d,
+                    ldc: q_rs,
                     s: scale,
                     accumulate: true,
                 };
                 // SAFETY: only task (b, h) touches head h of batch b in dq; the
                 // rows i0..i0+br of that head lie inside dq.
-                unsafe { t.run_raw(dq_ptr.ptr().add(((b * tq + i0) * hn + h) * d), ds, kj) };
+                unsafe { t.run_raw(dq_ptr.ptr().add((b * tq + i0) * q_rs + h * d), ds, kj) };
                 // dK_j += scale · dSᵀ · Q_i
                 TileProduct {
                     m: bc,
@@ -661,7 +738,7 @@ pub fn attention_flash_backward(
             // SAFETY: only task (b, h) touches head h of batch b in dk and dv.
             unsafe {
                 for r in 0..bc {
-                    let at = ((b * tk + j0 + r) * hn + h) * d;
+                    let at = (b * tk + j0 + r) * kv_rs + h * d;
                     std::ptr::copy_nonoverlapping(dkb.as_ptr().add(r * d), dk_ptr.ptr().add(at), d);
                     std::ptr::copy_nonoverlapping(dvb.as_ptr().add(r * d), dv_ptr.ptr().add(at), d);
                 }
@@ -669,7 +746,6 @@ pub fn attention_flash_backward(
             j0 += bc;
         }
     });
-    AttnGrads { dq, dk, dv }
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub fn cross_entropy_backward(
     lse: &[f32],
     scale: f32,
 ) -> Vec<f32> {
-    let mut dz = vec![0.0; logits.len()];
+    let mut dz = crate::pool::take(logits.len());
     for_rows(&mut dz, v, logits, v, |r, dz, z| {
         let t = targets[r];
         if !counts(t, ignore) {

@@ -12,7 +12,7 @@ const CHUNK: usize = 1 << 14;
 
 /// `out[i] = f(x[i])`
 pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+    let mut out = crate::pool::take(x.len());
     map_into(&mut out, x, f);
     out
 }
@@ -41,7 +41,7 @@ pub fn map_into(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send
 /// `out[i] = f(a[i], b[i])`
 pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     assert_eq!(a.len(), b.len());
-    let mut out = vec![0.0; a.len()];
+    let mut out = crate::pool::take(a.len());
     let body = |o: &mut [f32], a: &[f32], b: &[f32]| {
         dispatch(
             #[inline(always)]
@@ -66,7 +66,7 @@ pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) 
 pub fn zip_rows(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
     let n = b.len();
     assert!(n > 0 && a.len().is_multiple_of(n));
-    let mut out = vec![0.0; a.len()];
+    let mut out = crate::pool::take(a.len());
     let rows_per_task = (CHUNK / n).max(1);
     let body = |o: &mut [f32], a: &[f32]| {
         dispatch(

@@ -35,7 +35,7 @@ pub struct NormGrads {
 /// `y = (x - mean) / sqrt(var + eps) * w + b` over rows of length `n`.
 pub fn layer_norm_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, eps: f32) -> NormOut {
     let rows = x.len() / n;
-    let mut y = vec![0.0; x.len()];
+    let mut y = crate::pool::take(x.len());
     let mut mean = vec![0.0; rows];
     let mut rstd = vec![0.0; rows];
     let task = |y: &mut [f32], x: &[f32], mean: &mut [f32], rstd: &mut [f32]| {
@@ -101,7 +101,7 @@ pub fn layer_norm_backward(
 ) -> NormGrads {
     let rows = x.len() / n;
     let per = rows_per_task(rows, n);
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = crate::pool::take(x.len());
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(per * n)
         .zip(x.par_chunks(per * n).zip(dy.par_chunks(per * n)))
@@ -161,7 +161,7 @@ pub fn layer_norm_backward(
 /// `y = x / sqrt(mean(x²) + eps) * w` over rows of length `n`.
 pub fn rms_norm_forward(x: &[f32], w: &[f32], n: usize, eps: f32) -> NormOut {
     let rows = x.len() / n;
-    let mut y = vec![0.0; x.len()];
+    let mut y = crate::pool::take(x.len());
     let mut rstd = vec![0.0; rows];
     let per = rows_per_task(rows, n);
     y.par_chunks_mut(per * n)
@@ -193,7 +193,7 @@ pub fn rms_norm_forward(x: &[f32], w: &[f32], n: usize, eps: f32) -> NormOut {
 pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], n: usize) -> NormGrads {
     let rows = x.len() / n;
     let per = rows_per_task(rows, n);
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = crate::pool::take(x.len());
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(per * n)
         .zip(x.par_chunks(per * n).zip(dy.par_chunks(per * n)))

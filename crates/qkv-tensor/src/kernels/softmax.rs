@@ -8,7 +8,7 @@ use crate::simd;
 /// `y = exp(x - max) / sum(exp(x - max))` per row. A row of all `-inf`
 /// (everything masked) gives zeros instead of NaN.
 pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = crate::pool::take(x.len());
     for_rows(&mut y, n, x, n, |_, y, x| {
         let m = simd::max(x);
         if m == f32::NEG_INFINITY {
@@ -28,7 +28,7 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
 
 /// Given `y = softmax(x)` and `dy`: `dx = y * (dy - sum(dy * y))`.
 pub fn softmax_rows_backward(y: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
-    let mut dx = vec![0.0; y.len()];
+    let mut dx = crate::pool::take(y.len());
     let both: Vec<f32> = interleave_rows(y, dy, n);
     for_rows(&mut dx, n, &both, 2 * n, |_, dx, yd| {
         let (y, dy) = yd.split_at(n);
@@ -42,7 +42,7 @@ pub fn softmax_rows_backward(y: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
 
 /// `y = x - max - ln(sum(exp(x - max)))` per row (all `-inf` rows give `-inf`).
 pub fn log_softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = crate::pool::take(x.len());
     for_rows(&mut y, n, x, n, |_, y, x| {
         let m = simd::max(x);
         if m == f32::NEG_INFINITY {
@@ -62,7 +62,7 @@ pub fn log_softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
 
 /// Given `y = log_softmax(x)` and `dy`: `dx = dy - exp(y) * sum(dy)`.
 pub fn log_softmax_rows_backward(y: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
-    let mut dx = vec![0.0; y.len()];
+    let mut dx = crate::pool::take(y.len());
     let both: Vec<f32> = interleave_rows(y, dy, n);
     for_rows(&mut dx, n, &both, 2 * n, |_, dx, yd| {
         let (y, dy) = yd.split_at(n);

@@ -168,3 +168,99 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
     });
     o.permute(&[0, 2, 1, 3])
 }
+
+/// Self-attention straight from a fused projection: each row of `qkv` holds a
+/// token's query, key and value side by side, `[q (H·D) | k (H·D) | v (H·D)]`.
+/// The same as cutting it into heads and calling [`attention`], but the
+/// kernels read the three through strides and backward writes one
+/// `[B, T, 3C]` gradient, instead of three padded ones that must be added.
+///
+/// # Shapes
+/// qkv `[B, T, 3C]` → `[B, T, C]`
+pub fn attention_qkv(qkv: &Tensor, n_head: usize, opts: &AttentionOpts) -> Result<Tensor> {
+    let op = "attention_qkv";
+    let (b, t, c3) = qkv
+        .dims3()
+        .map_err(|_| Error::bad_shape(op, qkv.shape(), "a fused projection [B, T, 3C]"))?;
+    if n_head == 0 || c3 % 3 != 0 || (c3 / 3) % n_head != 0 {
+        return Err(Error::invalid(
+            op,
+            format!("width {c3} is not 3 · C with C a multiple of the {n_head} heads"),
+        ));
+    }
+    let (c, h) = (c3 / 3, n_head);
+    let d = c / h;
+    if opts.kernel == AttentionKernel::Naive {
+        // the reference path: split into head views and use the general op
+        let parts = qkv.split(-1, &[c, c, c])?;
+        let heads = |p: &Tensor| p.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3]);
+        let y = attention(
+            &heads(&parts[0])?,
+            &heads(&parts[1])?,
+            &heads(&parts[2])?,
+            opts,
+        )?;
+        return y.transpose(1, 2)?.reshape(&[b, t, c]);
+    }
+    if let Some(m) = &opts.key_mask
+        && m.len() != b * t
+    {
+        return Err(Error::invalid(
+            op,
+            format!("key mask has {} flags, expected B·T = {}", m.len(), b * t),
+        ));
+    }
+    if let Some(s) = &opts.alibi
+        && s.len() != h
+    {
+        return Err(Error::invalid(
+            op,
+            format!("{} ALiBi slopes for {h} heads", s.len()),
+        ));
+    }
+    let x = qkv.contiguous();
+    // the three head views into the packed rows
+    let view = |part: usize| Heads {
+        data: x.storage_slice(),
+        offset: x.layout().offset() + part * c,
+        b,
+        h,
+        t,
+        d,
+        sb: t * c3,
+        sh: d,
+        st: c3,
+    };
+    let scale = opts.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    let fwd = k::attention_flash(&view(0), &view(1), &view(2), &opts.mask(), scale);
+    let out = Tensor::from_vec(fwd.out, &[b, t, c])?;
+    let (saved_x, saved_out, lse, opts) = (x.detach(), out.clone(), fwd.lse, opts.clone());
+    Ok(Tensor::with_grad_fn(&out, &[&x], move |g| {
+        let g = g.contiguous();
+        let xs = saved_x.storage_slice();
+        let x_off = saved_x.layout().offset();
+        let heads_of = |part: usize| Heads {
+            data: xs,
+            offset: x_off + part * c,
+            b,
+            h,
+            t,
+            d,
+            sb: t * c3,
+            sh: d,
+            st: c3,
+        };
+        let gh = Heads::bthd(&g.storage_slice()[g.layout().offset()..], b, h, t, d);
+        let grad = k::attention_flash_backward_packed(
+            &heads_of(0),
+            &heads_of(1),
+            &heads_of(2),
+            &saved_out.data(),
+            &lse,
+            &gh,
+            &opts.mask(),
+            scale,
+        );
+        Ok(vec![Some(Tensor::from_vec(grad, &[b, t, c3])?)])
+    }))
+}

@@ -135,8 +135,11 @@ impl Tensor {
         if full[pad..] == *shape {
             let rows = data.len() / n.max(1);
             let out = if data.len() >= PAR_MIN {
+                // partial sums over fixed blocks, added in order: the same
+                // result whatever thread computed which block
                 let per = rows.div_ceil(rayon::current_num_threads() * 4).max(1);
-                data.par_chunks(per * n)
+                let partials: Vec<Vec<f32>> = data
+                    .par_chunks(per * n)
                     .map(|block| {
                         let mut acc = vec![0.0f32; n];
                         for r in block.chunks_exact(n) {
@@ -144,13 +147,12 @@ impl Tensor {
                         }
                         acc
                     })
-                    .reduce(
-                        || vec![0.0f32; n],
-                        |mut a, b| {
-                            elementwise::add_assign(&mut a, &b);
-                            a
-                        },
-                    )
+                    .collect();
+                let mut acc = vec![0.0f32; n];
+                for p in &partials {
+                    elementwise::add_assign(&mut acc, p);
+                }
+                acc
             } else {
                 let mut acc = vec![0.0f32; n];
                 for r in data.chunks_exact(n.max(1)) {
@@ -172,7 +174,7 @@ impl Tensor {
             }
         }
         let walk = crate::layout::Layout::new(full.to_vec(), strides, 0);
-        let mut out = vec![0.0f32; n];
+        let mut out = crate::pool::take_zeroed(n);
         for (v, i) in data.iter().zip(walk.indices()) {
             out[i] += v;
         }

@@ -28,7 +28,7 @@ pub fn embedding(table: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Ten
     }
     let w = table.contiguous();
     let wd = w.data();
-    let mut out = vec![0.0f32; ids.len() * c];
+    let mut out = crate::pool::take(ids.len() * c);
     out.par_chunks_mut(c.max(1))
         .zip(ids.par_iter())
         .with_min_len(64)
@@ -39,7 +39,7 @@ pub fn embedding(table: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Ten
     Ok(Tensor::from_op(out, &shape, &[table], move |g| {
         let gd = g.contiguous();
         let gd = gd.data();
-        let mut dw = vec![0.0f32; v * c];
+        let mut dw = crate::pool::take_zeroed(v * c);
         // Each task owns a band of columns, so no two tasks write the same element.
         let band = c
             .div_ceil(rayon::current_num_threads())

@@ -55,7 +55,7 @@ impl Tensor {
         let nb: usize = batch.iter().product();
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);
-        let mut out = vec![0.0f32; nb * m * n];
+        let mut out = crate::pool::take(nb * m * n);
 
         // A stack of rows times one matrix: fold the batch into M when a's
         // layout allows it without a copy.

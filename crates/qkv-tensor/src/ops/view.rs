@@ -20,7 +20,7 @@ pub(crate) fn gather(layout: &Layout, buf: &[f32]) -> Vec<f32> {
     if last == 0 || n == 0 {
         return Vec::new();
     }
-    let mut out = vec![0.0f32; n];
+    let mut out = crate::pool::take(n);
     if layout.strides()[rank - 1] == 1 {
         // start index of each row: the layout with the last axis dropped
         let rows = Layout::new(
@@ -177,7 +177,7 @@ impl Tensor {
         shape[a] = tensors.iter().map(|t| t.shape()[a]).sum();
         let outer: usize = shape[..a].iter().product();
         let inner: usize = shape[a + 1..].iter().product();
-        let mut out = vec![0.0f32; shape.iter().product()];
+        let mut out = crate::pool::take(shape.iter().product());
         let row = shape[a] * inner;
         let mut col = 0;
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[a]).collect();
@@ -220,7 +220,7 @@ fn pad_narrow(g: &Tensor, shape: &[usize], axis: usize, start: usize) -> Result<
     let inner: usize = shape[axis + 1..].iter().product();
     let len = g.shape()[axis];
     let gd = g.data();
-    let mut out = vec![0.0f32; shape.iter().product()];
+    let mut out = crate::pool::take_zeroed(shape.iter().product());
     let (row, w) = (shape[axis] * inner, len * inner);
     for o in 0..outer {
         out[o * row + start * inner..o * row + start * inner + w]

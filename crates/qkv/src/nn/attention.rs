@@ -13,7 +13,7 @@
 //! Cost: the scores are a `T × T` matrix per head — quadratic in T. The flash
 //! kernel (the default) never stores that matrix, so memory stays linear.
 
-use qkv_tensor::{AttentionKernel, AttentionOpts, Result, Rng, Tensor, attention};
+use qkv_tensor::{AttentionKernel, AttentionOpts, Result, Rng, Tensor, attention, attention_qkv};
 
 use super::linear::Linear;
 use super::positional::{Positions, alibi_slopes, apply_rope, rope_tables};
@@ -137,6 +137,19 @@ impl SelfAttention {
         let (h, d) = (self.n_head, c / self.n_head);
         // 1. every token's query, key and value, from one fused projection
         let qkv = self.c_attn.forward(x)?; // [B, T, 3C]
+        let alibi = (self.positions == Positions::Alibi).then(|| alibi_slopes(h));
+        if cache.is_none() && self.positions != Positions::Rope {
+            // Training and full passes: the fused kernel reads the heads straight
+            // out of `qkv` (steps 2–5 below in one op).
+            let opts = AttentionOpts {
+                causal: self.causal,
+                key_mask: key_mask.map(<[bool]>::to_vec),
+                alibi,
+                scale: None,
+                kernel: self.kernel,
+            };
+            return self.c_proj.forward(&attention_qkv(&qkv, h, &opts)?);
+        }
         let parts = qkv.split(-1, &[c, c, c])?;
         // 2. cut the width into H heads of D features: [B, T, C] → [B, H, T, D] (views, no copy)
         let heads = |p: &Tensor| p.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3]);
@@ -156,7 +169,7 @@ impl SelfAttention {
         let opts = AttentionOpts {
             causal: self.causal,
             key_mask: key_mask.map(<[bool]>::to_vec),
-            alibi: (self.positions == Positions::Alibi).then(|| alibi_slopes(h)),
+            alibi,
             scale: None,
             kernel: self.kernel,
         };

@@ -38,7 +38,7 @@ pub struct TrainConfig {
     pub adamw: AdamWConfig,
     /// Evaluate (and checkpoint) every this many steps. Default 250.
     pub eval_interval: u64,
-    /// At most this many batches of the validation split per evaluation. Default 50.
+    /// At most this many batches of the validation split per evaluation. Default 20.
     pub eval_batches: usize,
     /// Seed of initialisation, batches and dropout. Default 1337.
     pub seed: u64,
@@ -56,7 +56,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             adamw: AdamWConfig::default(),
             eval_interval: 250,
-            eval_batches: 50,
+            eval_batches: 20,
             seed: 1337,
         }
     }
