@@ -21,7 +21,7 @@ use qkv::train::{TrainConfig, Trainer};
 
 #[derive(Args, Debug, Default)]
 #[command(after_help = "Examples:
-  qkv train                                  # Shakespeare, about 8 minutes on 2 cores
+  qkv train                                  # Shakespeare, about 7 minutes on 2 cores
   qkv train --data notes.txt --out-dir runs/notes --max-steps 500
   qkv train --n-layer 6 --n-head 6 --n-embd 384 --block-size 256 --dropout 0.2
   qkv train --resume runs/gpt                # continue from the last checkpoint")]
@@ -47,10 +47,10 @@ pub struct TrainArgs {
     /// Transformer blocks [default: 4]
     #[arg(long, help_heading = "Model")]
     pub n_layer: Option<usize>,
-    /// Attention heads per block; must divide --n-embd [default: 4]
+    /// Attention heads per block; must divide --n-embd [default: 6]
     #[arg(long, help_heading = "Model")]
     pub n_head: Option<usize>,
-    /// Model width C [default: 256]
+    /// Model width C [default: 192]
     #[arg(long, help_heading = "Model")]
     pub n_embd: Option<usize>,
     /// Context length T in tokens [default: 128]
@@ -87,13 +87,13 @@ pub struct TrainArgs {
     /// Micro-batches per optimizer step [default: 1]
     #[arg(long, help_heading = "Training")]
     pub grad_accum: Option<usize>,
-    /// Optimizer steps [default: 2000]
+    /// Optimizer steps [default: 1400]
     #[arg(long, help_heading = "Training")]
     pub max_steps: Option<u64>,
-    /// Peak learning rate [default: 1e-3]
+    /// Peak learning rate [default: 2e-3]
     #[arg(long, help_heading = "Training")]
     pub lr: Option<f32>,
-    /// Final learning rate of the cosine decay [default: 1e-4]
+    /// Final learning rate of the cosine decay [default: 2e-4]
     #[arg(long, help_heading = "Training")]
     pub min_lr: Option<f32>,
     /// Linear warm-up steps [default: 100]
@@ -111,7 +111,7 @@ pub struct TrainArgs {
     /// AdamW beta2 [default: 0.95]
     #[arg(long, help_heading = "Training")]
     pub beta2: Option<f32>,
-    /// Evaluate, checkpoint and redraw the loss curve every N steps [default: 250]
+    /// Evaluate, checkpoint and redraw the loss curve every N steps [default: 200]
     #[arg(long, help_heading = "Training")]
     pub eval_interval: Option<u64>,
     /// Validation batches per evaluation, at most [default: 20]

@@ -23,7 +23,9 @@ use crate::nn::positional::{Positions, sinusoidal_table};
 use crate::nn::{Dropout, Module, NamedParam};
 
 /// The architecture of a GPT. Every field has a default (the `qkv train`
-/// model: 4 layers, 4 heads, width 256, context 128, characters).
+/// model: 4 layers, 6 heads, width 192, context 128, characters — sized to
+/// reach a validation loss below 1.8 nats per character on the bundled
+/// Shakespeare in under 10 minutes on two cores).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GptConfig {
@@ -33,9 +35,9 @@ pub struct GptConfig {
     pub block_size: usize,
     /// Transformer blocks. Default 4.
     pub n_layer: usize,
-    /// Attention heads per block; must divide `n_embd`. Default 4.
+    /// Attention heads per block; must divide `n_embd`. Default 6.
     pub n_head: usize,
-    /// Model width C. Default 256.
+    /// Model width C. Default 192.
     pub n_embd: usize,
     /// MLP width F as a multiple of C. Default 4.
     pub mlp_ratio: f32,
@@ -63,8 +65,8 @@ impl Default for GptConfig {
             vocab_size: 65,
             block_size: 128,
             n_layer: 4,
-            n_head: 4,
-            n_embd: 256,
+            n_head: 6,
+            n_embd: 192,
             mlp_ratio: 4.0,
             activation: Activation::Gelu,
             norm: NormKind::LayerNorm,

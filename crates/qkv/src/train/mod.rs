@@ -24,11 +24,11 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Micro-batches whose gradients are summed into one step. Default 1.
     pub grad_accum: usize,
-    /// Optimizer steps in the run. Default 2000.
+    /// Optimizer steps in the run. Default 1400.
     pub max_steps: u64,
-    /// Peak learning rate. Default 1e-3.
+    /// Peak learning rate. Default 2e-3.
     pub lr: f32,
-    /// Learning rate at the end of the cosine decay. Default 1e-4.
+    /// Learning rate at the end of the cosine decay. Default 2e-4.
     pub min_lr: f32,
     /// Steps of linear warm-up. Default 100.
     pub warmup_steps: u64,
@@ -36,7 +36,7 @@ pub struct TrainConfig {
     pub grad_clip: f32,
     #[serde(flatten)]
     pub adamw: AdamWConfig,
-    /// Evaluate (and checkpoint) every this many steps. Default 250.
+    /// Evaluate (and checkpoint) every this many steps. Default 200.
     pub eval_interval: u64,
     /// At most this many batches of the validation split per evaluation. Default 20.
     pub eval_batches: usize,
@@ -49,13 +49,13 @@ impl Default for TrainConfig {
         TrainConfig {
             batch_size: 16,
             grad_accum: 1,
-            max_steps: 2000,
-            lr: 1e-3,
-            min_lr: 1e-4,
+            max_steps: 1400,
+            lr: 2e-3,
+            min_lr: 2e-4,
             warmup_steps: 100,
             grad_clip: 1.0,
             adamw: AdamWConfig::default(),
-            eval_interval: 250,
+            eval_interval: 200,
             eval_batches: 20,
             seed: 1337,
         }

@@ -56,6 +56,7 @@ pub fn write_svg(path: &Path, metrics: &[Metric], title: &str) -> Result<()> {
         chart
             .configure_mesh()
             .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("loss (nats per token)")
             .draw()
             .map_err(|e| draw(&e))?;
