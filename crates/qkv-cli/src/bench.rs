@@ -28,6 +28,9 @@ pub enum Suite {
     TrainSmall,
     /// GPT training step: 6 layers, 6 heads, C=384, T=256, B=8, vocab 65: tokens/s.
     TrainMid,
+    /// BERT forward, batch 8 × 128 tokens, at all-MiniLM-L6-v2 shapes and at
+    /// BERT-base shapes: sequences/s.
+    Encoder,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,6 +61,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Suite::Attention => attention(args),
         Suite::TrainSmall => train("train-small", 4, 4, 256, 128, 16, args),
         Suite::TrainMid => train("train-mid", 6, 6, 384, 256, 8, args),
+        Suite::Encoder => encoder(args),
     }
 }
 
@@ -316,5 +320,51 @@ fn train(
         "tokens_per_s": tokens_per_s, "ms_per_step": secs * 1e3,
         "model_gflops": model_gflops, "gemm_gflops": roofline, "mfu_vs_gemm": model_gflops / roofline,
     }));
+    Ok(())
+}
+
+/// BERT forward passes (no gradients) on random ids: `minilm` = 6 layers,
+/// C=384, 12 heads, F=1536; `base` = 12 layers, C=768, 12 heads, F=3072; both
+/// with vocabulary 30522, batch 8 × 128 tokens, no padding.
+fn encoder(args: &BenchArgs) -> Result<()> {
+    use qkv::models::bert::{Batch, Bert, BertConfig};
+    let cases = [("minilm", 6, 384, 12, 1536), ("base", 12, 768, 12, 3072)];
+    let (b, t) = (8, 128);
+    for (name, layers, c, heads, f) in cases {
+        if args.case.is_some() {
+            bail!("the encoder suite has two named cases; run it without --case");
+        }
+        let config = BertConfig {
+            num_hidden_layers: layers,
+            hidden_size: c,
+            num_attention_heads: heads,
+            intermediate_size: f,
+            ..BertConfig::default()
+        };
+        let bert = Bert::new(config, true, &mut Rng::new(0))?;
+        let mut rng = Rng::new(1);
+        let ids: Vec<u32> = (0..b * t).map(|_| rng.below(30522) as u32).collect();
+        let mask = vec![true; b * t];
+        let reps = args.reps.unwrap_or(if name == "minilm" { 10 } else { 4 });
+        let secs = time(reps, || {
+            no_grad(|| {
+                bert.forward(
+                    &Batch {
+                        ids: &ids,
+                        type_ids: None,
+                        mask: &mask,
+                        b,
+                        t,
+                    },
+                    &qkv::nn::Dropout::default(),
+                )
+            })?;
+            Ok(())
+        })?;
+        emit(json!({
+            "suite": "encoder", "case": format!("{name}-{b}x{t}"), "impl": "qkv", "threads": qkv_tensor::num_threads(),
+            "sequences_per_s": b as f64 / secs, "ms_per_batch": secs * 1e3,
+        }));
+    }
     Ok(())
 }

@@ -95,8 +95,14 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{prompt}")?;
+    // a stream decoder, primed with the prompt: subword pieces join correctly
+    // and a character split over byte-level tokens is printed once complete
+    let mut stream = tok.stream();
+    for &id in &ids {
+        stream.step(id)?;
+    }
     generate(&model, &ids, args.max_new_tokens, &sampling, |id| {
-        let piece = tok.decode(&[id])?;
+        let piece = stream.step(id)?;
         // a closed pipe (e.g. `| head`) ends generation quietly
         Ok(write!(out, "{piece}").and_then(|_| out.flush()).is_ok())
     })?;

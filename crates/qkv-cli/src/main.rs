@@ -2,8 +2,12 @@
 
 mod bench;
 mod eval;
+mod eval_encoder;
 mod generate;
+mod predict;
+mod tokenizer;
 mod train;
+mod train_encoder;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,14 +28,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Train a GPT on a text file (default: the bundled Shakespeare) and print a sample.
+    /// Train a model: a GPT on text (default: the bundled Shakespeare), BERT (--model bert:
+    /// masked language modelling or classification), or a Vision Transformer (--model vit).
     Train(Box<train::TrainArgs>),
     /// Continue a prompt with a trained model (tokens stream to standard output).
     Generate(generate::GenerateArgs),
-    /// Loss, perplexity and bits per character of a trained model on a text file.
+    /// Evaluate a trained model: loss, perplexity and bits per character of a GPT; accuracy
+    /// and macro-F1 of a classifier; masked-token accuracy of an MLM.
     Eval(eval::EvalArgs),
+    /// Fill in [MASK] tokens with a masked-language model, printing the top candidates.
+    FillMask(predict::FillMaskArgs),
+    /// Classify texts with a trained text classifier, printing class probabilities.
+    Classify(predict::ClassifyArgs),
+    /// Classify images (PNG, JPEG) with a trained Vision Transformer.
+    ClassifyImage(predict::ClassifyImageArgs),
     /// Measure speed; prints one JSON line per case (compare with PyTorch via bench/compare.sh).
     Bench(bench::BenchArgs),
+    /// Train a tokenizer (BPE, byte-level BPE, WordPiece, Unigram, characters), and see text
+    /// become token ids and back.
+    Tokenizer(tokenizer::TokenizerArgs),
 }
 
 fn main() {
@@ -51,7 +66,11 @@ fn run_command(command: Cmd) -> Result<()> {
     match command {
         Cmd::Train(args) => train::run(&args),
         Cmd::Generate(args) => generate::run(&args),
+        Cmd::FillMask(args) => predict::fill_mask(&args),
+        Cmd::Classify(args) => predict::classify(&args),
+        Cmd::ClassifyImage(args) => predict::classify_image(&args),
         Cmd::Eval(args) => eval::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Tokenizer(args) => tokenizer::run(&args),
     }
 }

@@ -7,7 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use qkv::data::text::{SHAKESPEARE, Split, read_corpus};
+use qkv::data::text::{SHAKESPEARE, Split, bits_per_char, eval_targets, read_corpus};
+use qkv::data::token_cache;
+use qkv::data::tokens::{TokenIds, Tokens};
 use qkv::generate::{Sampling, generate};
 use qkv::models::gpt::{Gpt, GptConfig};
 use qkv::nn::Module;
@@ -15,7 +17,7 @@ use qkv::nn::block::Placement;
 use qkv::nn::mlp::Activation;
 use qkv::nn::norm::NormKind;
 use qkv::nn::positional::Positions;
-use qkv::tokenize::CharTokenizer;
+use qkv::tokenize::{CharTokenizer, Tokenizer};
 use qkv::train::run::{self, Metric, RunConfig, TrainState};
 use qkv::train::{TrainConfig, Trainer};
 
@@ -24,6 +26,9 @@ use qkv::train::{TrainConfig, Trainer};
   qkv train                                  # Shakespeare, about 7 minutes on 2 cores
   qkv train --data notes.txt --out-dir runs/notes --max-steps 500
   qkv train --n-layer 6 --n-head 6 --n-embd 384 --block-size 256 --dropout 0.2
+  qkv train --tokenizer gpt2 --out-dir runs/gpt2-tokens   # GPT-2's subword tokens
+  qkv tokenizer train --kind byte-bpe --vocab-size 2048 data/shakespeare.txt -o bpe.json
+  qkv train --tokenizer bpe.json --out-dir runs/bpe
   qkv train --resume runs/gpt                # continue from the last checkpoint")]
 pub struct TrainArgs {
     /// UTF-8 text file to train on [default: the bundled Shakespeare, ~1 MB]
@@ -43,6 +48,12 @@ pub struct TrainArgs {
     /// flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Tokenizer: a tokenizer.json (e.g. from `qkv tokenizer train`), a Hugging Face model
+    /// directory, a GPT-2 vocab.json + merges.txt pair, a BERT vocab.txt, or `gpt2` (bundled).
+    /// The corpus is tokenized once, in parallel, and cached ($QKV_CACHE_DIR, default
+    /// ~/.cache/qkv/tokens) [default: one token per character of the corpus]
+    #[arg(long, value_name = "SPEC")]
+    pub tokenizer: Option<String>,
 
     /// Transformer blocks [default: 4]
     #[arg(long, help_heading = "Model")]
@@ -129,6 +140,8 @@ pub struct TrainArgs {
     /// No progress bar; one line per evaluation instead
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub encoder: crate::train_encoder::EncoderArgs,
 }
 
 /// `--norm` values (clap-friendly wrapper).
@@ -148,7 +161,7 @@ impl From<NormKindArg> for NormKind {
 }
 
 /// Settings from `--config FILE`, if any.
-fn config_file(path: &Path) -> Result<(GptConfig, TrainConfig, Option<PathBuf>)> {
+fn config_file(path: &Path) -> Result<Settings> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value =
@@ -157,9 +170,19 @@ fn config_file(path: &Path) -> Result<(GptConfig, TrainConfig, Option<PathBuf>)>
         .as_object()
         .with_context(|| format!("{}: expected a JSON object", path.display()))?;
     for k in obj.keys() {
-        if !["model", "train", "data", "kind", "data_len", "data_hash"].contains(&k.as_str()) {
+        if ![
+            "model",
+            "train",
+            "data",
+            "tokenizer",
+            "kind",
+            "data_len",
+            "data_hash",
+        ]
+        .contains(&k.as_str())
+        {
             bail!(
-                "{}: unknown section {k:?} (use \"model\", \"train\", \"data\")",
+                "{}: unknown section {k:?} (use \"model\", \"train\", \"data\", \"tokenizer\")",
                 path.display()
             );
         }
@@ -175,15 +198,22 @@ fn config_file(path: &Path) -> Result<(GptConfig, TrainConfig, Option<PathBuf>)>
         None => TrainConfig::default(),
     };
     let data = obj.get("data").and_then(|d| d.as_str()).map(PathBuf::from);
-    Ok((model, train, data))
+    let tokenizer = obj
+        .get("tokenizer")
+        .and_then(|d| d.as_str())
+        .map(String::from);
+    Ok((model, train, data, tokenizer))
 }
+
+/// Model, training, corpus and tokenizer settings.
+type Settings = (GptConfig, TrainConfig, Option<PathBuf>, Option<String>);
 
 impl TrainArgs {
     /// Defaults, then the config file, then the flags.
-    fn settings(&self) -> Result<(GptConfig, TrainConfig, Option<PathBuf>)> {
-        let (mut m, mut t, mut data) = match &self.config {
+    fn settings(&self) -> Result<Settings> {
+        let (mut m, mut t, mut data, mut tokenizer) = match &self.config {
             Some(p) => config_file(p)?,
-            None => (GptConfig::default(), TrainConfig::default(), None),
+            None => (GptConfig::default(), TrainConfig::default(), None, None),
         };
         macro_rules! set {
             ($dst:expr, $($field:ident),*) => { $( if let Some(v) = self.$field { $dst.$field = v.into(); } )* };
@@ -228,7 +258,10 @@ impl TrainArgs {
         if self.data.is_some() {
             data = self.data.clone();
         }
-        Ok((m, t, data))
+        if self.tokenizer.is_some() {
+            tokenizer = self.tokenizer.clone();
+        }
+        Ok((m, t, data, tokenizer))
     }
 
     /// Flags that would change an existing run (refused with --resume).
@@ -243,7 +276,7 @@ impl TrainArgs {
             dropout => "--dropout", tie_embeddings => "--tie-embeddings", batch_size => "--batch-size",
             grad_accum => "--grad-accum", lr => "--lr", min_lr => "--min-lr", warmup_steps => "--warmup-steps",
             weight_decay => "--weight-decay", grad_clip => "--grad-clip", beta1 => "--beta1", beta2 => "--beta2",
-            seed => "--seed", config => "--config", data => "--data");
+            seed => "--seed", config => "--config", data => "--data", tokenizer => "--tokenizer");
         v
     }
 }
@@ -257,7 +290,10 @@ fn load_corpus(data: &Option<PathBuf>) -> Result<(String, String)> {
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let (dir, mut trainer, mut state, tok, tokens_per_char) = match &args.resume {
+    if args.encoder.model != crate::train_encoder::ModelKind::Gpt {
+        return crate::train_encoder::run(args);
+    }
+    let (dir, mut trainer, mut state, tok) = match &args.resume {
         Some(dir) => resume(args, dir)?,
         None => start(args)?,
     };
@@ -273,13 +309,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     }
     let n_params = trainer.model.num_params();
     eprintln!(
-        "qkv train: GPT {} layers × {} heads × {} wide, context {}, {:.2} M parameters, vocabulary {}",
+        "qkv train: GPT {} layers × {} heads × {} wide, context {}, {:.2} M parameters, vocabulary {} ({})",
         trainer.model.config.n_layer,
         trainer.model.config.n_head,
         trainer.model.config.n_embd,
         trainer.model.config.block_size,
         n_params as f64 / 1e6,
-        trainer.model.config.vocab_size
+        trainer.model.config.vocab_size,
+        tok.describe()
     );
     eprintln!(
         "  {} training tokens, {} validation tokens; {} tokens per step; {} threads; run directory {}",
@@ -362,13 +399,22 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let steps = trainer.step - steps_before;
     let secs = run_started.elapsed().as_secs_f64();
     let val = last_val.unwrap_or(f32::NAN);
+    // bits per character of the validation text that was scored, so that runs
+    // with different tokenizers compare
+    let scored = eval_targets(
+        trainer.data.val.len(),
+        cfg.batch_size,
+        trainer.model.config.block_size,
+        cfg.eval_batches,
+    );
+    let chars = tok.count_chars(&trainer.data.val.window(scored.clone()))?;
     eprintln!(
         "done: step {} in {:.0} s ({:.0} tokens/s); validation loss {val:.4} nats/token, perplexity {:.2}, {:.3} bits/char",
         trainer.step,
         secs,
         (steps as f64 * trainer.tokens_per_step() as f64) / secs.max(1e-9),
         val.exp(),
-        val / std::f32::consts::LN_2 * tokens_per_char,
+        bits_per_char(val as f64, scored.len(), chars),
     );
     eprintln!(
         "run directory: {}  (loss curve: {})",
@@ -403,18 +449,58 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// A run ready to train, and its tokens per character (for bits per character;
-/// 1 with the character tokenizer).
-type Start = (PathBuf, Trainer, TrainState, CharTokenizer, f32);
+/// The corpus as token ids: encoded in memory by the character tokenizer (as
+/// fast as reading a cache), otherwise from the token cache — tokenized once,
+/// in parallel, then memory-mapped — in the cache directory or, if that
+/// cannot be written, in the run directory.
+fn corpus_tokens(tok: &Tokenizer, text: &str, source: &str, run_dir: &Path) -> Result<Tokens> {
+    if tok.as_char().is_some() {
+        return Ok(tok
+            .encode(text)
+            .with_context(|| format!("corpus: {source}"))?
+            .into());
+    }
+    let started = Instant::now();
+    let dirs: Vec<PathBuf> = token_cache::default_dir()
+        .into_iter()
+        .chain([run_dir.to_path_buf()])
+        .collect();
+    let cached = token_cache::load_or_build(&dirs, text, tok)
+        .with_context(|| format!("tokenizing {source}"))?;
+    for w in &cached.warnings {
+        eprintln!("warning: cannot write the token cache: {w}");
+    }
+    let where_ = cached.path.as_ref().map_or_else(
+        || "kept in memory".to_string(),
+        |p| format!("cache {}", p.display()),
+    );
+    if cached.reused {
+        eprintln!("tokens of {source}: {} ({where_})", cached.tokens.len());
+    } else {
+        eprintln!(
+            "tokenized {source}: {} chars → {} tokens in {:.1} s ({where_})",
+            text.chars().count(),
+            cached.tokens.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(cached.tokens)
+}
+
+/// A run ready to train, and its tokenizer.
+type Start = (PathBuf, Trainer, TrainState, Tokenizer);
 
 fn start(args: &TrainArgs) -> Result<Start> {
-    let (mut mcfg, tcfg, data) = args.settings()?;
+    let (mut mcfg, tcfg, data, spec) = args.settings()?;
     let (text, source) = load_corpus(&data)?;
-    let tok = CharTokenizer::from_text(&text);
+    let tok: Tokenizer = match &spec {
+        None => CharTokenizer::from_text(&text).into(),
+        Some(s) => Tokenizer::load(s).context("--tokenizer")?,
+    };
     mcfg.vocab_size = tok.vocab_size();
     mcfg.validate()?;
     tcfg.validate()?;
-    let ids = tok.encode(&text)?;
+    let ids = corpus_tokens(&tok, &text, &source, &args.out_dir)?;
     let split = Split::new(ids, 0.1);
     split
         .check(mcfg.block_size)
@@ -428,6 +514,7 @@ fn start(args: &TrainArgs) -> Result<Start> {
         data: data.clone(),
         data_len: text.len() as u64,
         data_hash: run::fnv1a(text.as_bytes()),
+        tokenizer: spec.clone(),
     };
     run::write_config(&dir, &config)?;
     run::write_tokenizer(&dir, &tok)?;
@@ -440,7 +527,7 @@ fn start(args: &TrainArgs) -> Result<Start> {
         elapsed_s: 0.0,
         val_loss: None,
     };
-    Ok((dir, trainer, state, tok, 1.0))
+    Ok((dir, trainer, state, tok))
 }
 
 fn resume(args: &TrainArgs, dir: &Path) -> Result<Start> {
@@ -466,14 +553,14 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<Start> {
         );
     }
     let tok = run::read_tokenizer(dir)?;
-    let split = Split::new(tok.encode(&text)?, 0.1);
+    let split = Split::new(corpus_tokens(&tok, &text, &source, dir)?, 0.1);
     let model = Gpt::new(config.model.clone(), config.train.seed)?;
     let mut trainer = Trainer::new(model, config.train.clone(), split)?;
     let state = run::restore(dir, &mut trainer)?;
     run::truncate_metrics(dir, state.step)?;
     run::write_config(dir, &config)?;
     eprintln!("resuming {} at step {}", dir.display(), state.step);
-    Ok((dir.to_path_buf(), trainer, state, tok, 1.0))
+    Ok((dir.to_path_buf(), trainer, state, tok))
 }
 
 fn progress_bar(quiet: bool, pos: u64, len: u64) -> ProgressBar {

@@ -17,6 +17,7 @@ pub mod data;
 pub mod error;
 pub mod generate;
 pub mod io;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod tokenize;

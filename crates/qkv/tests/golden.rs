@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use qkv::io::safetensors::{Loaded, load};
 use qkv::models::gpt::{Gpt, GptConfig};
 use qkv::nn::attention::SelfAttention;
-use qkv::nn::block::{Block, Placement};
+use qkv::nn::block::{Block, Naming, Placement};
 use qkv::nn::mlp::{Activation, Mlp};
 use qkv::nn::norm::{Norm, NormKind};
 use qkv::nn::positional::Positions;
@@ -117,6 +117,7 @@ fn transformer_block_matches_pytorch() {
         ln_2: Norm::new(NormKind::LayerNorm, c, true, 1e-5),
         mlp: Mlp::new(c, 4 * c, Activation::GeluTanh, true, 0.02, 0.02, &mut rng),
         placement: Placement::Pre,
+        naming: Naming::Gpt2,
     };
     check_module(&f, &block.named_params(), "", |x| {
         block

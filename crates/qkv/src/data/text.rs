@@ -1,10 +1,12 @@
 //! A text corpus for next-token prediction: read and check it, split it
 //! (the last 10 % for validation), and cut random windows into batches.
 
+use std::ops::Range;
 use std::path::Path;
 
 use qkv_tensor::Rng;
 
+use super::tokens::{TokenIds, Tokens};
 use crate::error::{Error, Result};
 
 /// The default corpus: about 1 MB of Shakespeare (eight plays, public
@@ -36,19 +38,36 @@ pub fn corpus_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
     Ok(text)
 }
 
-/// Token ids split into a training part and the last `val_fraction` for validation.
+/// Read a text file, replacing each invalid UTF-8 sequence by U+FFFD (for
+/// users who ask for it); also returns how many were replaced.
+pub fn read_corpus_lossy(path: &Path) -> Result<(String, usize)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let replaced = bytes
+        .utf8_chunks()
+        .filter(|c| !c.invalid().is_empty())
+        .count();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Ok((corpus_from_bytes(path, text.into_bytes())?, replaced))
+}
+
+/// Token ids split into a training part and the last `val_fraction` for
+/// validation: two views of the same ids (in memory or memory-mapped).
 #[derive(Clone, Debug)]
 pub struct Split {
-    pub train: Vec<u32>,
-    pub val: Vec<u32>,
+    pub train: Tokens,
+    pub val: Tokens,
 }
 
 impl Split {
-    pub fn new(ids: Vec<u32>, val_fraction: f64) -> Split {
-        let n_val = ((ids.len() as f64) * val_fraction).round() as usize;
-        let mut train = ids;
-        let val = train.split_off(train.len() - n_val.min(train.len()));
-        Split { train, val }
+    pub fn new(ids: impl Into<Tokens>, val_fraction: f64) -> Split {
+        let ids = ids.into();
+        let n = ids.len();
+        let n_val = ((n as f64) * val_fraction).round() as usize;
+        let cut = n - n_val.min(n);
+        Split {
+            train: ids.slice(0..cut),
+            val: ids.slice(cut..n),
+        }
     }
 
     /// Both parts must hold at least one window of `block_size + 1` tokens.
@@ -68,22 +87,27 @@ impl Split {
 
 /// `b` random windows of `t + 1` tokens: inputs `x` and the targets `y`
 /// (`x` shifted left by one), both `[B, T]`.
-pub fn random_batch(data: &[u32], b: usize, t: usize, rng: &mut Rng) -> (Vec<u32>, Vec<u32>) {
+pub fn random_batch<D: TokenIds + ?Sized>(
+    data: &D,
+    b: usize,
+    t: usize,
+    rng: &mut Rng,
+) -> (Vec<u32>, Vec<u32>) {
     let mut x = Vec::with_capacity(b * t);
     let mut y = Vec::with_capacity(b * t);
     let starts = (data.len() - t) as u64; // windows [s, s + t] with s + t < len
     for _ in 0..b {
         let s = rng.below(starts) as usize;
-        x.extend_from_slice(&data[s..s + t]);
-        y.extend_from_slice(&data[s + 1..s + t + 1]);
+        data.extend_window(s..s + t, &mut x);
+        data.extend_window(s + 1..s + t + 1, &mut y);
     }
     (x, y)
 }
 
 /// Consecutive non-overlapping windows for evaluation, in batches of up to `b`:
 /// deterministic, so every evaluation sees the same text.
-pub fn eval_batches(
-    data: &[u32],
+pub fn eval_batches<D: TokenIds + ?Sized>(
+    data: &D,
     b: usize,
     t: usize,
     max_batches: usize,
@@ -97,13 +121,27 @@ pub fn eval_batches(
         let mut y = Vec::with_capacity(n * t);
         for i in 0..n {
             let s = (w + i) * t;
-            x.extend_from_slice(&data[s..s + t]);
-            y.extend_from_slice(&data[s + 1..s + t + 1]);
+            data.extend_window(s..s + t, &mut x);
+            data.extend_window(s + 1..s + t + 1, &mut y);
         }
         out.push((x, y, n));
         w += n;
     }
     out
+}
+
+/// The positions of the targets that [`eval_batches`] scores: one stretch,
+/// from 1 to 1 + (windows scored) × `t`. The text of these tokens is what
+/// bits per character are measured on.
+pub fn eval_targets(len: usize, b: usize, t: usize, max_batches: usize) -> Range<usize> {
+    let windows = (len.saturating_sub(1) / t).min(b.saturating_mul(max_batches));
+    1..1 + windows * t
+}
+
+/// Bits per character of a loss of `nats_per_token` over `tokens` tokens that
+/// spell `chars` characters: comparable between tokenizers, unlike the loss.
+pub fn bits_per_char(nats_per_token: f64, tokens: usize, chars: usize) -> f64 {
+    nats_per_token * tokens as f64 / chars.max(1) as f64 / std::f64::consts::LN_2
 }
 
 #[cfg(test)]
@@ -136,8 +174,11 @@ mod tests {
         let ev = eval_batches(&data, 4, 10, 100);
         assert_eq!(ev.iter().map(|(_, _, n)| n).sum::<usize>(), 9); // (100-1)/10 windows
         assert_eq!(ev[0].0[..3], [0, 1, 2]);
+        assert_eq!(eval_targets(100, 4, 10, 100), 1..91);
+        assert_eq!(eval_targets(100, 4, 10, 1), 1..41);
         let split = Split::new(data, 0.1);
         assert_eq!((split.train.len(), split.val.len()), (90, 10));
+        assert_eq!(split.val.window(0..2), [90, 91]);
         assert!(split.check(9).is_ok() && split.check(10).is_err());
     }
 }

@@ -1,4 +1,5 @@
 //! Files: atomic writes, safetensors, JSON configs.
 
 pub mod atomic;
+pub mod hf;
 pub mod safetensors;

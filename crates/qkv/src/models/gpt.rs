@@ -15,7 +15,7 @@ use qkv_tensor::{Param, Result as TResult, Rng, Tensor};
 
 use crate::error::{Error, Result};
 use crate::nn::attention::{KvCache, SelfAttention};
-use crate::nn::block::{Block, Placement};
+use crate::nn::block::{Block, Naming, Placement};
 use crate::nn::embedding::Embedding;
 use crate::nn::mlp::{Activation, Mlp};
 use crate::nn::norm::{Norm, NormKind};
@@ -189,6 +189,7 @@ impl Gpt {
                     &mut rng,
                 ),
                 placement: c.norm_placement,
+                naming: Naming::Gpt2,
             })
             .collect();
         let ln_f = Norm::new(c.norm, c.n_embd, c.bias, c.norm_eps);

@@ -1,3 +1,7 @@
 //! Whole models, one family per file.
 
+pub mod bert;
 pub mod gpt;
+pub mod gpt2_hf;
+pub mod load;
+pub mod vit;

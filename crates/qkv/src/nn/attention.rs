@@ -85,12 +85,53 @@ impl KvCache {
     }
 }
 
-/// Causal (or bidirectional) multi-head self-attention, GPT-2 layout:
-/// `c_attn` projects to queries, keys and values at once (`[C, 3C]`: the
-/// three `[C, C]` blocks side by side), `c_proj` mixes the heads (`[C, C]`).
+/// How tokens become queries, keys and values.
+#[derive(Clone, Debug)]
+pub enum QkvProjection {
+    /// One projection to `3C` features (GPT-2's `c_attn`: the query, key and
+    /// value blocks side by side).
+    Fused(Linear),
+    /// Three projections (BERT, ViT: `query`, `key`, `value`).
+    Separate {
+        query: Linear,
+        key: Linear,
+        value: Linear,
+    },
+}
+
+impl QkvProjection {
+    /// Every token's query, key and value side by side.
+    ///
+    /// # Shapes
+    /// x `[B, T, C]` → `[B, T, 3C]`
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            QkvProjection::Fused(l) => l.forward(x),
+            QkvProjection::Separate { query, key, value } => {
+                // one matmul against the three weights side by side
+                let w = Tensor::concat(
+                    &[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?],
+                    1,
+                )?;
+                let y = x.matmul(&w)?;
+                match (&query.bias, &key.bias, &value.bias) {
+                    (Some(bq), Some(bk), Some(bv)) => y.add(&Tensor::concat(
+                        &[&bq.value(), &bk.value(), &bv.value()],
+                        0,
+                    )?),
+                    _ => Ok(y),
+                }
+            }
+        }
+    }
+}
+
+/// Multi-head self-attention, causal (decoders) or bidirectional (encoders).
+/// `qkv` projects each token to its query, key and value; `c_proj` mixes the
+/// heads' outputs (`[C, C]`).
 #[derive(Clone, Debug)]
 pub struct SelfAttention {
-    pub c_attn: Linear,
+    pub qkv: QkvProjection,
     pub c_proj: Linear,
     pub n_head: usize,
     pub causal: bool,
@@ -101,9 +142,10 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
+    /// GPT-2 layout (fused `c_attn`, weights `[in, out]`). `proj_std`: init
+    /// scale of the output projection (GPT-2 scales it down by √(2·layers) so
+    /// the residual stream does not grow with depth).
     #[allow(clippy::too_many_arguments)]
-    /// `proj_std`: init scale of the output projection (GPT-2 scales it down
-    /// by √(2·layers) so the residual stream does not grow with depth).
     pub fn new(
         c: usize,
         n_head: usize,
@@ -115,11 +157,28 @@ impl SelfAttention {
         rng: &mut Rng,
     ) -> Self {
         SelfAttention {
-            c_attn: Linear::new(c, 3 * c, bias, std, rng),
+            qkv: QkvProjection::Fused(Linear::new(c, 3 * c, bias, std, rng)),
             c_proj: Linear::new(c, c, bias, proj_std, rng),
             n_head,
             causal,
             positions,
+            rope_base: 10000.0,
+            kernel: AttentionKernel::Flash,
+        }
+    }
+
+    /// BERT/ViT layout: separate query, key, value, weights `[out, in]`, bidirectional.
+    pub fn new_separate(c: usize, n_head: usize, bias: bool, std: f32, rng: &mut Rng) -> Self {
+        SelfAttention {
+            qkv: QkvProjection::Separate {
+                query: Linear::new_out_in(c, c, bias, std, rng),
+                key: Linear::new_out_in(c, c, bias, std, rng),
+                value: Linear::new_out_in(c, c, bias, std, rng),
+            },
+            c_proj: Linear::new_out_in(c, c, bias, std, rng),
+            n_head,
+            causal: false,
+            positions: Positions::None,
             rope_base: 10000.0,
             kernel: AttentionKernel::Flash,
         }
@@ -135,8 +194,8 @@ impl SelfAttention {
     ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let (h, d) = (self.n_head, c / self.n_head);
-        // 1. every token's query, key and value, from one fused projection
-        let qkv = self.c_attn.forward(x)?; // [B, T, 3C]
+        // 1. every token's query, key and value
+        let qkv = self.qkv.forward(x)?; // [B, T, 3C]
         let alibi = (self.positions == Positions::Alibi).then(|| alibi_slopes(h));
         if cache.is_none() && self.positions != Positions::Rope {
             // Training and full passes: the fused kernel reads the heads straight
@@ -178,11 +237,29 @@ impl SelfAttention {
         let y = y.transpose(1, 2)?.reshape(&[b, t, c])?;
         self.c_proj.forward(&y)
     }
+
+    /// Parameters under explicit names: `qkv` is the prefix of the fused
+    /// projection or of the `query.`/`key.`/`value.` trio; `out` of `c_proj`.
+    pub fn collect_named(&self, qkv: &str, out: &str, params: &mut Vec<NamedParam>) {
+        match &self.qkv {
+            QkvProjection::Fused(l) => l.collect_params(qkv, params),
+            QkvProjection::Separate { query, key, value } => {
+                query.collect_params(&format!("{qkv}query."), params);
+                key.collect_params(&format!("{qkv}key."), params);
+                value.collect_params(&format!("{qkv}value."), params);
+            }
+        }
+        self.c_proj.collect_params(out, params);
+    }
 }
 
 impl Module for SelfAttention {
+    /// GPT-2 names: `c_attn.` (fused) or `query.`/`key.`/`value.`, and `c_proj.`.
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
-        self.c_attn.collect_params(&format!("{prefix}c_attn."), out);
-        self.c_proj.collect_params(&format!("{prefix}c_proj."), out);
+        let qkv = match self.qkv {
+            QkvProjection::Fused(_) => format!("{prefix}c_attn."),
+            QkvProjection::Separate { .. } => prefix.to_string(),
+        };
+        self.collect_named(&qkv, &format!("{prefix}c_proj."), out);
     }
 }

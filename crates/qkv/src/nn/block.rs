@@ -34,13 +34,33 @@ impl std::str::FromStr for Placement {
     }
 }
 
+/// Whose checkpoint names the block's parameters follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Naming {
+    /// `ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`.
+    #[default]
+    Gpt2,
+    /// `attention.self.{query,key,value}`, `attention.output.dense`,
+    /// `attention.output.LayerNorm` (= ln_1), `intermediate.dense`,
+    /// `output.dense`, `output.LayerNorm` (= ln_2).
+    Bert,
+    /// `layernorm_before` (= ln_1), `attention.attention.{query,key,value}`,
+    /// `attention.output.dense`, `layernorm_after` (= ln_2),
+    /// `intermediate.dense`, `output.dense`.
+    Vit,
+}
+
 #[derive(Clone, Debug)]
 pub struct Block {
+    /// The norm of the attention sublayer (before it when pre-norm, after the
+    /// residual addition when post-norm).
     pub ln_1: Norm,
     pub attn: SelfAttention,
+    /// The norm of the MLP sublayer.
     pub ln_2: Norm,
     pub mlp: Mlp,
     pub placement: Placement,
+    pub naming: Naming,
 }
 
 impl Block {
@@ -73,9 +93,36 @@ impl Block {
 
 impl Module for Block {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
-        self.ln_1.collect_params(&format!("{prefix}ln_1."), out);
-        self.attn.collect_params(&format!("{prefix}attn."), out);
-        self.ln_2.collect_params(&format!("{prefix}ln_2."), out);
-        self.mlp.collect_params(&format!("{prefix}mlp."), out);
+        let p = |s: &str| format!("{prefix}{s}");
+        match self.naming {
+            Naming::Gpt2 => {
+                self.ln_1.collect_params(&p("ln_1."), out);
+                self.attn
+                    .collect_named(&p("attn.c_attn."), &p("attn.c_proj."), out);
+                self.ln_2.collect_params(&p("ln_2."), out);
+                self.mlp.c_fc.collect_params(&p("mlp.c_fc."), out);
+                self.mlp.c_proj.collect_params(&p("mlp.c_proj."), out);
+            }
+            Naming::Bert => {
+                self.attn
+                    .collect_named(&p("attention.self."), &p("attention.output.dense."), out);
+                self.ln_1
+                    .collect_params(&p("attention.output.LayerNorm."), out);
+                self.mlp.c_fc.collect_params(&p("intermediate.dense."), out);
+                self.mlp.c_proj.collect_params(&p("output.dense."), out);
+                self.ln_2.collect_params(&p("output.LayerNorm."), out);
+            }
+            Naming::Vit => {
+                self.ln_1.collect_params(&p("layernorm_before."), out);
+                self.attn.collect_named(
+                    &p("attention.attention."),
+                    &p("attention.output.dense."),
+                    out,
+                );
+                self.ln_2.collect_params(&p("layernorm_after."), out);
+                self.mlp.c_fc.collect_params(&p("intermediate.dense."), out);
+                self.mlp.c_proj.collect_params(&p("output.dense."), out);
+            }
+        }
     }
 }

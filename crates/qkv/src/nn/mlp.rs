@@ -33,9 +33,9 @@ impl std::str::FromStr for Activation {
 
 #[derive(Clone, Debug)]
 pub struct Mlp {
-    /// `[C, F]` (`[C, 2F]` for SwiGLU: gate then up).
+    /// `[C, F]` (`[C, 2F]` for SwiGLU: gate then up), or transposed per its layout.
     pub c_fc: Linear,
-    /// `[F, C]`
+    /// `[F, C]`, or transposed per its layout.
     pub c_proj: Linear,
     pub activation: Activation,
 }
@@ -58,6 +58,27 @@ impl Mlp {
         Mlp {
             c_fc: Linear::new(c, widen, bias, std, rng),
             c_proj: Linear::new(f, c, bias, proj_std, rng),
+            activation,
+        }
+    }
+
+    /// With weights stored `[out, in]` (BERT, ViT).
+    pub fn new_out_in(
+        c: usize,
+        f: usize,
+        activation: Activation,
+        bias: bool,
+        std: f32,
+        rng: &mut Rng,
+    ) -> Mlp {
+        let widen = if activation == Activation::SwiGlu {
+            2 * f
+        } else {
+            f
+        };
+        Mlp {
+            c_fc: Linear::new_out_in(c, widen, bias, std, rng),
+            c_proj: Linear::new_out_in(f, c, bias, std, rng),
             activation,
         }
     }

@@ -12,6 +12,7 @@ pub mod embedding;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
+pub mod patch;
 pub mod positional;
 
 use qkv_tensor::Param;

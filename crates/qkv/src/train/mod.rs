@@ -2,14 +2,18 @@
 //! and the run directory that makes a run resumable.
 
 pub mod optim;
+pub mod optimizer;
 pub mod run;
 pub mod schedule;
+pub mod text;
+pub mod vision;
 
 use serde::{Deserialize, Serialize};
 
 use qkv_tensor::{Rng, no_grad};
 
 use crate::data::text::{Split, eval_batches, random_batch};
+use crate::data::tokens::TokenIds;
 use crate::error::{Error, Result};
 use crate::models::gpt::Gpt;
 use crate::nn::{Dropout, Module, NamedParam};
@@ -214,7 +218,12 @@ impl Trainer {
 
 /// Mean next-token loss of `model` over consecutive windows of `data`, in
 /// no-grad mode (nothing is kept for backward).
-pub fn evaluate(model: &Gpt, data: &[u32], batch_size: usize, max_batches: usize) -> Result<f32> {
+pub fn evaluate<D: TokenIds + ?Sized>(
+    model: &Gpt,
+    data: &D,
+    batch_size: usize,
+    max_batches: usize,
+) -> Result<f32> {
     let t = model.config.block_size;
     let batches = eval_batches(data, batch_size, t, max_batches);
     if batches.is_empty() {

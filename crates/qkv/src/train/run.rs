@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::io::{atomic::write_atomic, safetensors};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::nn::{Module, NamedParam};
-use crate::tokenize::CharTokenizer;
+use crate::tokenize::Tokenizer;
 use crate::train::{TrainConfig, Trainer};
 
 pub const CONFIG: &str = "config.json";
@@ -52,6 +52,11 @@ pub struct RunConfig {
     /// Byte length and FNV-1a hash of the corpus, so a resume notices a changed file.
     pub data_len: u64,
     pub data_hash: String,
+    /// The `--tokenizer` the run was started with, for the record (the run's
+    /// own copy is `tokenizer.json`); `None` for the character tokenizer
+    /// learned from the corpus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
 }
 
 /// Where training stands at a checkpoint.
@@ -137,14 +142,14 @@ pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
     write_atomic(&dir.join(CONFIG), json.as_bytes())
 }
 
-pub fn write_tokenizer(dir: &Path, tok: &CharTokenizer) -> Result<()> {
-    write_atomic(&dir.join(TOKENIZER), tok.to_json().as_bytes())
+/// Write the run's `tokenizer.json`: qkv's character format, or a Hugging
+/// Face `tokenizer.json` for every other tokenizer.
+pub fn write_tokenizer(dir: &Path, tok: &Tokenizer) -> Result<()> {
+    tok.save(&dir.join(TOKENIZER))
 }
 
-pub fn read_tokenizer(dir: &Path) -> Result<CharTokenizer> {
-    let p = dir.join(TOKENIZER);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    CharTokenizer::from_json(&text).map_err(|e| Error::format(&p, e))
+pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(&dir.join(TOKENIZER))
 }
 
 /// Parameters as named tensors, for saving.
@@ -245,7 +250,7 @@ fn meta_step(path: &Path, meta: &BTreeMap<String, String>) -> Result<u64> {
 }
 
 /// A trained model from a run directory, ready for generation or evaluation.
-pub fn load_model(dir: &Path) -> Result<(RunConfig, Gpt, CharTokenizer)> {
+pub fn load_model(dir: &Path) -> Result<(RunConfig, Gpt, Tokenizer)> {
     let config = read_config(dir)?;
     let tok = read_tokenizer(dir)?;
     let model = Gpt::new(config.model.clone(), 0)?;

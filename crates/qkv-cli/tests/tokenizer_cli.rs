@@ -1,0 +1,510 @@
+//! `qkv tokenizer train|encode|decode` and `qkv train --tokenizer` end to end:
+//! ids shown beside their pieces, tokenizers learned from files, a GPT trained
+//! on subword tokens through the token cache (and resumed exactly), and bad
+//! input refused with one clear line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use qkv::io::safetensors::load;
+
+/// Run `qkv` with the token cache in `cache` (never the user's), feeding `stdin`.
+fn qkv_in(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qkv"))
+        .args(args)
+        .env("QKV_CACHE_DIR", cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the qkv binary runs");
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or_default()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn qkv(args: &[&str]) -> Output {
+    qkv_in(&std::env::temp_dir().join("qkv-tok-cli-cache"), args, None)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "qkv failed: {}", stderr(o));
+}
+
+/// Fails with exit code 1 and a message that contains every `needle`, no panic.
+fn fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected an error: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "a panic instead of an error: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qkv-tokcli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A small corpus with some structure (as in cli.rs).
+fn corpus(dir: &Path) -> PathBuf {
+    let p = dir.join("corpus.txt");
+    let mut text = String::new();
+    for i in 0..600 {
+        text.push_str(&format!(
+            "line {i}: to be or not to be, that is the question.\n"
+        ));
+    }
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+fn bert_vocab() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../qkv/tests/fixtures/tokenizers/bert-uncased-vocab.txt")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn encode_shows_pieces_and_decode_gives_the_text_back() {
+    let o = qkv(&["tokenizer", "encode", "--tokenizer", "gpt2", "Hello world"]);
+    ok(&o);
+    let table = stdout(&o);
+    assert!(
+        table.contains("15496") && table.contains("Ġworld") && table.contains("\" world\""),
+        "{table}"
+    );
+    let o = qkv(&[
+        "tokenizer",
+        "encode",
+        "--tokenizer",
+        "gpt2",
+        "--json",
+        "Hello world",
+    ]);
+    ok(&o);
+    assert_eq!(
+        json(&o),
+        serde_json::json!({"ids": [15496, 995], "tokens": ["Hello", "Ġworld"]})
+    );
+    // standard input, byte for byte: whitespace alone is text
+    let cache = std::env::temp_dir();
+    let o = qkv_in(
+        &cache,
+        &["tokenizer", "encode", "--tokenizer", "gpt2", "--json"],
+        Some(b"  \n\t"),
+    );
+    ok(&o);
+    assert_eq!(json(&o)["ids"], serde_json::json!([220, 220, 198, 197]));
+    let o = qkv_in(
+        &cache,
+        &["tokenizer", "encode", "--tokenizer", "gpt2"],
+        Some(b"caf\xe9"),
+    );
+    fails_with(&o, &["UTF-8", "offset 3", "--lossy"]);
+    let o = qkv_in(
+        &cache,
+        &[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            "gpt2",
+            "--lossy",
+            "--json",
+        ],
+        Some(b"caf\xe9"),
+    );
+    ok(&o);
+    // decode: arguments or standard input; the text exactly
+    let o = qkv(&["tokenizer", "decode", "--tokenizer", "gpt2", "15496", "995"]);
+    ok(&o);
+    assert_eq!(stdout(&o), "Hello world");
+    let o = qkv_in(
+        &cache,
+        &["tokenizer", "decode", "--tokenizer", "gpt2"],
+        Some(b"15496, 995\n"),
+    );
+    assert_eq!(stdout(&o), "Hello world");
+    fails_with(
+        &qkv(&[
+            "tokenizer",
+            "decode",
+            "--tokenizer",
+            "gpt2",
+            "15496",
+            "50257",
+        ]),
+        &["50257", "vocabulary"],
+    );
+    assert_eq!(
+        qkv(&["tokenizer", "decode", "--tokenizer", "gpt2", "x1"])
+            .status
+            .code(),
+        Some(2),
+        "not a number: a usage error"
+    );
+    // BERT from a vocab.txt, with [CLS] … [SEP] when asked
+    let vocab = bert_vocab();
+    let o = qkv(&[
+        "tokenizer",
+        "encode",
+        "--tokenizer",
+        &vocab,
+        "--json",
+        "--special",
+        "Héllo!",
+    ]);
+    ok(&o);
+    assert_eq!(json(&o)["ids"], serde_json::json!([101, 7592, 999, 102]));
+    fails_with(
+        &qkv(&[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            "no/such/tokenizer.json",
+            "x",
+        ]),
+        &["no/such/tokenizer.json", "gpt2"],
+    );
+}
+
+#[test]
+fn tokenizers_train_from_files_and_bad_files_are_named() {
+    let d = scratch("train");
+    let data = corpus(&d);
+    let data_s = data.to_str().unwrap();
+    let out = d.join("bpe.json");
+    let out_s = out.to_str().unwrap();
+    let o = qkv(&[
+        "tokenizer",
+        "train",
+        "--kind",
+        "byte-bpe",
+        "--vocab-size",
+        "300",
+        data_s,
+        "-o",
+        out_s,
+    ]);
+    ok(&o);
+    assert!(stderr(&o).contains("<|endoftext|> = 0"), "{}", stderr(&o));
+    let text = "line 7: to be or not to be? 😀";
+    let o = qkv(&["tokenizer", "encode", "--tokenizer", out_s, "--json", text]);
+    ok(&o);
+    let ids: Vec<String> = json(&o)["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    let mut args = vec!["tokenizer", "decode", "--tokenizer", out_s];
+    args.extend(ids.iter().map(String::as_str));
+    assert_eq!(stdout(&qkv(&args)), text, "byte-level round trip");
+    for (kind, size) in [("bpe", "200"), ("wordpiece", "200"), ("unigram", "150")] {
+        let p = d.join(format!("{kind}.json"));
+        ok(&qkv(&[
+            "tokenizer",
+            "train",
+            "--kind",
+            kind,
+            "--vocab-size",
+            size,
+            data_s,
+            "-o",
+            p.to_str().unwrap(),
+        ]));
+        ok(&qkv(&[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            p.to_str().unwrap(),
+            "to be",
+        ]));
+    }
+    let ch = d.join("char.json");
+    ok(&qkv(&[
+        "tokenizer",
+        "train",
+        "--kind",
+        "char",
+        data_s,
+        "-o",
+        ch.to_str().unwrap(),
+    ]));
+    fails_with(
+        &qkv(&[
+            "tokenizer",
+            "train",
+            "--kind",
+            "char",
+            "--vocab-size",
+            "9",
+            data_s,
+            "-o",
+            out_s,
+        ]),
+        &["--vocab-size"],
+    );
+    // non-UTF-8 text: the file and the byte offset, unless --lossy
+    let latin1 = d.join("latin1.txt");
+    std::fs::write(&latin1, b"caf\xe9 au lait, caf\xe9 noir\n").unwrap();
+    let l = latin1.to_str().unwrap();
+    fails_with(
+        &qkv(&["tokenizer", "train", "--kind", "byte-bpe", l, "-o", out_s]),
+        &["latin1.txt", "offset 3", "--lossy"],
+    );
+    let o = qkv(&[
+        "tokenizer",
+        "train",
+        "--kind",
+        "byte-bpe",
+        "--lossy",
+        l,
+        "-o",
+        out_s,
+    ]);
+    ok(&o);
+    assert!(stderr(&o).contains("replaced 2"), "{}", stderr(&o));
+    // a malformed tokenizer.json names the line; merges.txt the line too
+    let bad = d.join("bad.json");
+    std::fs::write(
+        &bad,
+        "{\n \"model\": {\"type\": \"BPE\",\n \"vocab\": [}\n}",
+    )
+    .unwrap();
+    fails_with(
+        &qkv(&[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            bad.to_str().unwrap(),
+            "x",
+        ]),
+        &["bad.json", "line 3"],
+    );
+    let gpt = d.join("gpt");
+    std::fs::create_dir_all(&gpt).unwrap();
+    std::fs::write(gpt.join("vocab.json"), r#"{"a": 0, "b": 1, "ab": 2}"#).unwrap();
+    std::fs::write(gpt.join("merges.txt"), "#version: 0.2\na b\nb c\n").unwrap();
+    fails_with(
+        &qkv(&[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            gpt.to_str().unwrap(),
+            "ab",
+        ]),
+        &["merges.txt", "line 3", "\"c\""],
+    );
+    assert_eq!(
+        qkv(&[
+            "tokenizer",
+            "train",
+            "--kind",
+            "sentencepiece",
+            data_s,
+            "-o",
+            out_s
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+}
+
+#[rustfmt::skip]
+const TINY: &[&str] = &[
+    "--threads", "2", "train", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+    "--batch-size", "4", "--eval-batches", "2", "--warmup-steps", "2", "--sample-chars", "0", "--quiet",
+];
+
+#[test]
+fn a_gpt_trains_on_subword_tokens_and_resumes_exactly() {
+    let d = scratch("gpt");
+    let cache = d.join("cache");
+    let data = corpus(&d);
+    let data_s = data.to_str().unwrap();
+    let tok = d.join("bpe.json");
+    let tok_s = tok.to_str().unwrap();
+    ok(&qkv(&[
+        "tokenizer",
+        "train",
+        "--kind",
+        "byte-bpe",
+        "--vocab-size",
+        "300",
+        data_s,
+        "-o",
+        tok_s,
+    ]));
+    let train = |extra: &[&str]| {
+        let args: Vec<&str> = TINY.iter().chain(extra).copied().collect();
+        qkv_in(&cache, &args, None)
+    };
+    let (one, two) = (d.join("one"), d.join("two"));
+    let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
+    let common = [
+        "--data",
+        data_s,
+        "--tokenizer",
+        tok_s,
+        "--max-steps",
+        "8",
+        "--eval-interval",
+        "4",
+    ];
+    let o = train(&[&common[..], &["--out-dir", one_s]].concat());
+    ok(&o);
+    assert!(stderr(&o).contains("tokenized"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vocabulary 300 (byte-level BPE"),
+        "{}",
+        stderr(&o)
+    );
+    let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one token file in the cache");
+    let o = train(&[&common[..], &["--out-dir", two_s, "--stop-at", "4"]].concat());
+    ok(&o);
+    assert!(
+        stderr(&o).contains("tokens of"),
+        "the cache is reused: {}",
+        stderr(&o)
+    );
+    let o = qkv_in(
+        &cache,
+        &[
+            "--threads",
+            "2",
+            "train",
+            "--resume",
+            two_s,
+            "--quiet",
+            "--sample-chars",
+            "0",
+        ],
+        None,
+    );
+    ok(&o);
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        let (a, b) = (load(&one.join(f)).unwrap(), load(&two.join(f)).unwrap());
+        for (name, t) in &a.tensors {
+            assert!(
+                t.to_vec() == b.tensors[name].to_vec(),
+                "{f}: {name} differs between the straight run and the resumed one"
+            );
+        }
+    }
+    // the run keeps a Hugging Face tokenizer.json and records the spec
+    let saved = std::fs::read_to_string(one.join("tokenizer.json")).unwrap();
+    assert!(saved.contains("\"model\"") && saved.contains("ByteLevel"));
+    let config = std::fs::read_to_string(one.join("config.json")).unwrap();
+    assert!(config.contains("\"tokenizer\""), "{config}");
+    fails_with(
+        &qkv_in(
+            &cache,
+            &["train", "--resume", two_s, "--tokenizer", "gpt2"],
+            None,
+        ),
+        &["--tokenizer"],
+    );
+    // generation and evaluation use the run's tokenizer
+    let g = qkv(&[
+        "generate",
+        "--model",
+        one_s,
+        "--prompt",
+        "to be",
+        "--max-new-tokens",
+        "20",
+        "--seed",
+        "3",
+    ]);
+    ok(&g);
+    assert!(stdout(&g).starts_with("to be"));
+    let e = qkv(&["eval", "--model", one_s, "--data", data_s, "--json"]);
+    ok(&e);
+    let v = json(&e);
+    let (loss, tokens, chars) = (
+        v["loss"].as_f64().unwrap(),
+        v["tokens"].as_f64().unwrap(),
+        v["chars"].as_f64().unwrap(),
+    );
+    assert!(
+        chars > 1.5 * tokens,
+        "subword tokens span several characters"
+    );
+    let bpc = loss * tokens / chars / std::f64::consts::LN_2;
+    assert!((v["bits_per_char"].as_f64().unwrap() - bpc).abs() < 1e-3);
+}
+
+#[test]
+fn gpt2_tokens_train_and_an_unwritable_cache_falls_back_to_the_run() {
+    let d = scratch("gpt2");
+    let data = corpus(&d);
+    let blocked = d.join("not-a-directory");
+    std::fs::write(&blocked, "x").unwrap();
+    let run = d.join("run");
+    let args: Vec<&str> = TINY
+        .iter()
+        .copied()
+        .chain([
+            "--data",
+            data.to_str().unwrap(),
+            "--tokenizer",
+            "gpt2",
+            "--max-steps",
+            "2",
+            "--out-dir",
+            run.to_str().unwrap(),
+        ])
+        .collect();
+    let o = qkv_in(&blocked, &args, None);
+    ok(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("vocabulary 50257") && err.contains("warning"),
+        "{err}"
+    );
+    let in_run = std::fs::read_dir(&run)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "tokens")
+        })
+        .count();
+    assert_eq!(in_run, 1, "the token file went to the run directory");
+    fails_with(
+        &qkv(&[
+            "train",
+            "--tokenizer",
+            "nope.json",
+            "--out-dir",
+            d.join("r2").to_str().unwrap(),
+        ]),
+        &["--tokenizer", "nope.json"],
+    );
+}
