@@ -72,11 +72,7 @@ fn emit(v: Value) {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        0.5 * (xs[n / 2 - 1] + xs[n / 2])
-    }
+    if n % 2 == 1 { xs[n / 2] } else { 0.5 * (xs[n / 2 - 1] + xs[n / 2]) }
 }
 
 /// Median seconds of `reps` runs of `f` after one warm-up run.
@@ -103,14 +99,7 @@ fn gemm(args: &BenchArgs) -> Result<()> {
         let mut c = vec![0.0f32; n * n];
         let reps = args.reps.unwrap_or(if n <= 1024 { 20 } else { 6 });
         let secs = time(reps, || {
-            matmul(
-                MatMut::rows(&mut c, n, n),
-                Mat::rows(&a, n, n),
-                Mat::rows(&b, n, n),
-                1.0,
-                false,
-                Threads::All,
-            );
+            matmul(MatMut::rows(&mut c, n, n), Mat::rows(&a, n, n), Mat::rows(&b, n, n), 1.0, false, Threads::All);
             Ok(())
         })?;
         emit(json!({
@@ -149,25 +138,16 @@ fn attention(args: &BenchArgs) -> Result<()> {
             let mut line = json!({"suite": "attention", "case": t.to_string(), "impl": "qkv"});
             for name in ["fwd", "fwd-bwd"] {
                 let mut cmd = Command::new(&exe);
-                cmd.args([
-                    "--threads",
-                    &qkv_tensor::num_threads().to_string(),
-                    "bench",
-                    "attention",
-                ]);
+                cmd.args(["--threads", &qkv_tensor::num_threads().to_string(), "bench", "attention"]);
                 cmd.args(["--case", &t.to_string(), "--mode", name]);
                 if let Some(r) = args.reps {
                     cmd.args(["--reps", &r.to_string()]);
                 }
                 let out = cmd.output().context("running an attention case")?;
                 if !out.status.success() {
-                    bail!(
-                        "attention case T={t} {name} failed: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    );
+                    bail!("attention case T={t} {name} failed: {}", String::from_utf8_lossy(&out.stderr));
                 }
-                let v: Value =
-                    serde_json::from_slice(&out.stdout).context("reading a case's JSON")?;
+                let v: Value = serde_json::from_slice(&out.stdout).context("reading a case's JSON")?;
                 for (k, val) in v.as_object().into_iter().flatten() {
                     line[k] = val.clone();
                 }
@@ -201,11 +181,7 @@ fn attention(args: &BenchArgs) -> Result<()> {
             Ok(())
         })?,
         Mode::FwdBwd => {
-            let (pq, pk, pv) = (
-                Param::new(q.clone()),
-                Param::new(k.clone()),
-                Param::new(v.clone()),
-            );
+            let (pq, pk, pv) = (Param::new(q.clone()), Param::new(k.clone()), Param::new(v.clone()));
             time(reps, || {
                 let o = qkv_tensor::attention(&pq.value(), &pk.value(), &pv.value(), &opts)?;
                 o.backward_with(&dout)?;
@@ -223,14 +199,10 @@ fn attention(args: &BenchArgs) -> Result<()> {
         Mode::Fwd => ("ms_fwd", "peak_mib_fwd", flops_fwd),
         Mode::FwdBwd => ("ms_fwd_bwd", "peak_mib_fwd_bwd", flops_fwd * 3.5),
     };
-    let mut line =
-        json!({"suite": "attention", "case": t.to_string(), "impl": "qkv", "threads": threads});
+    let mut line = json!({"suite": "attention", "case": t.to_string(), "impl": "qkv", "threads": threads});
     line[key_ms] = json!(secs * 1e3);
     line[key_mem] = json!(peak_mib);
-    line[format!(
-        "gflops_{}",
-        if mode == Mode::Fwd { "fwd" } else { "fwd_bwd" }
-    )] = json!(flops / secs / 1e9);
+    line[format!("gflops_{}", if mode == Mode::Fwd { "fwd" } else { "fwd_bwd" })] = json!(flops / secs / 1e9);
     emit(line);
     Ok(())
 }
@@ -243,14 +215,7 @@ fn gemm_roofline() -> f64 {
     let b = vec![0.25f32; n * n];
     let mut c = vec![0.0f32; n * n];
     let secs = time(5, || {
-        matmul(
-            MatMut::rows(&mut c, n, n),
-            Mat::rows(&a, n, n),
-            Mat::rows(&b, n, n),
-            1.0,
-            false,
-            Threads::All,
-        );
+        matmul(MatMut::rows(&mut c, n, n), Mat::rows(&a, n, n), Mat::rows(&b, n, n), 1.0, false, Threads::All);
         Ok(())
     })
     .expect("infallible");
@@ -285,9 +250,7 @@ fn train(
     };
     let model = Gpt::new(config, 0)?;
     let mut rng = Rng::new(1);
-    let tokens: Vec<u32> = (0..200_000)
-        .map(|_| rng.below(vocab as u64) as u32)
-        .collect();
+    let tokens: Vec<u32> = (0..200_000).map(|_| rng.below(vocab as u64) as u32).collect();
     let tc = TrainConfig {
         batch_size: b,
         max_steps: 1_000_000,
@@ -348,16 +311,7 @@ fn encoder(args: &BenchArgs) -> Result<()> {
         let reps = args.reps.unwrap_or(if name == "minilm" { 10 } else { 4 });
         let secs = time(reps, || {
             no_grad(|| {
-                bert.forward(
-                    &Batch {
-                        ids: &ids,
-                        type_ids: None,
-                        mask: &mask,
-                        b,
-                        t,
-                    },
-                    &qkv::nn::Dropout::default(),
-                )
+                bert.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b, t }, &qkv::nn::Dropout::default())
             })?;
             Ok(())
         })?;

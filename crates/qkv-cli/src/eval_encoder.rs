@@ -9,7 +9,7 @@ use serde_json::json;
 use qkv::data::classify::{label_ids, read_labeled};
 use qkv::data::images;
 use qkv::data::text::read_corpus;
-use qkv::models::load::{Encoder, open};
+use qkv::models::load::{Encoder, need_tokenizer, open};
 use qkv::train::TrainConfig;
 use qkv::train::text::{MlmTrainer, Specials, evaluate_classifier, mlm_sequences, wrap};
 use qkv::train::vision::evaluate_vit;
@@ -25,12 +25,8 @@ pub fn is_encoder_dir(dir: &Path) -> bool {
 /// Evaluate an encoder on `data`; prints text or one JSON object.
 pub fn run(dir: &Path, data: &Path, as_json: bool, lossy: bool) -> Result<()> {
     let out = match open(dir)? {
-        Encoder::TextClassifier {
-            model,
-            tokenizer,
-            labels,
-            extras,
-        } => {
+        Encoder::TextClassifier { model, tokenizer, labels, extras } => {
+            let tokenizer = need_tokenizer(tokenizer, dir)?;
             let split = extras.split.clone().context(
                 "this classifier does not record how its data was split (trained elsewhere?); cannot find its test rows",
             )?;
@@ -53,11 +49,8 @@ pub fn run(dir: &Path, data: &Path, as_json: bool, lossy: bool) -> Result<()> {
             let (r, loss) = evaluate_vit(&model, &d.test, 256)?;
             json!({"accuracy": r.accuracy, "macro_f1": r.macro_f1, "loss": loss, "examples": r.examples, "split": d.test_source})
         }
-        Encoder::MaskedLm {
-            model,
-            tokenizer,
-            extras,
-        } => {
+        Encoder::MaskedLm { model, tokenizer, extras } => {
+            let tokenizer = need_tokenizer(tokenizer, dir)?;
             let text = read_corpus(data)?;
             let ids = tokenizer.encode(&text)?;
             let cut = ids.len() - ids.len() / 10;
@@ -66,10 +59,7 @@ pub fn run(dir: &Path, data: &Path, as_json: bool, lossy: bool) -> Result<()> {
             let test = mlm_sequences(&ids[cut..], extras.max_len, &sp);
             let tr = MlmTrainer::new(
                 model,
-                TrainConfig {
-                    batch_size: 32,
-                    ..TrainConfig::default()
-                },
+                TrainConfig { batch_size: 32, ..TrainConfig::default() },
                 &tokenizer,
                 train,
                 test,

@@ -66,9 +66,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 bail!("no prompt: give --prompt TEXT or pipe text into standard input");
             }
             let mut bytes = Vec::new();
-            stdin
-                .read_to_end(&mut bytes)
-                .context("reading the prompt from standard input")?;
+            stdin.read_to_end(&mut bytes).context("reading the prompt from standard input")?;
             String::from_utf8(bytes).map_err(|e| {
                 anyhow::anyhow!(
                     "the prompt on standard input is not UTF-8 (byte offset {})",
@@ -82,17 +80,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     let ids = tok.encode(&prompt).context("the prompt")?;
     let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     });
-    let sampling = Sampling {
-        greedy: args.greedy,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed,
-    };
+    let sampling =
+        Sampling { greedy: args.greedy, temperature: args.temperature, top_k: args.top_k, top_p: args.top_p, seed };
     let mut out = std::io::stdout().lock();
     write!(out, "{prompt}")?;
     // a stream decoder, primed with the prompt: subword pieces join correctly

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use qkv::data::images::load_image;
 use qkv::models::bert::Batch;
-use qkv::models::load::{Encoder, open};
+use qkv::models::load::{Encoder, need_tokenizer, open};
 use qkv::nn::Dropout;
 use qkv::train::text::{Specials, predict, wrap};
 use qkv_tensor::no_grad;
@@ -30,9 +30,7 @@ pub struct FillMaskArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(
-    after_help = "Example:\n  qkv classify --model runs/tweets \"what a great day\" \"my flight got cancelled\""
-)]
+#[command(after_help = "Example:\n  qkv classify --model runs/tweets \"what a great day\" \"my flight got cancelled\"")]
 pub struct ClassifyArgs {
     /// A text classifier directory (from `qkv train --model bert --task classify`, or Hugging Face)
     #[arg(long, value_name = "DIR")]
@@ -65,52 +63,26 @@ pub struct ClassifyImageArgs {
 /// Indices of the `k` largest values, largest first.
 fn top(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| {
-        values[b]
-            .partial_cmp(&values[a])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    idx.sort_by(|&a, &b| values[b].partial_cmp(&values[a]).unwrap_or(std::cmp::Ordering::Equal));
     idx.truncate(k);
     idx
 }
 
 pub fn fill_mask(args: &FillMaskArgs) -> Result<()> {
-    let Encoder::MaskedLm {
-        model,
-        tokenizer,
-        extras,
-    } = open(&args.model)?
-    else {
-        bail!(
-            "{}: not a masked-language model (BertForMaskedLM)",
-            args.model.display()
-        );
+    let Encoder::MaskedLm { model, tokenizer, extras } = open(&args.model)? else {
+        bail!("{}: not a masked-language model (BertForMaskedLM)", args.model.display());
     };
+    let tokenizer = need_tokenizer(tokenizer, &args.model)?;
     let sp = Specials::of(&tokenizer)?;
     let ids = wrap(&tokenizer.encode(&args.text)?, extras.max_len, &sp);
-    let masked: Vec<usize> = ids
-        .iter()
-        .enumerate()
-        .filter(|&(_, &i)| i == sp.mask)
-        .map(|(p, _)| p)
-        .collect();
+    let masked: Vec<usize> = ids.iter().enumerate().filter(|&(_, &i)| i == sp.mask).map(|(p, _)| p).collect();
     if masked.is_empty() {
         bail!("the text has no [MASK] token to fill");
     }
     let t = ids.len();
     let mask = vec![true; t];
-    let logits = no_grad(|| {
-        model.forward(
-            &Batch {
-                ids: &ids,
-                type_ids: None,
-                mask: &mask,
-                b: 1,
-                t,
-            },
-            &Dropout::default(),
-        )
-    })?;
+    let logits =
+        no_grad(|| model.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b: 1, t }, &Dropout::default()))?;
     let probs = logits.softmax();
     let v = probs.dim(-1)?;
     let data = probs.data();
@@ -119,23 +91,14 @@ pub fn fill_mask(args: &FillMaskArgs) -> Result<()> {
         let row = &data[p * v..(p + 1) * v];
         let cands: Vec<(String, f32)> = top(row, args.top_k)
             .into_iter()
-            .map(|i| {
-                (
-                    tokenizer.token(i as u32).unwrap_or_else(|| format!("#{i}")),
-                    row[i],
-                )
-            })
+            .map(|i| (tokenizer.token(i as u32).unwrap_or_else(|| format!("#{i}")), row[i]))
             .collect();
         out.push(cands);
     }
     if args.json {
         let j: Vec<_> = out
             .iter()
-            .map(|c| {
-                c.iter()
-                    .map(|(t, p)| json!({"token": t, "probability": p}))
-                    .collect::<Vec<_>>()
-            })
+            .map(|c| c.iter().map(|(t, p)| json!({"token": t, "probability": p})).collect::<Vec<_>>())
             .collect();
         println!("{}", json!({"masks": j}));
     } else {
@@ -152,41 +115,25 @@ pub fn fill_mask(args: &FillMaskArgs) -> Result<()> {
 }
 
 pub fn classify(args: &ClassifyArgs) -> Result<()> {
-    let Encoder::TextClassifier {
-        model,
-        tokenizer,
-        labels,
-        extras,
-    } = open(&args.model)?
-    else {
-        bail!(
-            "{}: not a text classifier (BertForSequenceClassification)",
-            args.model.display()
-        );
+    let Encoder::TextClassifier { model, tokenizer, labels, extras } = open(&args.model)? else {
+        bail!("{}: not a text classifier (BertForSequenceClassification)", args.model.display());
     };
+    let tokenizer = need_tokenizer(tokenizer, &args.model)?;
     let sp = Specials::of(&tokenizer)?;
-    let seqs: Vec<Vec<u32>> = args
-        .texts
-        .iter()
-        .map(|t| Ok(wrap(&tokenizer.encode(t)?, extras.max_len, &sp)))
-        .collect::<qkv::Result<_>>()?;
+    let seqs: Vec<Vec<u32>> =
+        args.texts.iter().map(|t| Ok(wrap(&tokenizer.encode(t)?, extras.max_len, &sp))).collect::<qkv::Result<_>>()?;
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     let probs = predict(&model, &refs, &sp, 16)?;
     let mut results = Vec::new();
     for (text, p) in args.texts.iter().zip(&probs) {
         let best = top(p, 1)[0];
         if args.json {
-            let all: serde_json::Map<String, serde_json::Value> = labels
-                .iter()
-                .zip(p)
-                .map(|(l, &v)| (l.clone(), json!(v)))
-                .collect();
+            let all: serde_json::Map<String, serde_json::Value> =
+                labels.iter().zip(p).map(|(l, &v)| (l.clone(), json!(v))).collect();
             results.push(json!({"text": text, "label": labels[best], "probabilities": all}));
         } else {
-            let all: Vec<String> = top(p, labels.len())
-                .iter()
-                .map(|&i| format!("{} {:.1}%", labels[i], p[i] * 100.0))
-                .collect();
+            let all: Vec<String> =
+                top(p, labels.len()).iter().map(|&i| format!("{} {:.1}%", labels[i], p[i] * 100.0)).collect();
             println!("{:<12} {}   ({})", labels[best], text, all.join(", "));
         }
     }
@@ -198,10 +145,7 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
 
 pub fn classify_image(args: &ClassifyImageArgs) -> Result<()> {
     let Encoder::ImageClassifier { model, labels } = open(&args.model)? else {
-        bail!(
-            "{}: not an image classifier (ViTForImageClassification)",
-            args.model.display()
-        );
+        bail!("{}: not an image classifier (ViTForImageClassification)", args.model.display());
     };
     let (ch, size) = (model.config.num_channels, model.config.image_size);
     let mut results = Vec::new();
@@ -211,16 +155,10 @@ pub fn classify_image(args: &ClassifyImageArgs) -> Result<()> {
         let p = logits.softmax().to_vec();
         let best = top(&p, args.top_k.max(1));
         if args.json {
-            let cands: Vec<_> = best
-                .iter()
-                .map(|&i| json!({"label": labels[i], "probability": p[i]}))
-                .collect();
+            let cands: Vec<_> = best.iter().map(|&i| json!({"label": labels[i], "probability": p[i]})).collect();
             results.push(json!({"image": path.display().to_string(), "top": cands}));
         } else {
-            let cands: Vec<String> = best
-                .iter()
-                .map(|&i| format!("{} {:.1}%", labels[i], p[i] * 100.0))
-                .collect();
+            let cands: Vec<String> = best.iter().map(|&i| format!("{} {:.1}%", labels[i], p[i] * 100.0)).collect();
             println!("{}: {}", path.display(), cands.join(", "));
         }
     }

@@ -144,10 +144,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         if args.lossy {
             let (text, replaced) = read_corpus_lossy(f)?;
             if replaced > 0 {
-                eprintln!(
-                    "{}: replaced {replaced} invalid UTF-8 sequences by U+FFFD",
-                    f.display()
-                );
+                eprintln!("{}: replaced {replaced} invalid UTF-8 sequences by U+FFFD", f.display());
             }
             texts.push(text);
         } else {
@@ -156,14 +153,8 @@ fn train(args: &TrainArgs) -> Result<()> {
     }
     let bytes: usize = texts.iter().map(String::len).sum();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let tok = qkv::tokenize::train::train(
-        &refs,
-        &TrainOptions {
-            kind,
-            vocab_size,
-            min_frequency: args.min_frequency,
-        },
-    )?;
+    let tok =
+        qkv::tokenize::train::train(&refs, &TrainOptions { kind, vocab_size, min_frequency: args.min_frequency })?;
     tok.save(&args.output)?;
     eprintln!(
         "trained {} from {} file{} ({:.1} MB) in {:.1} s → {}",
@@ -184,12 +175,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     if !specials.is_empty() {
         let listed: Vec<String> = specials
             .iter()
-            .map(|s| {
-                format!(
-                    "{s} = {}",
-                    tok.token_to_id(s).map_or("?".into(), |i| i.to_string())
-                )
-            })
+            .map(|s| format!("{s} = {}", tok.token_to_id(s).map_or("?".into(), |i| i.to_string())))
             .collect();
         eprintln!("special tokens: {}", listed.join(", "));
     }
@@ -203,9 +189,7 @@ fn read_stdin(what: &str) -> Result<Vec<u8>> {
         bail!("no {what}: give it as an argument or pipe it into standard input");
     }
     let mut bytes = Vec::new();
-    stdin
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading the {what} from standard input"))?;
+    stdin.read_to_end(&mut bytes).with_context(|| format!("reading the {what} from standard input"))?;
     Ok(bytes)
 }
 
@@ -226,49 +210,21 @@ fn encode(args: &EncodeArgs) -> Result<()> {
             }
         }
     };
-    let ids = if args.special {
-        tok.encode_with_special_tokens(&text)?
-    } else {
-        tok.encode(&text)?
-    };
-    let tokens: Vec<String> = ids
-        .iter()
-        .map(|&id| tok.token(id).unwrap_or_default())
-        .collect();
+    let ids = if args.special { tok.encode_with_special_tokens(&text)? } else { tok.encode(&text)? };
+    let tokens: Vec<String> = ids.iter().map(|&id| tok.token(id).unwrap_or_default()).collect();
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({ "ids": ids, "tokens": tokens })
-        )?;
+        writeln!(out, "{}", serde_json::json!({ "ids": ids, "tokens": tokens }))?;
         return Ok(());
     }
-    let id_width = ids
-        .iter()
-        .map(|i| i.to_string().len())
-        .max()
-        .unwrap_or(2)
-        .max(2);
+    let id_width = ids.iter().map(|i| i.to_string().len()).max().unwrap_or(2).max(2);
     let shown: Vec<String> = tokens.iter().map(|t| escape(t)).collect();
-    let token_width = shown
-        .iter()
-        .map(|t| t.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let token_width = shown.iter().map(|t| t.chars().count()).max().unwrap_or(5).max(5);
     writeln!(out, "{:>id_width$}  {:<token_width$}  text", "id", "token")?;
-    for ((id, token), piece) in ids
-        .iter()
-        .zip(&shown)
-        .map(|(&id, t)| (id, t))
-        .zip(ids.iter().map(|&id| tok.piece(id).unwrap_or_default()))
+    for ((id, token), piece) in
+        ids.iter().zip(&shown).map(|(&id, t)| (id, t)).zip(ids.iter().map(|&id| tok.piece(id).unwrap_or_default()))
     {
-        writeln!(
-            out,
-            "{id:>id_width$}  {token:<token_width$}  {}",
-            quoted(&piece)
-        )?;
+        writeln!(out, "{id:>id_width$}  {token:<token_width$}  {}", quoted(&piece))?;
     }
     let chars = text.chars().count();
     eprintln!(
@@ -321,10 +277,7 @@ fn decode(args: &DecodeArgs) -> Result<()> {
         let text = String::from_utf8_lossy(&bytes);
         text.split(|c: char| c.is_whitespace() || c == ',')
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<u32>()
-                    .with_context(|| format!("{s:?} on standard input is not a token id"))
-            })
+            .map(|s| s.parse::<u32>().with_context(|| format!("{s:?} on standard input is not a token id")))
             .collect::<Result<Vec<u32>>>()?
     } else {
         args.ids.clone()

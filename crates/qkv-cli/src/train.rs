@@ -162,46 +162,25 @@ impl From<NormKindArg> for NormKind {
 
 /// Settings from `--config FILE`, if any.
 fn config_file(path: &Path) -> Result<Settings> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let obj = v
-        .as_object()
-        .with_context(|| format!("{}: expected a JSON object", path.display()))?;
+    let obj = v.as_object().with_context(|| format!("{}: expected a JSON object", path.display()))?;
     for k in obj.keys() {
-        if ![
-            "model",
-            "train",
-            "data",
-            "tokenizer",
-            "kind",
-            "data_len",
-            "data_hash",
-        ]
-        .contains(&k.as_str())
-        {
-            bail!(
-                "{}: unknown section {k:?} (use \"model\", \"train\", \"data\", \"tokenizer\")",
-                path.display()
-            );
+        if !["model", "train", "data", "tokenizer", "kind", "data_len", "data_hash"].contains(&k.as_str()) {
+            bail!("{}: unknown section {k:?} (use \"model\", \"train\", \"data\", \"tokenizer\")", path.display());
         }
     }
     let model: GptConfig = match obj.get("model") {
-        Some(m) => serde_json::from_value(m.clone())
-            .with_context(|| format!("{}: in \"model\"", path.display()))?,
+        Some(m) => serde_json::from_value(m.clone()).with_context(|| format!("{}: in \"model\"", path.display()))?,
         None => GptConfig::default(),
     };
     let train: TrainConfig = match obj.get("train") {
-        Some(t) => serde_json::from_value(t.clone())
-            .with_context(|| format!("{}: in \"train\"", path.display()))?,
+        Some(t) => serde_json::from_value(t.clone()).with_context(|| format!("{}: in \"train\"", path.display()))?,
         None => TrainConfig::default(),
     };
     let data = obj.get("data").and_then(|d| d.as_str()).map(PathBuf::from);
-    let tokenizer = obj
-        .get("tokenizer")
-        .and_then(|d| d.as_str())
-        .map(String::from);
+    let tokenizer = obj.get("tokenizer").and_then(|d| d.as_str()).map(String::from);
     Ok((model, train, data, tokenizer))
 }
 
@@ -300,11 +279,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = trainer.config.clone();
     let stop = args.stop_at.unwrap_or(cfg.max_steps).min(cfg.max_steps);
     if trainer.step >= stop {
-        eprintln!(
-            "{}: already at step {} of {stop}; nothing to do",
-            dir.display(),
-            trainer.step
-        );
+        eprintln!("{}: already at step {} of {stop}; nothing to do", dir.display(), trainer.step);
         return Ok(());
     }
     let n_params = trainer.model.num_params();
@@ -348,25 +323,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             tokens_per_s = window_tokens as f32 / dt;
         }
         let is_eval = trainer.step % cfg.eval_interval == 0 || trainer.step == stop;
-        let val = if is_eval {
-            Some(trainer.evaluate()?)
-        } else {
-            None
-        };
+        let val = if is_eval { Some(trainer.evaluate()?) } else { None };
         if val.is_some() {
             last_val = val;
         }
         let elapsed_s = elapsed_before + run_started.elapsed().as_secs_f64();
         run::append_metric(
             &dir,
-            &Metric {
-                step: trainer.step,
-                train_loss: s.loss,
-                val_loss: val,
-                lr: s.lr,
-                tokens_per_s,
-                elapsed_s,
-            },
+            &Metric { step: trainer.step, train_loss: s.loss, val_loss: val, lr: s.lr, tokens_per_s, elapsed_s },
         )?;
         bar.set_position(trainer.step);
         bar.set_message(format!(
@@ -401,12 +365,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let val = last_val.unwrap_or(f32::NAN);
     // bits per character of the validation text that was scored, so that runs
     // with different tokenizers compare
-    let scored = eval_targets(
-        trainer.data.val.len(),
-        cfg.batch_size,
-        trainer.model.config.block_size,
-        cfg.eval_batches,
-    );
+    let scored =
+        eval_targets(trainer.data.val.len(), cfg.batch_size, trainer.model.config.block_size, cfg.eval_batches);
     let chars = tok.count_chars(&trainer.data.val.window(scored.clone()))?;
     eprintln!(
         "done: step {} in {:.0} s ({:.0} tokens/s); validation loss {val:.4} nats/token, perplexity {:.2}, {:.3} bits/char",
@@ -416,35 +376,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         val.exp(),
         bits_per_char(val as f64, scored.len(), chars),
     );
-    eprintln!(
-        "run directory: {}  (loss curve: {})",
-        dir.display(),
-        dir.join(run::CURVE).display()
-    );
+    eprintln!("run directory: {}  (loss curve: {})", dir.display(), dir.join(run::CURVE).display());
     if args.sample_chars > 0 {
-        let prompt = tok
-            .encode("\n")
-            .or_else(|_| tok.encode(" "))
-            .unwrap_or_else(|_| vec![0]);
-        let sampling = Sampling {
-            temperature: 0.8,
-            top_k: Some(40),
-            seed: cfg.seed,
-            ..Default::default()
-        };
-        let ids = generate(
-            &trainer.model,
-            &prompt,
-            args.sample_chars,
-            &sampling,
-            |_| Ok(true),
-        )?;
+        let prompt = tok.encode("\n").or_else(|_| tok.encode(" ")).unwrap_or_else(|_| vec![0]);
+        let sampling = Sampling { temperature: 0.8, top_k: Some(40), seed: cfg.seed, ..Default::default() };
+        let ids = generate(&trainer.model, &prompt, args.sample_chars, &sampling, |_| Ok(true))?;
         eprintln!("sample (temperature 0.8, top-k 40):\n---");
         println!("{}", tok.decode(&ids)?);
-        eprintln!(
-            "---\ngenerate more: qkv generate --model {} --prompt \"ROMEO:\"",
-            dir.display()
-        );
+        eprintln!("---\ngenerate more: qkv generate --model {} --prompt \"ROMEO:\"", dir.display());
     }
     Ok(())
 }
@@ -455,25 +394,16 @@ pub fn run(args: &TrainArgs) -> Result<()> {
 /// cannot be written, in the run directory.
 fn corpus_tokens(tok: &Tokenizer, text: &str, source: &str, run_dir: &Path) -> Result<Tokens> {
     if tok.as_char().is_some() {
-        return Ok(tok
-            .encode(text)
-            .with_context(|| format!("corpus: {source}"))?
-            .into());
+        return Ok(tok.encode(text).with_context(|| format!("corpus: {source}"))?.into());
     }
     let started = Instant::now();
-    let dirs: Vec<PathBuf> = token_cache::default_dir()
-        .into_iter()
-        .chain([run_dir.to_path_buf()])
-        .collect();
-    let cached = token_cache::load_or_build(&dirs, text, tok)
-        .with_context(|| format!("tokenizing {source}"))?;
+    let dirs: Vec<PathBuf> = token_cache::default_dir().into_iter().chain([run_dir.to_path_buf()]).collect();
+    let cached = token_cache::load_or_build(&dirs, text, tok).with_context(|| format!("tokenizing {source}"))?;
     for w in &cached.warnings {
         eprintln!("warning: cannot write the token cache: {w}");
     }
-    let where_ = cached.path.as_ref().map_or_else(
-        || "kept in memory".to_string(),
-        |p| format!("cache {}", p.display()),
-    );
+    let where_ =
+        cached.path.as_ref().map_or_else(|| "kept in memory".to_string(), |p| format!("cache {}", p.display()));
     if cached.reused {
         eprintln!("tokens of {source}: {} ({where_})", cached.tokens.len());
     } else {
@@ -502,9 +432,7 @@ fn start(args: &TrainArgs) -> Result<Start> {
     tcfg.validate()?;
     let ids = corpus_tokens(&tok, &text, &source, &args.out_dir)?;
     let split = Split::new(ids, 0.1);
-    split
-        .check(mcfg.block_size)
-        .with_context(|| format!("corpus: {source}"))?;
+    split.check(mcfg.block_size).with_context(|| format!("corpus: {source}"))?;
     let dir = args.out_dir.clone();
     run::prepare_new(&dir, args.force)?;
     let config = RunConfig {
@@ -520,13 +448,7 @@ fn start(args: &TrainArgs) -> Result<Start> {
     run::write_tokenizer(&dir, &tok)?;
     let model = Gpt::new(mcfg, tcfg.seed)?;
     let trainer = Trainer::new(model, tcfg, split)?;
-    let state = TrainState {
-        step: 0,
-        rng: trainer.rng.state(),
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-        val_loss: None,
-    };
+    let state = TrainState { step: 0, rng: trainer.rng.state(), tokens_seen: 0, elapsed_s: 0.0, val_loss: None };
     Ok((dir, trainer, state, tok))
 }
 
@@ -548,9 +470,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<Start> {
     }
     let (text, source) = load_corpus(&config.data)?;
     if run::fnv1a(text.as_bytes()) != config.data_hash || text.len() as u64 != config.data_len {
-        bail!(
-            "the corpus {source} changed since this run started; resuming would train on different data"
-        );
+        bail!("the corpus {source} changed since this run started; resuming would train on different data");
     }
     let tok = run::read_tokenizer(dir)?;
     let split = Split::new(corpus_tokens(&tok, &text, &source, dir)?, 0.1);
@@ -566,11 +486,7 @@ fn resume(args: &TrainArgs, dir: &Path) -> Result<Start> {
 fn progress_bar(quiet: bool, pos: u64, len: u64) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         Some(len),
-        if quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        },
+        if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
     );
     bar.set_style(
         ProgressStyle::with_template("{bar:28.cyan/blue} step {pos}/{len} | {msg} | ETA {eta}")

@@ -7,10 +7,7 @@ use std::process::{Command, Output};
 use qkv::io::safetensors::load;
 
 fn qkv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qkv"))
-        .args(args)
-        .output()
-        .expect("the qkv binary runs")
+    Command::new(env!("CARGO_BIN_EXE_qkv")).args(args).output().expect("the qkv binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -30,9 +27,7 @@ fn corpus(dir: &Path) -> PathBuf {
     let p = dir.join("corpus.txt");
     let mut text = String::new();
     for i in 0..600 {
-        text.push_str(&format!(
-            "line {i}: to be or not to be, that is the question.\n"
-        ));
+        text.push_str(&format!("line {i}: to be or not to be, that is the question.\n"));
     }
     std::fs::write(&p, text).unwrap();
     p
@@ -59,14 +54,8 @@ fn ok(o: &Output) {
 /// Fails with exit code 1 and one line that contains every `needle`.
 fn fails_with(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert!(
-        !o.status.success(),
-        "expected a failure, got success: {err}"
-    );
-    assert!(
-        !err.contains("panicked"),
-        "a panic instead of an error: {err}"
-    );
+    assert!(!o.status.success(), "expected a failure, got success: {err}");
+    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
     for n in needles {
         assert!(err.contains(n), "error should mention {n:?}: {err}");
     }
@@ -78,16 +67,7 @@ fn stop_and_resume_ends_with_exactly_the_weights_of_one_run() {
     let data = corpus(&d);
     let (one, two) = (d.join("one"), d.join("two"));
     let data_s = data.to_str().unwrap();
-    ok(&train(&[
-        "--data",
-        data_s,
-        "--out-dir",
-        one.to_str().unwrap(),
-        "--max-steps",
-        "12",
-        "--eval-interval",
-        "4",
-    ]));
+    ok(&train(&["--data", data_s, "--out-dir", one.to_str().unwrap(), "--max-steps", "12", "--eval-interval", "4"]));
     ok(&train(&[
         "--data",
         data_s,
@@ -103,16 +83,7 @@ fn stop_and_resume_ends_with_exactly_the_weights_of_one_run() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(two.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 8);
-    ok(&qkv(&[
-        "--threads",
-        "2",
-        "train",
-        "--resume",
-        two.to_str().unwrap(),
-        "--sample-chars",
-        "0",
-        "--quiet",
-    ]));
+    ok(&qkv(&["--threads", "2", "train", "--resume", two.to_str().unwrap(), "--sample-chars", "0", "--quiet"]));
     for f in ["model.safetensors", "optimizer.safetensors"] {
         let (a, b) = (load(&one.join(f)).unwrap(), load(&two.join(f)).unwrap());
         assert_eq!(a.metadata, b.metadata, "{f}: metadata");
@@ -124,12 +95,7 @@ fn stop_and_resume_ends_with_exactly_the_weights_of_one_run() {
             );
         }
     }
-    let lines = |p: &Path| {
-        std::fs::read_to_string(p.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .count()
-    };
+    let lines = |p: &Path| std::fs::read_to_string(p.join("metrics.jsonl")).unwrap().lines().count();
     assert_eq!(lines(&one), 12);
     assert_eq!(lines(&two), 12);
     assert!(one.join("loss.svg").exists());
@@ -140,62 +106,23 @@ fn generate_and_eval_use_a_trained_run() {
     let d = scratch("gen");
     let data = corpus(&d);
     let run = d.join("run");
-    ok(&train(&[
-        "--data",
-        data.to_str().unwrap(),
-        "--out-dir",
-        run.to_str().unwrap(),
-        "--max-steps",
-        "20",
-    ]));
+    ok(&train(&["--data", data.to_str().unwrap(), "--out-dir", run.to_str().unwrap(), "--max-steps", "20"]));
     let run_s = run.to_str().unwrap();
     let sample = |seed: &str| {
-        qkv(&[
-            "generate",
-            "--model",
-            run_s,
-            "--prompt",
-            "to be",
-            "--max-new-tokens",
-            "30",
-            "--seed",
-            seed,
-        ])
+        qkv(&["generate", "--model", run_s, "--prompt", "to be", "--max-new-tokens", "30", "--seed", seed])
     };
     let (a, b) = (sample("7"), sample("7"));
     ok(&a);
     assert_eq!(a.stdout, b.stdout, "same seed, same text");
     let text = String::from_utf8(a.stdout).unwrap();
-    assert!(
-        text.starts_with("to be") && text.trim_end().chars().count() >= 30,
-        "{text:?}"
-    );
-    let greedy = qkv(&[
-        "generate",
-        "--model",
-        run_s,
-        "--prompt",
-        "line",
-        "--greedy",
-        "--max-new-tokens",
-        "10",
-    ]);
+    assert!(text.starts_with("to be") && text.trim_end().chars().count() >= 30, "{text:?}");
+    let greedy = qkv(&["generate", "--model", run_s, "--prompt", "line", "--greedy", "--max-new-tokens", "10"]);
     ok(&greedy);
-    let e = qkv(&[
-        "eval",
-        "--model",
-        run_s,
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]);
+    let e = qkv(&["eval", "--model", run_s, "--data", data.to_str().unwrap(), "--json"]);
     ok(&e);
     let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
     let loss = v["loss"].as_f64().unwrap();
-    assert!(
-        loss > 0.0 && loss < (28f64).ln(),
-        "loss {loss} should beat uniform guessing"
-    );
+    assert!(loss > 0.0 && loss < (28f64).ln(), "loss {loss} should beat uniform guessing");
     assert!((v["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-3);
     assert!((v["bits_per_char"].as_f64().unwrap() - loss / std::f64::consts::LN_2).abs() < 1e-3);
 }
@@ -207,35 +134,17 @@ fn bad_corpora_are_refused_with_the_reason() {
     let out_s = out.to_str().unwrap();
     let empty = d.join("empty.txt");
     std::fs::write(&empty, b"").unwrap();
-    fails_with(
-        &train(&["--data", empty.to_str().unwrap(), "--out-dir", out_s]),
-        &["empty"],
-    );
+    fails_with(&train(&["--data", empty.to_str().unwrap(), "--out-dir", out_s]), &["empty"]);
     let latin1 = d.join("latin1.txt");
     std::fs::write(&latin1, b"caf\xe9 au lait").unwrap();
-    fails_with(
-        &train(&["--data", latin1.to_str().unwrap(), "--out-dir", out_s]),
-        &["UTF-8", "offset 3"],
-    );
+    fails_with(&train(&["--data", latin1.to_str().unwrap(), "--out-dir", out_s]), &["UTF-8", "offset 3"]);
     let short = d.join("short.txt");
     std::fs::write(&short, "just a few words here").unwrap();
-    fails_with(
-        &train(&["--data", short.to_str().unwrap(), "--out-dir", out_s]),
-        &["too short", "--block-size"],
-    );
+    fails_with(&train(&["--data", short.to_str().unwrap(), "--out-dir", out_s]), &["too short", "--block-size"]);
     let missing = d.join("missing.txt");
-    fails_with(
-        &train(&["--data", missing.to_str().unwrap(), "--out-dir", out_s]),
-        &["missing.txt"],
-    );
-    fails_with(
-        &train(&["--out-dir", out_s, "--n-head", "3"]),
-        &["multiple of n_head"],
-    );
-    assert!(
-        !out.join("model.safetensors").exists(),
-        "nothing written for refused runs"
-    );
+    fails_with(&train(&["--data", missing.to_str().unwrap(), "--out-dir", out_s]), &["missing.txt"]);
+    fails_with(&train(&["--out-dir", out_s, "--n-head", "3"]), &["multiple of n_head"]);
+    assert!(!out.join("model.safetensors").exists(), "nothing written for refused runs");
 }
 
 #[test]
@@ -247,74 +156,26 @@ fn runs_are_protected_and_checkpoints_checked() {
     let run_s = run.to_str().unwrap();
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join("notes.txt"), "mine").unwrap();
-    ok(&train(&[
-        "--data",
-        data_s,
-        "--out-dir",
-        run_s,
-        "--max-steps",
-        "2",
-    ]));
+    ok(&train(&["--data", data_s, "--out-dir", run_s, "--max-steps", "2"]));
     fails_with(
         &train(&["--data", data_s, "--out-dir", run_s, "--max-steps", "2"]),
         &["already holds a run", "--force"],
     );
-    ok(&train(&[
-        "--data",
-        data_s,
-        "--out-dir",
-        run_s,
-        "--max-steps",
-        "2",
-        "--force",
-    ]));
-    assert_eq!(
-        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
-        "mine",
-        "--force keeps other files"
-    );
+    ok(&train(&["--data", data_s, "--out-dir", run_s, "--max-steps", "2", "--force"]));
+    assert_eq!(std::fs::read_to_string(run.join("notes.txt")).unwrap(), "mine", "--force keeps other files");
     // resume refuses a directory without a run and flags that would change the run
-    fails_with(
-        &qkv(&["train", "--resume", d.to_str().unwrap()]),
-        &["not a qkv run directory"],
-    );
-    fails_with(
-        &qkv(&["train", "--resume", run_s, "--lr", "0.1"]),
-        &["--lr"],
-    );
+    fails_with(&qkv(&["train", "--resume", d.to_str().unwrap()]), &["not a qkv run directory"]);
+    fails_with(&qkv(&["train", "--resume", run_s, "--lr", "0.1"]), &["--lr"]);
     // generation: unknown characters, a context beyond the model's, an empty prompt
-    fails_with(
-        &qkv(&["generate", "--model", run_s, "--prompt", "ZZZ~"]),
-        &["'Z'", "vocabulary"],
-    );
-    fails_with(
-        &qkv(&[
-            "generate",
-            "--model",
-            run_s,
-            "--prompt",
-            "to",
-            "--block-size",
-            "64",
-        ]),
-        &["context of 16"],
-    );
-    fails_with(
-        &qkv(&["generate", "--model", run_s, "--prompt", ""]),
-        &["empty"],
-    );
-    fails_with(
-        &qkv(&["generate", "--model", d.to_str().unwrap(), "--prompt", "to"]),
-        &["not a qkv run directory"],
-    );
+    fails_with(&qkv(&["generate", "--model", run_s, "--prompt", "ZZZ~"]), &["'Z'", "vocabulary"]);
+    fails_with(&qkv(&["generate", "--model", run_s, "--prompt", "to", "--block-size", "64"]), &["context of 16"]);
+    fails_with(&qkv(&["generate", "--model", run_s, "--prompt", ""]), &["empty"]);
+    fails_with(&qkv(&["generate", "--model", d.to_str().unwrap(), "--prompt", "to"]), &["not a qkv run directory"]);
     // a truncated checkpoint is an error, not a crash
     let model = run.join("model.safetensors");
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(
-        &qkv(&["generate", "--model", run_s, "--prompt", "to"]),
-        &["model.safetensors"],
-    );
+    fails_with(&qkv(&["generate", "--model", run_s, "--prompt", "to"]), &["model.safetensors"]);
     fails_with(&qkv(&["train", "--resume", run_s]), &["model.safetensors"]);
 }
 
@@ -326,20 +187,8 @@ fn unknown_options_and_config_fields_are_errors() {
     let d = scratch("config");
     let cfg = d.join("cfg.json");
     std::fs::write(&cfg, r#"{"model": {"n_layers": 3}}"#).unwrap();
-    fails_with(
-        &train(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--out-dir",
-            d.join("r").to_str().unwrap(),
-        ]),
-        &["n_layers"],
-    );
-    std::fs::write(
-        &cfg,
-        r#"{"model": {"n_layer": 1}, "train": {"max_steps": 2}}"#,
-    )
-    .unwrap();
+    fails_with(&train(&["--config", cfg.to_str().unwrap(), "--out-dir", d.join("r").to_str().unwrap()]), &["n_layers"]);
+    std::fs::write(&cfg, r#"{"model": {"n_layer": 1}, "train": {"max_steps": 2}}"#).unwrap();
     let data = corpus(&d);
     let r = d.join("r2");
     ok(&train(&[
@@ -353,8 +202,5 @@ fn unknown_options_and_config_fields_are_errors() {
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(r.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["train"]["max_steps"], 2);
-    assert_eq!(
-        saved["model"]["n_layer"], 1,
-        "flags override the file only when given"
-    );
+    assert_eq!(saved["model"]["n_layer"], 1, "flags override the file only when given");
 }

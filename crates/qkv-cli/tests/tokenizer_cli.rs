@@ -45,10 +45,7 @@ fn ok(o: &Output) {
 fn fails_with(o: &Output, needles: &[&str]) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(1), "expected an error: {err}");
-    assert!(
-        !err.contains("panicked"),
-        "a panic instead of an error: {err}"
-    );
+    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
     for n in needles {
         assert!(err.contains(n), "error should mention {n:?}: {err}");
     }
@@ -66,9 +63,7 @@ fn corpus(dir: &Path) -> PathBuf {
     let p = dir.join("corpus.txt");
     let mut text = String::new();
     for i in 0..600 {
-        text.push_str(&format!(
-            "line {i}: to be or not to be, that is the question.\n"
-        ));
+        text.push_str(&format!("line {i}: to be or not to be, that is the question.\n"));
     }
     std::fs::write(&p, text).unwrap();
     p
@@ -91,100 +86,38 @@ fn encode_shows_pieces_and_decode_gives_the_text_back() {
     let o = qkv(&["tokenizer", "encode", "--tokenizer", "gpt2", "Hello world"]);
     ok(&o);
     let table = stdout(&o);
-    assert!(
-        table.contains("15496") && table.contains("Ġworld") && table.contains("\" world\""),
-        "{table}"
-    );
-    let o = qkv(&[
-        "tokenizer",
-        "encode",
-        "--tokenizer",
-        "gpt2",
-        "--json",
-        "Hello world",
-    ]);
+    assert!(table.contains("15496") && table.contains("Ġworld") && table.contains("\" world\""), "{table}");
+    let o = qkv(&["tokenizer", "encode", "--tokenizer", "gpt2", "--json", "Hello world"]);
     ok(&o);
-    assert_eq!(
-        json(&o),
-        serde_json::json!({"ids": [15496, 995], "tokens": ["Hello", "Ġworld"]})
-    );
+    assert_eq!(json(&o), serde_json::json!({"ids": [15496, 995], "tokens": ["Hello", "Ġworld"]}));
     // standard input, byte for byte: whitespace alone is text
     let cache = std::env::temp_dir();
-    let o = qkv_in(
-        &cache,
-        &["tokenizer", "encode", "--tokenizer", "gpt2", "--json"],
-        Some(b"  \n\t"),
-    );
+    let o = qkv_in(&cache, &["tokenizer", "encode", "--tokenizer", "gpt2", "--json"], Some(b"  \n\t"));
     ok(&o);
     assert_eq!(json(&o)["ids"], serde_json::json!([220, 220, 198, 197]));
-    let o = qkv_in(
-        &cache,
-        &["tokenizer", "encode", "--tokenizer", "gpt2"],
-        Some(b"caf\xe9"),
-    );
+    let o = qkv_in(&cache, &["tokenizer", "encode", "--tokenizer", "gpt2"], Some(b"caf\xe9"));
     fails_with(&o, &["UTF-8", "offset 3", "--lossy"]);
-    let o = qkv_in(
-        &cache,
-        &[
-            "tokenizer",
-            "encode",
-            "--tokenizer",
-            "gpt2",
-            "--lossy",
-            "--json",
-        ],
-        Some(b"caf\xe9"),
-    );
+    let o = qkv_in(&cache, &["tokenizer", "encode", "--tokenizer", "gpt2", "--lossy", "--json"], Some(b"caf\xe9"));
     ok(&o);
     // decode: arguments or standard input; the text exactly
     let o = qkv(&["tokenizer", "decode", "--tokenizer", "gpt2", "15496", "995"]);
     ok(&o);
     assert_eq!(stdout(&o), "Hello world");
-    let o = qkv_in(
-        &cache,
-        &["tokenizer", "decode", "--tokenizer", "gpt2"],
-        Some(b"15496, 995\n"),
-    );
+    let o = qkv_in(&cache, &["tokenizer", "decode", "--tokenizer", "gpt2"], Some(b"15496, 995\n"));
     assert_eq!(stdout(&o), "Hello world");
-    fails_with(
-        &qkv(&[
-            "tokenizer",
-            "decode",
-            "--tokenizer",
-            "gpt2",
-            "15496",
-            "50257",
-        ]),
-        &["50257", "vocabulary"],
-    );
+    fails_with(&qkv(&["tokenizer", "decode", "--tokenizer", "gpt2", "15496", "50257"]), &["50257", "vocabulary"]);
     assert_eq!(
-        qkv(&["tokenizer", "decode", "--tokenizer", "gpt2", "x1"])
-            .status
-            .code(),
+        qkv(&["tokenizer", "decode", "--tokenizer", "gpt2", "x1"]).status.code(),
         Some(2),
         "not a number: a usage error"
     );
     // BERT from a vocab.txt, with [CLS] … [SEP] when asked
     let vocab = bert_vocab();
-    let o = qkv(&[
-        "tokenizer",
-        "encode",
-        "--tokenizer",
-        &vocab,
-        "--json",
-        "--special",
-        "Héllo!",
-    ]);
+    let o = qkv(&["tokenizer", "encode", "--tokenizer", &vocab, "--json", "--special", "Héllo!"]);
     ok(&o);
     assert_eq!(json(&o)["ids"], serde_json::json!([101, 7592, 999, 102]));
     fails_with(
-        &qkv(&[
-            "tokenizer",
-            "encode",
-            "--tokenizer",
-            "no/such/tokenizer.json",
-            "x",
-        ]),
+        &qkv(&["tokenizer", "encode", "--tokenizer", "no/such/tokenizer.json", "x"]),
         &["no/such/tokenizer.json", "gpt2"],
     );
 }
@@ -196,74 +129,25 @@ fn tokenizers_train_from_files_and_bad_files_are_named() {
     let data_s = data.to_str().unwrap();
     let out = d.join("bpe.json");
     let out_s = out.to_str().unwrap();
-    let o = qkv(&[
-        "tokenizer",
-        "train",
-        "--kind",
-        "byte-bpe",
-        "--vocab-size",
-        "300",
-        data_s,
-        "-o",
-        out_s,
-    ]);
+    let o = qkv(&["tokenizer", "train", "--kind", "byte-bpe", "--vocab-size", "300", data_s, "-o", out_s]);
     ok(&o);
     assert!(stderr(&o).contains("<|endoftext|> = 0"), "{}", stderr(&o));
     let text = "line 7: to be or not to be? 😀";
     let o = qkv(&["tokenizer", "encode", "--tokenizer", out_s, "--json", text]);
     ok(&o);
-    let ids: Vec<String> = json(&o)["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.to_string())
-        .collect();
+    let ids: Vec<String> = json(&o)["ids"].as_array().unwrap().iter().map(|i| i.to_string()).collect();
     let mut args = vec!["tokenizer", "decode", "--tokenizer", out_s];
     args.extend(ids.iter().map(String::as_str));
     assert_eq!(stdout(&qkv(&args)), text, "byte-level round trip");
     for (kind, size) in [("bpe", "200"), ("wordpiece", "200"), ("unigram", "150")] {
         let p = d.join(format!("{kind}.json"));
-        ok(&qkv(&[
-            "tokenizer",
-            "train",
-            "--kind",
-            kind,
-            "--vocab-size",
-            size,
-            data_s,
-            "-o",
-            p.to_str().unwrap(),
-        ]));
-        ok(&qkv(&[
-            "tokenizer",
-            "encode",
-            "--tokenizer",
-            p.to_str().unwrap(),
-            "to be",
-        ]));
+        ok(&qkv(&["tokenizer", "train", "--kind", kind, "--vocab-size", size, data_s, "-o", p.to_str().unwrap()]));
+        ok(&qkv(&["tokenizer", "encode", "--tokenizer", p.to_str().unwrap(), "to be"]));
     }
     let ch = d.join("char.json");
-    ok(&qkv(&[
-        "tokenizer",
-        "train",
-        "--kind",
-        "char",
-        data_s,
-        "-o",
-        ch.to_str().unwrap(),
-    ]));
+    ok(&qkv(&["tokenizer", "train", "--kind", "char", data_s, "-o", ch.to_str().unwrap()]));
     fails_with(
-        &qkv(&[
-            "tokenizer",
-            "train",
-            "--kind",
-            "char",
-            "--vocab-size",
-            "9",
-            data_s,
-            "-o",
-            out_s,
-        ]),
+        &qkv(&["tokenizer", "train", "--kind", "char", "--vocab-size", "9", data_s, "-o", out_s]),
         &["--vocab-size"],
     );
     // non-UTF-8 text: the file and the byte offset, unless --lossy
@@ -274,63 +158,22 @@ fn tokenizers_train_from_files_and_bad_files_are_named() {
         &qkv(&["tokenizer", "train", "--kind", "byte-bpe", l, "-o", out_s]),
         &["latin1.txt", "offset 3", "--lossy"],
     );
-    let o = qkv(&[
-        "tokenizer",
-        "train",
-        "--kind",
-        "byte-bpe",
-        "--lossy",
-        l,
-        "-o",
-        out_s,
-    ]);
+    let o = qkv(&["tokenizer", "train", "--kind", "byte-bpe", "--lossy", l, "-o", out_s]);
     ok(&o);
     assert!(stderr(&o).contains("replaced 2"), "{}", stderr(&o));
     // a malformed tokenizer.json names the line; merges.txt the line too
     let bad = d.join("bad.json");
-    std::fs::write(
-        &bad,
-        "{\n \"model\": {\"type\": \"BPE\",\n \"vocab\": [}\n}",
-    )
-    .unwrap();
-    fails_with(
-        &qkv(&[
-            "tokenizer",
-            "encode",
-            "--tokenizer",
-            bad.to_str().unwrap(),
-            "x",
-        ]),
-        &["bad.json", "line 3"],
-    );
+    std::fs::write(&bad, "{\n \"model\": {\"type\": \"BPE\",\n \"vocab\": [}\n}").unwrap();
+    fails_with(&qkv(&["tokenizer", "encode", "--tokenizer", bad.to_str().unwrap(), "x"]), &["bad.json", "line 3"]);
     let gpt = d.join("gpt");
     std::fs::create_dir_all(&gpt).unwrap();
     std::fs::write(gpt.join("vocab.json"), r#"{"a": 0, "b": 1, "ab": 2}"#).unwrap();
     std::fs::write(gpt.join("merges.txt"), "#version: 0.2\na b\nb c\n").unwrap();
     fails_with(
-        &qkv(&[
-            "tokenizer",
-            "encode",
-            "--tokenizer",
-            gpt.to_str().unwrap(),
-            "ab",
-        ]),
+        &qkv(&["tokenizer", "encode", "--tokenizer", gpt.to_str().unwrap(), "ab"]),
         &["merges.txt", "line 3", "\"c\""],
     );
-    assert_eq!(
-        qkv(&[
-            "tokenizer",
-            "train",
-            "--kind",
-            "sentencepiece",
-            data_s,
-            "-o",
-            out_s
-        ])
-        .status
-        .code(),
-        Some(2)
-    );
+    assert_eq!(qkv(&["tokenizer", "train", "--kind", "sentencepiece", data_s, "-o", out_s]).status.code(), Some(2));
 }
 
 #[rustfmt::skip]
@@ -347,64 +190,24 @@ fn a_gpt_trains_on_subword_tokens_and_resumes_exactly() {
     let data_s = data.to_str().unwrap();
     let tok = d.join("bpe.json");
     let tok_s = tok.to_str().unwrap();
-    ok(&qkv(&[
-        "tokenizer",
-        "train",
-        "--kind",
-        "byte-bpe",
-        "--vocab-size",
-        "300",
-        data_s,
-        "-o",
-        tok_s,
-    ]));
+    ok(&qkv(&["tokenizer", "train", "--kind", "byte-bpe", "--vocab-size", "300", data_s, "-o", tok_s]));
     let train = |extra: &[&str]| {
         let args: Vec<&str> = TINY.iter().chain(extra).copied().collect();
         qkv_in(&cache, &args, None)
     };
     let (one, two) = (d.join("one"), d.join("two"));
     let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
-    let common = [
-        "--data",
-        data_s,
-        "--tokenizer",
-        tok_s,
-        "--max-steps",
-        "8",
-        "--eval-interval",
-        "4",
-    ];
+    let common = ["--data", data_s, "--tokenizer", tok_s, "--max-steps", "8", "--eval-interval", "4"];
     let o = train(&[&common[..], &["--out-dir", one_s]].concat());
     ok(&o);
     assert!(stderr(&o).contains("tokenized"), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("vocabulary 300 (byte-level BPE"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("vocabulary 300 (byte-level BPE"), "{}", stderr(&o));
     let cached: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
     assert_eq!(cached.len(), 1, "one token file in the cache");
     let o = train(&[&common[..], &["--out-dir", two_s, "--stop-at", "4"]].concat());
     ok(&o);
-    assert!(
-        stderr(&o).contains("tokens of"),
-        "the cache is reused: {}",
-        stderr(&o)
-    );
-    let o = qkv_in(
-        &cache,
-        &[
-            "--threads",
-            "2",
-            "train",
-            "--resume",
-            two_s,
-            "--quiet",
-            "--sample-chars",
-            "0",
-        ],
-        None,
-    );
+    assert!(stderr(&o).contains("tokens of"), "the cache is reused: {}", stderr(&o));
+    let o = qkv_in(&cache, &["--threads", "2", "train", "--resume", two_s, "--quiet", "--sample-chars", "0"], None);
     ok(&o);
     for f in ["model.safetensors", "optimizer.safetensors"] {
         let (a, b) = (load(&one.join(f)).unwrap(), load(&two.join(f)).unwrap());
@@ -420,40 +223,17 @@ fn a_gpt_trains_on_subword_tokens_and_resumes_exactly() {
     assert!(saved.contains("\"model\"") && saved.contains("ByteLevel"));
     let config = std::fs::read_to_string(one.join("config.json")).unwrap();
     assert!(config.contains("\"tokenizer\""), "{config}");
-    fails_with(
-        &qkv_in(
-            &cache,
-            &["train", "--resume", two_s, "--tokenizer", "gpt2"],
-            None,
-        ),
-        &["--tokenizer"],
-    );
+    fails_with(&qkv_in(&cache, &["train", "--resume", two_s, "--tokenizer", "gpt2"], None), &["--tokenizer"]);
     // generation and evaluation use the run's tokenizer
-    let g = qkv(&[
-        "generate",
-        "--model",
-        one_s,
-        "--prompt",
-        "to be",
-        "--max-new-tokens",
-        "20",
-        "--seed",
-        "3",
-    ]);
+    let g = qkv(&["generate", "--model", one_s, "--prompt", "to be", "--max-new-tokens", "20", "--seed", "3"]);
     ok(&g);
     assert!(stdout(&g).starts_with("to be"));
     let e = qkv(&["eval", "--model", one_s, "--data", data_s, "--json"]);
     ok(&e);
     let v = json(&e);
-    let (loss, tokens, chars) = (
-        v["loss"].as_f64().unwrap(),
-        v["tokens"].as_f64().unwrap(),
-        v["chars"].as_f64().unwrap(),
-    );
-    assert!(
-        chars > 1.5 * tokens,
-        "subword tokens span several characters"
-    );
+    let (loss, tokens, chars) =
+        (v["loss"].as_f64().unwrap(), v["tokens"].as_f64().unwrap(), v["chars"].as_f64().unwrap());
+    assert!(chars > 1.5 * tokens, "subword tokens span several characters");
     let bpc = loss * tokens / chars / std::f64::consts::LN_2;
     assert!((v["bits_per_char"].as_f64().unwrap() - bpc).abs() < 1e-3);
 }
@@ -482,29 +262,14 @@ fn gpt2_tokens_train_and_an_unwritable_cache_falls_back_to_the_run() {
     let o = qkv_in(&blocked, &args, None);
     ok(&o);
     let err = stderr(&o);
-    assert!(
-        err.contains("vocabulary 50257") && err.contains("warning"),
-        "{err}"
-    );
+    assert!(err.contains("vocabulary 50257") && err.contains("warning"), "{err}");
     let in_run = std::fs::read_dir(&run)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "tokens")
-        })
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "tokens"))
         .count();
     assert_eq!(in_run, 1, "the token file went to the run directory");
     fails_with(
-        &qkv(&[
-            "train",
-            "--tokenizer",
-            "nope.json",
-            "--out-dir",
-            d.join("r2").to_str().unwrap(),
-        ]),
+        &qkv(&["train", "--tokenizer", "nope.json", "--out-dir", d.join("r2").to_str().unwrap()]),
         &["--tokenizer", "nope.json"],
     );
 }

@@ -19,16 +19,8 @@ fn main() {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
             let mut c = vec![0.0f32; m * n];
-            let am = if ta {
-                Mat::rows(&a, k, m).t()
-            } else {
-                Mat::rows(&a, m, k)
-            };
-            let bm = if tb {
-                Mat::rows(&b, n, k).t()
-            } else {
-                Mat::rows(&b, k, n)
-            };
+            let am = if ta { Mat::rows(&a, k, m).t() } else { Mat::rows(&a, m, k) };
+            let bm = if tb { Mat::rows(&b, n, k).t() } else { Mat::rows(&b, k, n) };
             let reps = (4e9 / (2.0 * (m * n * k) as f64)) as usize;
             let mut best = f64::MAX;
             for _ in 0..3 {
@@ -38,10 +30,7 @@ fn main() {
                 }
                 best = best.min(t.elapsed().as_secs_f64());
             }
-            println!(
-                "{m}x{k}x{n} ta={ta} tb={tb}: {:.1}",
-                2.0 * (m * n * k * reps) as f64 / best / 1e9
-            );
+            println!("{m}x{k}x{n} ta={ta} tb={tb}: {:.1}", 2.0 * (m * n * k * reps) as f64 / best / 1e9);
         }
     });
 }

@@ -97,10 +97,7 @@ impl Tensor {
     /// `p` it depends on. Frees the graph as it goes, like PyTorch's default.
     pub fn backward(&self) -> Result<()> {
         if self.numel() != 1 {
-            return Err(Error::Backward(format!(
-                "can only start from a scalar loss, got shape {:?}",
-                self.shape()
-            )));
+            return Err(Error::Backward(format!("can only start from a scalar loss, got shape {:?}", self.shape())));
         }
         self.backward_with(&Tensor::ones(self.shape()))
     }
@@ -117,8 +114,7 @@ impl Tensor {
         }
         if !self.requires_grad() {
             return Err(Error::Backward(
-                "this tensor does not depend on any parameter (or was computed under no_grad)"
-                    .into(),
+                "this tensor does not depend on any parameter (or was computed under no_grad)".into(),
             ));
         }
         // Collect the tape: every recorded op reachable from self.
@@ -132,9 +128,7 @@ impl Tensor {
             if let GradKind::Op(node) = &t.0.grad {
                 let guard = node.0.lock().unwrap_or_else(|e| e.into_inner());
                 match guard.as_ref() {
-                    Some((inputs, _)) => {
-                        stack.extend(inputs.iter().filter(|i| i.requires_grad()).cloned())
-                    }
+                    Some((inputs, _)) => stack.extend(inputs.iter().filter(|i| i.requires_grad()).cloned()),
                     None => {
                         return Err(Error::Backward(
                             "the graph was already freed by an earlier backward(); run the forward pass again".into(),
@@ -216,24 +210,13 @@ struct ParamInner {
 impl Param {
     pub fn new(value: Tensor) -> Param {
         let slot = Arc::new(GradSlot::default());
-        let value = Tensor::from_parts(
-            value.0.storage.clone(),
-            value.0.layout.clone(),
-            GradKind::Param(slot.clone()),
-        );
-        Param(Arc::new(ParamInner {
-            value: RwLock::new(value),
-            slot,
-        }))
+        let value = Tensor::from_parts(value.0.storage.clone(), value.0.layout.clone(), GradKind::Param(slot.clone()));
+        Param(Arc::new(ParamInner { value: RwLock::new(value), slot }))
     }
 
     /// The current value, as a leaf of the graph (gradients flow into this param).
     pub fn value(&self) -> Tensor {
-        self.0
-            .value
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.0.value.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn shape(&self) -> Vec<usize> {
@@ -247,10 +230,8 @@ impl Param {
     /// The accumulated gradient, if any backward pass reached this parameter.
     pub fn grad(&self) -> Option<Tensor> {
         let slot = self.0.slot.0.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().map(|g| {
-            Tensor::from_vec(g.clone(), self.value().shape())
-                .expect("slot matches the value's shape")
-        })
+        slot.as_ref()
+            .map(|g| Tensor::from_vec(g.clone(), self.value().shape()).expect("slot matches the value's shape"))
     }
 
     /// Visit the accumulated gradient without copying it.
@@ -274,11 +255,7 @@ impl Param {
         {
             return Err(Error::invalid(
                 "set_grad",
-                format!(
-                    "{} values for a parameter of {} values",
-                    g.len(),
-                    self.numel()
-                ),
+                format!("{} values for a parameter of {} values", g.len(), self.numel()),
             ));
         }
         *self.0.slot.0.lock().unwrap_or_else(|e| e.into_inner()) = g;
@@ -321,18 +298,9 @@ impl Param {
     pub fn set_value(&self, t: &Tensor) -> Result<()> {
         let mut value = self.0.value.write().unwrap_or_else(|e| e.into_inner());
         if t.shape() != value.shape() {
-            return Err(Error::mismatch(
-                "Param::set_value",
-                value.shape(),
-                t.shape(),
-                "a parameter keeps its shape",
-            ));
+            return Err(Error::mismatch("Param::set_value", value.shape(), t.shape(), "a parameter keeps its shape"));
         }
-        *value = Tensor::from_parts(
-            t.0.storage.clone(),
-            t.0.layout.clone(),
-            GradKind::Param(self.0.slot.clone()),
-        );
+        *value = Tensor::from_parts(t.0.storage.clone(), t.0.layout.clone(), GradKind::Param(self.0.slot.clone()));
         Ok(())
     }
 }

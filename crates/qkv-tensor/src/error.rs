@@ -29,26 +29,13 @@ impl From<&[usize]> for Dims {
 pub enum Error {
     /// Two operands whose shapes do not fit together.
     #[error("{op}: shapes {lhs} and {rhs} do not match ({hint})")]
-    ShapeMismatch {
-        op: &'static str,
-        lhs: Dims,
-        rhs: Dims,
-        hint: String,
-    },
+    ShapeMismatch { op: &'static str, lhs: Dims, rhs: Dims, hint: String },
     /// One operand whose shape is wrong for the op.
     #[error("{op}: got shape {got}, expected {expected}")]
-    BadShape {
-        op: &'static str,
-        got: Dims,
-        expected: String,
-    },
+    BadShape { op: &'static str, got: Dims, expected: String },
     /// An axis index past the tensor's rank.
     #[error("{op}: axis {axis} is out of range for a tensor of rank {rank}")]
-    AxisOutOfRange {
-        op: &'static str,
-        axis: usize,
-        rank: usize,
-    },
+    AxisOutOfRange { op: &'static str, axis: usize, rank: usize },
     /// An argument that is wrong whatever the shapes (a zero size, an index past the end…).
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
@@ -61,31 +48,14 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Invalid {
-            op,
-            msg: msg.into(),
-        }
+        Error::Invalid { op, msg: msg.into() }
     }
 
-    pub fn mismatch(
-        op: &'static str,
-        lhs: &[usize],
-        rhs: &[usize],
-        hint: impl Into<String>,
-    ) -> Self {
-        Error::ShapeMismatch {
-            op,
-            lhs: lhs.into(),
-            rhs: rhs.into(),
-            hint: hint.into(),
-        }
+    pub fn mismatch(op: &'static str, lhs: &[usize], rhs: &[usize], hint: impl Into<String>) -> Self {
+        Error::ShapeMismatch { op, lhs: lhs.into(), rhs: rhs.into(), hint: hint.into() }
     }
 
     pub fn bad_shape(op: &'static str, got: &[usize], expected: impl Into<String>) -> Self {
-        Error::BadShape {
-            op,
-            got: got.into(),
-            expected: expected.into(),
-        }
+        Error::BadShape { op, got: got.into(), expected: expected.into() }
     }
 }

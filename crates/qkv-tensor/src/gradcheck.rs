@@ -21,11 +21,7 @@ pub struct GradCheck {
 
 impl Default for GradCheck {
     fn default() -> Self {
-        GradCheck {
-            step: 1e-2,
-            atol: 2e-3,
-            rtol: 2e-2,
-        }
+        GradCheck { step: 1e-2, atol: 2e-3, rtol: 2e-2 }
     }
 }
 
@@ -37,10 +33,7 @@ impl GradCheck {
         inputs: &[Tensor],
         f: impl Fn(&[Tensor]) -> Result<Tensor>,
     ) -> Result<std::result::Result<(), String>> {
-        let params: Vec<Param> = inputs
-            .iter()
-            .map(|t| Param::new(t.contiguous().detach()))
-            .collect();
+        let params: Vec<Param> = inputs.iter().map(|t| Param::new(t.contiguous().detach())).collect();
         let values: Vec<Tensor> = params.iter().map(|p| p.value()).collect();
         let out = f(&values)?;
         let r = Tensor::randn(out.shape(), 1.0, &mut Rng::new(1234));
@@ -48,17 +41,10 @@ impl GradCheck {
         loss.backward()?;
         let objective = |xs: &[Tensor]| -> Result<f64> {
             let o = no_grad(|| f(xs))?;
-            Ok(o.data()
-                .iter()
-                .zip(r.data().iter())
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum())
+            Ok(o.data().iter().zip(r.data().iter()).map(|(a, b)| *a as f64 * *b as f64).sum())
         };
         for (pi, p) in params.iter().enumerate() {
-            let analytic = p
-                .grad()
-                .map(|g| g.to_vec())
-                .unwrap_or_else(|| vec![0.0; p.numel()]);
+            let analytic = p.grad().map(|g| g.to_vec()).unwrap_or_else(|| vec![0.0; p.numel()]);
             let base = p.value().to_vec();
             for i in 0..base.len() {
                 let at = |delta: f32| -> Result<f64> {
@@ -68,8 +54,7 @@ impl GradCheck {
                     xs[pi] = Tensor::from_vec(v, p.value().shape())?;
                     objective(&xs)
                 };
-                let numeric =
-                    ((at(self.step)? - at(-self.step)?) / (2.0 * self.step as f64)) as f32;
+                let numeric = ((at(self.step)? - at(-self.step)?) / (2.0 * self.step as f64)) as f32;
                 let a = analytic[i];
                 if (a - numeric).abs() > self.atol + self.rtol * numeric.abs() {
                     return Ok(Err(format!(
@@ -92,21 +77,12 @@ mod tests {
         let wrong_double = |xs: &[Tensor]| -> Result<Tensor> {
             let x = &xs[0];
             let y = x.data().iter().map(|v| 2.0 * v).collect();
-            Ok(Tensor::from_op(y, x.shape(), &[x], |g| {
-                Ok(vec![Some(g.clone())])
-            }))
+            Ok(Tensor::from_op(y, x.shape(), &[x], |g| Ok(vec![Some(g.clone())])))
         };
         let x = Tensor::randn(&[3], 1.0, &mut Rng::new(0));
-        let verdict = GradCheck::default()
-            .run(std::slice::from_ref(&x), wrong_double)
-            .unwrap();
+        let verdict = GradCheck::default().run(std::slice::from_ref(&x), wrong_double).unwrap();
         assert!(verdict.is_err());
         let right_double = |xs: &[Tensor]| Ok(xs[0].scale(2.0));
-        assert!(
-            GradCheck::default()
-                .run(&[x], right_double)
-                .unwrap()
-                .is_ok()
-        );
+        assert!(GradCheck::default().run(&[x], right_double).unwrap().is_ok());
     }
 }

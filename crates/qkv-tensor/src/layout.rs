@@ -24,20 +24,12 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 
 impl Layout {
     pub fn contiguous(shape: &[usize]) -> Self {
-        Layout {
-            shape: shape.to_vec(),
-            strides: contiguous_strides(shape),
-            offset: 0,
-        }
+        Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: 0 }
     }
 
     pub fn new(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
         debug_assert_eq!(shape.len(), strides.len());
-        Layout {
-            shape,
-            strides,
-            offset,
-        }
+        Layout { shape, strides, offset }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -74,14 +66,7 @@ impl Layout {
         if self.numel() == 0 {
             return self.offset;
         }
-        self.offset
-            + self
-                .shape
-                .iter()
-                .zip(&self.strides)
-                .map(|(&d, &s)| (d - 1) * s)
-                .sum::<usize>()
-            + 1
+        self.offset + self.shape.iter().zip(&self.strides).map(|(&d, &s)| (d - 1) * s).sum::<usize>() + 1
     }
 
     /// Buffer index of each element, in row-major order of the logical shape.
@@ -91,11 +76,7 @@ impl Layout {
 
     pub fn check_axis(&self, op: &'static str, axis: usize) -> Result<()> {
         if axis >= self.rank() {
-            return Err(Error::AxisOutOfRange {
-                op,
-                axis,
-                rank: self.rank(),
-            });
+            return Err(Error::AxisOutOfRange { op, axis, rank: self.rank() });
         }
         Ok(())
     }
@@ -104,17 +85,10 @@ impl Layout {
     pub fn permute(&self, axes: &[usize]) -> Result<Layout> {
         let r = self.rank();
         let mut seen = vec![false; r];
-        if axes.len() != r
-            || axes
-                .iter()
-                .any(|&a| a >= r || std::mem::replace(&mut seen[a], true))
-        {
+        if axes.len() != r || axes.iter().any(|&a| a >= r || std::mem::replace(&mut seen[a], true)) {
             return Err(Error::invalid(
                 "permute",
-                format!(
-                    "{axes:?} is not a permutation of the {r} axes of {:?}",
-                    self.shape
-                ),
+                format!("{axes:?} is not a permutation of the {r} axes of {:?}", self.shape),
             ));
         }
         Ok(Layout {
@@ -149,20 +123,11 @@ impl Layout {
     /// themselves packed). `None` means the caller must copy first.
     pub fn reshape(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() {
-            return Some(Layout {
-                shape: shape.to_vec(),
-                strides: contiguous_strides(shape),
-                offset: self.offset,
-            });
+            return Some(Layout { shape: shape.to_vec(), strides: contiguous_strides(shape), offset: self.offset });
         }
         // Split/merge axes group by group, as PyTorch's `view` does.
-        let old: Vec<(usize, usize)> = self
-            .shape
-            .iter()
-            .zip(&self.strides)
-            .filter(|(d, _)| **d != 1)
-            .map(|(&d, &s)| (d, s))
-            .collect();
+        let old: Vec<(usize, usize)> =
+            self.shape.iter().zip(&self.strides).filter(|(d, _)| **d != 1).map(|(&d, &s)| (d, s)).collect();
         let mut strides = vec![0; shape.len()];
         let (mut oi, mut ni) = (0, 0);
         while ni < shape.len() || oi < old.len() {
@@ -211,22 +176,13 @@ impl Layout {
                 s *= shape[j];
             }
         }
-        Some(Layout {
-            shape: shape.to_vec(),
-            strides,
-            offset: self.offset,
-        })
+        Some(Layout { shape: shape.to_vec(), strides, offset: self.offset })
     }
 
     /// Stretch axes of size 1 (or new leading axes) to `shape` with stride 0.
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Layout> {
         if shape.len() < self.rank() {
-            return Err(Error::mismatch(
-                "broadcast",
-                &self.shape,
-                shape,
-                "cannot broadcast to fewer axes",
-            ));
+            return Err(Error::mismatch("broadcast", &self.shape, shape, "cannot broadcast to fewer axes"));
         }
         let pad = shape.len() - self.rank();
         let mut strides = vec![0; shape.len()];
@@ -243,11 +199,7 @@ impl Layout {
                 ));
             }
         }
-        Ok(Layout {
-            shape: shape.to_vec(),
-            strides,
-            offset: self.offset,
-        })
+        Ok(Layout { shape: shape.to_vec(), strides, offset: self.offset })
     }
 }
 
@@ -257,16 +209,8 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -292,16 +236,8 @@ pub struct StridedIndex<'a> {
 
 impl<'a> StridedIndex<'a> {
     fn new(layout: &'a Layout) -> Self {
-        let next = if layout.numel() == 0 {
-            None
-        } else {
-            Some(layout.offset)
-        };
-        StridedIndex {
-            layout,
-            index: vec![0; layout.rank()],
-            next,
-        }
+        let next = if layout.numel() == 0 { None } else { Some(layout.offset) };
+        StridedIndex { layout, index: vec![0; layout.rank()], next }
     }
 }
 
@@ -353,10 +289,7 @@ mod tests {
 
     #[test]
     fn broadcast_rules() {
-        assert_eq!(
-            broadcast_shape("t", &[2, 1, 4], &[3, 1]).unwrap(),
-            vec![2, 3, 4]
-        );
+        assert_eq!(broadcast_shape("t", &[2, 1, 4], &[3, 1]).unwrap(), vec![2, 3, 4]);
         assert!(broadcast_shape("t", &[2, 3], &[4]).is_err());
     }
 }

@@ -29,10 +29,7 @@ static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 
 fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
     let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = guard.get_or_insert_with(|| Pool {
-        free: HashMap::new(),
-        bytes: 0,
-    });
+    let pool = guard.get_or_insert_with(|| Pool { free: HashMap::new(), bytes: 0 });
     f(pool)
 }
 

@@ -108,9 +108,7 @@ pub fn erf(x: f32) -> f32 {
     }
     let series = x * std::f32::consts::FRAC_2_SQRT_PI * acc;
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let tail = 1.0 - poly * exp(-a * a);
     let tail = if x < 0.0 { -tail } else { tail };
     if a < 1.0 { series } else { tail }
@@ -212,17 +210,9 @@ mod tests {
     fn erf_and_tanh_match_f64() {
         for x in grid() {
             let e = libm_erf(x as f64);
-            assert!(
-                (erf(x) as f64 - e).abs() < 3e-7,
-                "erf({x}) = {} vs {e}",
-                erf(x)
-            );
+            assert!((erf(x) as f64 - e).abs() < 3e-7, "erf({x}) = {} vs {e}", erf(x));
             let t = (x as f64).tanh();
-            assert!(
-                (tanh(x) as f64 - t).abs() < 4e-7,
-                "tanh({x}) = {} vs {t}",
-                tanh(x)
-            );
+            assert!((tanh(x) as f64 - t).abs() < 4e-7, "tanh({x}) = {} vs {t}", tanh(x));
         }
     }
 

@@ -33,12 +33,7 @@ impl Tensor {
     // ---------------------------------------------------------------- creation
 
     pub(crate) fn from_parts(storage: Arc<Storage>, layout: Layout, grad: GradKind) -> Tensor {
-        Tensor(Arc::new(Inner {
-            id: next_id(),
-            storage,
-            layout,
-            grad,
-        }))
+        Tensor(Arc::new(Inner { id: next_id(), storage, layout, grad }))
     }
 
     /// A tensor that owns `data`, laid out row-major in `shape`.
@@ -47,17 +42,10 @@ impl Tensor {
         if data.len() != n {
             return Err(Error::invalid(
                 "from_vec",
-                format!(
-                    "{} values cannot fill shape {shape:?} ({n} values)",
-                    data.len()
-                ),
+                format!("{} values cannot fill shape {shape:?} ({n} values)", data.len()),
             ));
         }
-        Ok(Self::from_parts(
-            Arc::new(Storage::Owned(data)),
-            Layout::contiguous(shape),
-            GradKind::None,
-        ))
+        Ok(Self::from_parts(Arc::new(Storage::Owned(data)), Layout::contiguous(shape), GradKind::None))
     }
 
     /// A tensor over memory someone else owns (e.g. a memory-mapped file).
@@ -70,11 +58,7 @@ impl Tensor {
                 format!("{len} values cannot fill shape {shape:?} ({n} values)"),
             ));
         }
-        Ok(Self::from_parts(
-            Arc::new(Storage::External(buf)),
-            Layout::contiguous(shape),
-            GradKind::None,
-        ))
+        Ok(Self::from_parts(Arc::new(Storage::External(buf)), Layout::contiguous(shape), GradKind::None))
     }
 
     /// Output of an op: owns `data`; records `backward` when gradients are on
@@ -88,11 +72,7 @@ impl Tensor {
     ) -> Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         let grad = Self::record(inputs, backward);
-        Self::from_parts(
-            Arc::new(Storage::Owned(data)),
-            Layout::contiguous(shape),
-            grad,
-        )
+        Self::from_parts(Arc::new(Storage::Owned(data)), Layout::contiguous(shape), grad)
     }
 
     /// `value`'s buffer and layout, recorded as the output of an op over
@@ -184,11 +164,7 @@ impl Tensor {
         let r = self.rank() as isize;
         let a = if axis < 0 { axis + r } else { axis };
         if a < 0 || a >= r {
-            return Err(Error::AxisOutOfRange {
-                op,
-                axis: axis.unsigned_abs(),
-                rank: self.rank(),
-            });
+            return Err(Error::AxisOutOfRange { op, axis: axis.unsigned_abs(), rank: self.rank() });
         }
         Ok(a as usize)
     }
@@ -273,11 +249,7 @@ impl Tensor {
     /// The value of a one-element tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::bad_shape(
-                "item",
-                self.shape(),
-                "exactly one element",
-            ));
+            return Err(Error::bad_shape("item", self.shape(), "exactly one element"));
         }
         Ok(self.data()[0])
     }
@@ -292,8 +264,7 @@ impl Tensor {
             && self.0.layout.offset() == 0
             && !self.requires_grad()
             && Arc::get_mut(&mut self.0).is_some_and(|inner| {
-                Arc::get_mut(&mut inner.storage)
-                    .is_some_and(|s| s.as_mut_slice().is_some_and(|b| b.len() == n))
+                Arc::get_mut(&mut inner.storage).is_some_and(|s| s.as_mut_slice().is_some_and(|b| b.len() == n))
             });
         if !owned_packed {
             *self = Tensor::from_vec(self.to_vec(), self.shape()).expect("same length");
@@ -306,11 +277,7 @@ impl Tensor {
 
     /// The same numbers, cut from the graph: no gradient flows through it.
     pub fn detach(&self) -> Tensor {
-        Self::from_parts(
-            self.0.storage.clone(),
-            self.0.layout.clone(),
-            GradKind::None,
-        )
+        Self::from_parts(self.0.storage.clone(), self.0.layout.clone(), GradKind::None)
     }
 
     /// True when `other` views the same buffer (a view, not a copy).
@@ -321,19 +288,9 @@ impl Tensor {
     /// Largest absolute difference to `other` (same shape), for tests.
     pub fn max_abs_diff(&self, other: &Tensor) -> Result<f32> {
         if self.shape() != other.shape() {
-            return Err(Error::mismatch(
-                "max_abs_diff",
-                self.shape(),
-                other.shape(),
-                "shapes must be equal",
-            ));
+            return Err(Error::mismatch("max_abs_diff", self.shape(), other.shape(), "shapes must be equal"));
         }
-        Ok(self
-            .data()
-            .iter()
-            .zip(other.data().iter())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max))
+        Ok(self.data().iter().zip(other.data().iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
     }
 }
 
@@ -341,12 +298,6 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let d = self.data();
         let head: Vec<f32> = d.iter().take(8).copied().collect();
-        write!(
-            f,
-            "Tensor{:?} {:?}{}",
-            self.shape(),
-            head,
-            if d.len() > 8 { " …" } else { "" }
-        )
+        write!(f, "Tensor{:?} {:?}{}", self.shape(), head, if d.len() > 8 { " …" } else { "" })
     }
 }

@@ -9,32 +9,22 @@ pub const THREADS_ENV: &str = "QKV_THREADS";
 /// fail only if they ask for a different explicit size.
 pub fn init_threads(requested: Option<usize>) -> Result<usize, String> {
     let from_env = match std::env::var(THREADS_ENV) {
-        Ok(s) if !s.trim().is_empty() => Some(
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("{THREADS_ENV}={s:?} is not a number of threads"))?,
-        ),
+        Ok(s) if !s.trim().is_empty() => {
+            Some(s.trim().parse::<usize>().map_err(|_| format!("{THREADS_ENV}={s:?} is not a number of threads"))?)
+        }
         _ => None,
     };
-    let n = requested.or(from_env).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let n =
+        requested.or(from_env).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if n == 0 {
         return Err("the number of threads must be at least 1".into());
     }
-    match rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global()
-    {
+    match rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
         Ok(()) => Ok(n),
         Err(_) => {
             let current = rayon::current_num_threads();
             if requested.is_some_and(|r| r != current) {
-                Err(format!(
-                    "the thread pool already runs {current} threads; cannot change it to {n}"
-                ))
+                Err(format!("the thread pool already runs {current} threads; cannot change it to {n}"))
             } else {
                 Ok(current)
             }

@@ -37,10 +37,7 @@ fn no_grad_records_nothing() {
     let x = Tensor::ones(&[1, 2]);
     let y = no_grad(|| x.matmul(&w.value()).unwrap());
     assert!(!y.requires_grad());
-    assert!(
-        y.sum_all().backward().is_err(),
-        "nothing to differentiate under no_grad"
-    );
+    assert!(y.sum_all().backward().is_err(), "nothing to differentiate under no_grad");
     // recording is back on afterwards
     assert!(x.matmul(&w.value()).unwrap().requires_grad());
 }
@@ -72,10 +69,6 @@ fn update_is_in_place_once_the_graph_is_gone_and_copies_otherwise() {
     drop(before);
     let ptr = w.value().storage_slice().as_ptr();
     w.update(|v, _| v.iter_mut().for_each(|x| *x += 1.0));
-    assert_eq!(
-        w.value().storage_slice().as_ptr(),
-        ptr,
-        "no holder left: updated in place"
-    );
+    assert_eq!(w.value().storage_slice().as_ptr(), ptr, "no holder left: updated in place");
     assert_eq!(w.value().to_vec(), vec![3.0; 4]);
 }

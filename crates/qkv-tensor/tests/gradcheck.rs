@@ -23,12 +23,7 @@ fn check_with(gc: GradCheck, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<
 
 #[test]
 fn arithmetic_with_broadcasting() {
-    let (a, b, row, col) = (
-        randn(&[2, 3, 4], 1),
-        randn(&[2, 3, 4], 2),
-        randn(&[4], 3),
-        randn(&[3, 1], 4),
-    );
+    let (a, b, row, col) = (randn(&[2, 3, 4], 1), randn(&[2, 3, 4], 2), randn(&[4], 3), randn(&[3, 1], 4));
     check(&[a.clone(), b.clone()], |x| x[0].add(&x[1]));
     check(&[a.clone(), row.clone()], |x| x[0].sub(&x[1]));
     check(&[a.clone(), col.clone()], |x| x[0].mul(&x[1]));
@@ -41,44 +36,28 @@ fn arithmetic_with_broadcasting() {
 
 #[test]
 fn matmul_plain_batched_broadcast_and_transposed() {
-    check(&[randn(&[3, 4], 1), randn(&[4, 5], 2)], |x| {
-        x[0].matmul(&x[1])
-    });
+    check(&[randn(&[3, 4], 1), randn(&[4, 5], 2)], |x| x[0].matmul(&x[1]));
     // x · W with x [B, T, C]: the folded path
-    check(&[randn(&[2, 3, 4], 3), randn(&[4, 5], 4)], |x| {
-        x[0].matmul(&x[1])
-    });
-    check(&[randn(&[2, 3, 4], 5), randn(&[2, 4, 5], 6)], |x| {
-        x[0].matmul(&x[1])
-    });
-    check(&[randn(&[2, 1, 3, 4], 7), randn(&[3, 4, 2], 8)], |x| {
-        x[0].matmul(&x[1])
-    });
+    check(&[randn(&[2, 3, 4], 3), randn(&[4, 5], 4)], |x| x[0].matmul(&x[1]));
+    check(&[randn(&[2, 3, 4], 5), randn(&[2, 4, 5], 6)], |x| x[0].matmul(&x[1]));
+    check(&[randn(&[2, 1, 3, 4], 7), randn(&[3, 4, 2], 8)], |x| x[0].matmul(&x[1]));
     // A·Bᵀ and Aᵀ·B through views
-    check(&[randn(&[2, 3, 4], 9), randn(&[2, 5, 4], 10)], |x| {
-        x[0].matmul(&x[1].t()?)
-    });
-    check(&[randn(&[4, 3], 11), randn(&[4, 5], 12)], |x| {
-        x[0].t()?.matmul(&x[1])
-    });
+    check(&[randn(&[2, 3, 4], 9), randn(&[2, 5, 4], 10)], |x| x[0].matmul(&x[1].t()?));
+    check(&[randn(&[4, 3], 11), randn(&[4, 5], 12)], |x| x[0].t()?.matmul(&x[1]));
 }
 
 #[test]
 fn views_and_copies() {
     let x = randn(&[2, 3, 4], 1);
     check(&[x.clone()], |x| x[0].reshape(&[4, 6]));
-    check(&[x.clone()], |x| {
-        x[0].permute(&[2, 0, 1])?.contiguous().reshape(&[24])
-    });
+    check(&[x.clone()], |x| x[0].permute(&[2, 0, 1])?.contiguous().reshape(&[24]));
     check(&[x.clone()], |x| x[0].transpose(0, 2)?.reshape(&[4, 6]));
     check(&[x.clone()], |x| x[0].narrow(2, 1, 2));
     check(&[x.clone()], |x| {
         let p = x[0].split(-1, &[1, 3])?;
         p[1].mul(&p[1].narrow(2, 0, 1)?)
     });
-    check(&[x.clone(), randn(&[2, 1, 4], 2)], |x| {
-        Tensor::concat(&[&x[0], &x[1]], 1)
-    });
+    check(&[x.clone(), randn(&[2, 1, 4], 2)], |x| Tensor::concat(&[&x[0], &x[1]], 1));
     check(&[x.clone()], |x| x[0].unsqueeze(1)?.permute(&[1, 0, 2, 3]));
 }
 
@@ -104,14 +83,8 @@ fn activations() {
     check(&[x.clone()], |x| Ok(x[0].exp()));
     check(&[x.clone()], |x| Ok(x[0].square()));
     // ReLU's kink: keep inputs away from 0 by more than the step
-    let away = Tensor::from_vec(
-        x.to_vec()
-            .iter()
-            .map(|v| if v.abs() < 0.1 { 0.5 } else { *v })
-            .collect(),
-        x.shape(),
-    )
-    .unwrap();
+    let away =
+        Tensor::from_vec(x.to_vec().iter().map(|v| if v.abs() < 0.1 { 0.5 } else { *v }).collect(), x.shape()).unwrap();
     check(&[away], |x| Ok(x[0].relu()));
     let pos = Tensor::rand_uniform(&[3, 7], 0.5, 3.0, &mut Rng::new(2));
     check(&[pos.clone()], |x| Ok(x[0].log()));
@@ -124,14 +97,10 @@ fn softmax_and_cross_entropy() {
     check(&[x.clone()], |x| Ok(x[0].softmax()));
     check(&[x.clone()], |x| Ok(x[0].log_softmax()));
     let targets = [1u32, 5, 0, 3];
-    check(&[x.clone()], |x| {
-        qkv_tensor::cross_entropy(&x[0], &targets, None)
-    });
+    check(&[x.clone()], |x| qkv_tensor::cross_entropy(&x[0], &targets, None));
     // an ignored row contributes nothing and the mean is over the rest
     let with_ignored = [1u32, 99, 0, 99];
-    check(&[randn(&[2, 2, 6], 2)], |x| {
-        qkv_tensor::cross_entropy(&x[0], &with_ignored, Some(99))
-    });
+    check(&[randn(&[2, 2, 6], 2)], |x| qkv_tensor::cross_entropy(&x[0], &with_ignored, Some(99)));
 }
 
 #[test]
@@ -139,12 +108,8 @@ fn norms() {
     let x = randn(&[3, 5, 8], 1);
     let w = randn(&[8], 2);
     let b = randn(&[8], 3);
-    check(&[x.clone(), w.clone(), b], |x| {
-        qkv_tensor::layer_norm(&x[0], &x[1], Some(&x[2]), 1e-5)
-    });
-    check(&[x.clone(), w.clone()], |x| {
-        qkv_tensor::layer_norm(&x[0], &x[1], None, 1e-5)
-    });
+    check(&[x.clone(), w.clone(), b], |x| qkv_tensor::layer_norm(&x[0], &x[1], Some(&x[2]), 1e-5));
+    check(&[x.clone(), w.clone()], |x| qkv_tensor::layer_norm(&x[0], &x[1], None, 1e-5));
     check(&[x, w], |x| qkv_tensor::rms_norm(&x[0], &x[1], 1e-6));
 }
 
@@ -174,11 +139,8 @@ fn attention_all_masks_both_kernels() {
     for kernel in [AttentionKernel::Flash, AttentionKernel::Naive] {
         for (i, &(b, h, tq, tk, d, causal, padding, alibi)) in cases.iter().enumerate() {
             let seed = 10 * i as u64;
-            let (q, k, v) = (
-                randn(&[b, h, tq, d], seed),
-                randn(&[b, h, tk, d], seed + 1),
-                randn(&[b, h, tk, d], seed + 2),
-            );
+            let (q, k, v) =
+                (randn(&[b, h, tq, d], seed), randn(&[b, h, tk, d], seed + 1), randn(&[b, h, tk, d], seed + 2));
             let opts = AttentionOpts {
                 causal,
                 key_mask: padding.then(|| (0..b * tk).map(|j| j % tk != 1).collect()),
@@ -186,9 +148,7 @@ fn attention_all_masks_both_kernels() {
                 scale: None,
                 kernel,
             };
-            check(&[q, k, v], |x| {
-                qkv_tensor::attention(&x[0], &x[1], &x[2], &opts)
-            });
+            check(&[q, k, v], |x| qkv_tensor::attention(&x[0], &x[1], &x[2], &opts));
         }
     }
 }
@@ -236,11 +196,7 @@ fn packed_qkv_attention_matches_the_split_heads_path() {
         let e = split(&x, &opts).unwrap();
         assert!(a.max_abs_diff(&e).unwrap() < 1e-6);
         // and correct gradients
-        check(std::slice::from_ref(&x), |xs| {
-            qkv_tensor::attention_qkv(&xs[0], h, &opts)
-        });
+        check(std::slice::from_ref(&x), |xs| qkv_tensor::attention_qkv(&xs[0], h, &opts));
     }
-    assert!(
-        qkv_tensor::attention_qkv(&randn(&[1, 2, 10], 1), 2, &AttentionOpts::causal()).is_err()
-    );
+    assert!(qkv_tensor::attention_qkv(&randn(&[1, 2, 10], 1), 2, &AttentionOpts::causal()).is_err());
 }

@@ -26,13 +26,7 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling {
-            greedy: false,
-            temperature: 1.0,
-            top_k: None,
-            top_p: None,
-            seed: 0,
-        }
+        Sampling { greedy: false, temperature: 1.0, top_k: None, top_p: None, seed: 0 }
     }
 }
 
@@ -59,32 +53,20 @@ impl Sampling {
 /// Pick a token from one row of scores.
 pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                if v > best.1 { (i, v) } else { best }
-            })
-            .0 as u32
+        logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+            as u32
     };
     if s.greedy {
         return argmax();
     }
     // candidates sorted by score, best first
     let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| {
-        logits[b]
-            .partial_cmp(&logits[a])
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    idx.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap_or(std::cmp::Ordering::Equal));
     if let Some(k) = s.top_k {
         idx.truncate(k.min(idx.len()));
     }
     let m = logits[idx[0]];
-    let mut probs: Vec<f64> = idx
-        .iter()
-        .map(|&i| (((logits[i] - m) / s.temperature) as f64).exp())
-        .collect();
+    let mut probs: Vec<f64> = idx.iter().map(|&i| (((logits[i] - m) / s.temperature) as f64).exp()).collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if let Some(top_p) = s.top_p {
@@ -122,9 +104,7 @@ pub fn generate(
 ) -> Result<Vec<u32>> {
     s.validate()?;
     if prompt.is_empty() {
-        return Err(Error::Data(
-            "the prompt is empty: give at least one token".into(),
-        ));
+        return Err(Error::Data("the prompt is empty: give at least one token".into()));
     }
     let ctx = model.config.block_size;
     let mut rng = Rng::new(s.seed);
@@ -162,46 +142,24 @@ mod tests {
     fn greedy_top_k_and_top_p() {
         let logits = [0.0, 3.0, 1.0, 2.9];
         let mut rng = Rng::new(0);
-        let greedy = Sampling {
-            greedy: true,
-            ..Default::default()
-        };
+        let greedy = Sampling { greedy: true, ..Default::default() };
         assert_eq!(sample(&logits, &greedy, &mut rng), 1);
-        let top1 = Sampling {
-            top_k: Some(1),
-            ..Default::default()
-        };
+        let top1 = Sampling { top_k: Some(1), ..Default::default() };
         assert_eq!(sample(&logits, &top1, &mut rng), 1);
         // top-2 only ever yields 1 or 3
-        let top2 = Sampling {
-            top_k: Some(2),
-            ..Default::default()
-        };
+        let top2 = Sampling { top_k: Some(2), ..Default::default() };
         for _ in 0..200 {
             assert!(matches!(sample(&logits, &top2, &mut rng), 1 | 3));
         }
         // a tiny nucleus keeps the single best token
-        let nucleus = Sampling {
-            top_p: Some(0.01),
-            ..Default::default()
-        };
+        let nucleus = Sampling { top_p: Some(0.01), ..Default::default() };
         assert_eq!(sample(&logits, &nucleus, &mut rng), 1);
         // plain sampling follows the softmax: token 0 (p ≈ 2 %) is rare, 1 and 3 common
         let mut counts = [0usize; 4];
         for _ in 0..5000 {
             counts[sample(&logits, &Sampling::default(), &mut rng) as usize] += 1;
         }
-        assert!(
-            counts[0] < 250 && counts[1] > 1500 && counts[3] > 1500,
-            "{counts:?}"
-        );
-        assert!(
-            Sampling {
-                temperature: 0.0,
-                ..Default::default()
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(counts[0] < 250 && counts[1] > 1500 && counts[3] > 1500, "{counts:?}");
+        assert!(Sampling { temperature: 0.0, ..Default::default() }.validate().is_err());
     }
 }

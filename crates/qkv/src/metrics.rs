@@ -14,11 +14,7 @@ pub struct ClassificationReport {
 }
 
 /// Compare predicted with true class ids (`n_classes` classes).
-pub fn classification_report(
-    predicted: &[u32],
-    truth: &[u32],
-    n_classes: usize,
-) -> ClassificationReport {
+pub fn classification_report(predicted: &[u32], truth: &[u32], n_classes: usize) -> ClassificationReport {
     assert_eq!(predicted.len(), truth.len());
     let mut tp = vec![0usize; n_classes];
     let mut fp = vec![0usize; n_classes];
@@ -34,20 +30,12 @@ pub fn classification_report(
     let per_class_f1: Vec<f64> = (0..n_classes)
         .map(|c| {
             let denom = 2 * tp[c] + fp[c] + fn_[c];
-            if denom == 0 {
-                0.0
-            } else {
-                2.0 * tp[c] as f64 / denom as f64
-            }
+            if denom == 0 { 0.0 } else { 2.0 * tp[c] as f64 / denom as f64 }
         })
         .collect();
     let correct: usize = tp.iter().sum();
     ClassificationReport {
-        accuracy: if truth.is_empty() {
-            0.0
-        } else {
-            correct as f64 / truth.len() as f64
-        },
+        accuracy: if truth.is_empty() { 0.0 } else { correct as f64 / truth.len() as f64 },
         macro_f1: per_class_f1.iter().sum::<f64>() / n_classes.max(1) as f64,
         per_class_f1,
         examples: truth.len(),
@@ -60,9 +48,7 @@ pub fn majority_baseline(train: &[u32], truth: &[u32], n_classes: usize) -> Clas
     for &t in train {
         counts[t as usize] += 1;
     }
-    let majority = (0..n_classes)
-        .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
-        .unwrap_or(0) as u32;
+    let majority = (0..n_classes).max_by_key(|&c| (counts[c], std::cmp::Reverse(c))).unwrap_or(0) as u32;
     classification_report(&vec![majority; truth.len()], truth, n_classes)
 }
 
@@ -75,10 +61,7 @@ mod tests {
         // class 0: tp 2, fp 1, fn 0 → F1 = 4/5; class 1: tp 1, fp 0, fn 1 → 2/3
         let r = classification_report(&[0, 0, 1, 0], &[0, 0, 1, 1], 2);
         assert!((r.accuracy - 0.75).abs() < 1e-12);
-        assert!(
-            (r.per_class_f1[0] - 0.8).abs() < 1e-12
-                && (r.per_class_f1[1] - 2.0 / 3.0).abs() < 1e-12
-        );
+        assert!((r.per_class_f1[0] - 0.8).abs() < 1e-12 && (r.per_class_f1[1] - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.macro_f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         let b = majority_baseline(&[1, 1, 0], &[0, 1, 1, 1], 2);
         assert!((b.accuracy - 0.75).abs() < 1e-12);

@@ -27,16 +27,7 @@ fn a_sentence_alone_and_in_a_padded_batch_gives_the_same_vectors() {
     let short = [2u32, 7, 9, 11, 3];
     let long = [2u32, 5, 6, 7, 8, 9, 10, 12, 3];
     let alone = no_grad(|| {
-        bert.forward(
-            &Batch {
-                ids: &short,
-                type_ids: None,
-                mask: &[true; 5],
-                b: 1,
-                t: 5,
-            },
-            &Dropout::default(),
-        )
+        bert.forward(&Batch { ids: &short, type_ids: None, mask: &[true; 5], b: 1, t: 5 }, &Dropout::default())
     })
     .unwrap();
     // batch: the long sentence first, the short one padded with id 0 after it
@@ -45,45 +36,21 @@ fn a_sentence_alone_and_in_a_padded_batch_gives_the_same_vectors() {
     ids.extend([0u32; 4]);
     let mut mask = vec![true; 9 + 5];
     mask.extend([false; 4]);
-    let batch = no_grad(|| {
-        bert.forward(
-            &Batch {
-                ids: &ids,
-                type_ids: None,
-                mask: &mask,
-                b: 2,
-                t: 9,
-            },
-            &Dropout::default(),
-        )
-    })
-    .unwrap();
-    let in_batch = batch
-        .narrow(0, 1, 1)
-        .unwrap()
-        .narrow(1, 0, 5)
-        .unwrap()
-        .contiguous();
+    let batch =
+        no_grad(|| bert.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b: 2, t: 9 }, &Dropout::default()))
+            .unwrap();
+    let in_batch = batch.narrow(0, 1, 1).unwrap().narrow(1, 0, 5).unwrap().contiguous();
     assert!(alone.max_abs_diff(&in_batch).unwrap() < 1e-5);
     // and the pooled sentence vectors too
     let p_alone = Bert::pool_mean(&alone, &[true; 5]).unwrap();
-    let p_batch = Bert::pool_mean(&batch, &mask)
-        .unwrap()
-        .narrow(0, 1, 1)
-        .unwrap()
-        .contiguous();
+    let p_batch = Bert::pool_mean(&batch, &mask).unwrap().narrow(0, 1, 1).unwrap().contiguous();
     assert!(p_alone.max_abs_diff(&p_batch).unwrap() < 1e-5);
 }
 
 #[test]
 fn a_classifier_learns_which_token_a_sentence_contains() {
     // label 1 iff token 20 occurs; random fillers otherwise
-    let sp = Specials {
-        cls: 2,
-        sep: 3,
-        pad: 0,
-        mask: 4,
-    };
+    let sp = Specials { cls: 2, sep: 3, pad: 0, mask: 4 };
     let mut rng = Rng::new(1);
     let mut make = |n: usize| -> Vec<(Vec<u32>, u32)> {
         (0..n)
@@ -105,23 +72,14 @@ fn a_classifier_learns_which_token_a_sentence_contains() {
     let (train, test) = (make(400), make(100));
     for pooling in [Pooling::Cls, Pooling::Mean] {
         let model = BertClassifier::new(tiny(), 2, pooling, 0).unwrap();
-        assert_eq!(
-            model
-                .named_params()
-                .iter()
-                .any(|p| p.name.contains("pooler")),
-            pooling == Pooling::Cls
-        );
+        assert_eq!(model.named_params().iter().any(|p| p.name.contains("pooler")), pooling == Pooling::Cls);
         let cfg = TrainConfig {
             batch_size: 32,
             max_steps: 150,
             lr: 3e-3,
             min_lr: 3e-4,
             warmup_steps: 10,
-            adamw: AdamWConfig {
-                weight_decay: 0.0,
-                ..Default::default()
-            },
+            adamw: AdamWConfig { weight_decay: 0.0, ..Default::default() },
             ..TrainConfig::default()
         };
         let mut tr = ClassifierTrainer::new(model, cfg, sp, train.clone(), test.clone()).unwrap();

@@ -18,9 +18,7 @@ use qkv::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use qkv_tensor::{AttentionKernel, Param, Rng, Tensor};
 
 fn fixture(name: &str) -> Loaded {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     load(&p).unwrap_or_else(|e| panic!("{e} (regenerate with scripts/make_fixtures.py)"))
 }
 
@@ -32,9 +30,7 @@ fn meta_usize(f: &Loaded, key: &str) -> usize {
 fn set_params(params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix: &str) {
     for p in params {
         let key = format!("{prefix}{}", p.name);
-        let t = tensors
-            .get(&key)
-            .unwrap_or_else(|| panic!("fixture lacks {key}"));
+        let t = tensors.get(&key).unwrap_or_else(|| panic!("fixture lacks {key}"));
         p.param.set_value(t).unwrap();
     }
 }
@@ -43,24 +39,12 @@ fn set_params(params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix:
 fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
     assert_eq!(actual.shape(), expected.shape(), "{what}: shape");
     let (a, e) = (actual.to_vec(), expected.to_vec());
-    let worst = a
-        .iter()
-        .zip(&e)
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= tol,
-        "{what}: worst relative difference {worst:e} > {tol:e}"
-    );
+    let worst = a.iter().zip(&e).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
+    assert!(worst <= tol, "{what}: worst relative difference {worst:e} > {tol:e}");
 }
 
 /// Forward x through `forward`, backprop `dy`, compare y, dx and every param gradient.
-fn check_module(
-    f: &Loaded,
-    params: &[NamedParam],
-    prefix: &str,
-    forward: impl Fn(&Tensor) -> Tensor,
-) {
+fn check_module(f: &Loaded, params: &[NamedParam], prefix: &str, forward: impl Fn(&Tensor) -> Tensor) {
     set_params(params, &f.tensors, prefix);
     let x = Param::new(f.tensors["x"].clone());
     let y = forward(&x.value());
@@ -75,32 +59,16 @@ fn check_module(
 
 #[test]
 fn multi_head_attention_matches_pytorch_causal_and_padded() {
-    for (file, causal) in [
-        ("attention_causal.safetensors", true),
-        ("attention_padded.safetensors", false),
-    ] {
+    for (file, causal) in [("attention_causal.safetensors", true), ("attention_padded.safetensors", false)] {
         let f = fixture(file);
         let h = meta_usize(&f, "n_head");
         let c = f.tensors["x"].shape()[2];
-        let key_mask: Option<Vec<bool>> = f
-            .tensors
-            .get("key_mask")
-            .map(|m| m.to_vec().iter().map(|&v| v > 0.5).collect());
+        let key_mask: Option<Vec<bool>> =
+            f.tensors.get("key_mask").map(|m| m.to_vec().iter().map(|&v| v > 0.5).collect());
         for kernel in [AttentionKernel::Flash, AttentionKernel::Naive] {
-            let mut attn = SelfAttention::new(
-                c,
-                h,
-                true,
-                causal,
-                Positions::None,
-                0.02,
-                0.02,
-                &mut Rng::new(0),
-            );
+            let mut attn = SelfAttention::new(c, h, true, causal, Positions::None, 0.02, 0.02, &mut Rng::new(0));
             attn.kernel = kernel;
-            check_module(&f, &attn.named_params(), "attn.", |x| {
-                attn.forward(x, key_mask.as_deref(), None).unwrap()
-            });
+            check_module(&f, &attn.named_params(), "attn.", |x| attn.forward(x, key_mask.as_deref(), None).unwrap());
         }
     }
 }
@@ -119,11 +87,7 @@ fn transformer_block_matches_pytorch() {
         placement: Placement::Pre,
         naming: Naming::Gpt2,
     };
-    check_module(&f, &block.named_params(), "", |x| {
-        block
-            .forward(x, None, None, &Dropout::default(), 0)
-            .unwrap()
-    });
+    check_module(&f, &block.named_params(), "", |x| block.forward(x, None, None, &Dropout::default(), 0).unwrap());
 }
 
 #[test]
@@ -145,16 +109,8 @@ fn tiny_gpt_logits_loss_gradients_and_three_adamw_steps_match_pytorch() {
     let model = Gpt::new(config, 0).unwrap();
     let params = model.named_params();
     set_params(&params, &f.tensors, "param.");
-    let ids: Vec<u32> = f.tensors["ids"]
-        .to_vec()
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
-    let targets: Vec<u32> = f.tensors["targets"]
-        .to_vec()
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
+    let ids: Vec<u32> = f.tensors["ids"].to_vec().iter().map(|&v| v as u32).collect();
+    let targets: Vec<u32> = f.tensors["targets"].to_vec().iter().map(|&v| v as u32).collect();
     let (b, t) = (f.tensors["ids"].shape()[0], f.tensors["ids"].shape()[1]);
 
     let logits = model.forward(&ids, b, t, &Dropout::default()).unwrap();
@@ -181,14 +137,8 @@ fn tiny_gpt_logits_loss_gradients_and_three_adamw_steps_match_pytorch() {
     let expected_losses = f.tensors["step_losses"].to_vec();
     for expected in expected_losses {
         params.iter().for_each(|p| p.param.zero_grad());
-        let loss = model
-            .loss(&ids, &targets, b, t, &Dropout::default())
-            .unwrap();
-        assert!(
-            (loss.item().unwrap() - expected).abs() < 1e-5,
-            "step loss {} vs {expected}",
-            loss.item().unwrap()
-        );
+        let loss = model.loss(&ids, &targets, b, t, &Dropout::default()).unwrap();
+        assert!((loss.item().unwrap() - expected).abs() < 1e-5, "step loss {} vs {expected}", loss.item().unwrap());
         loss.backward().unwrap();
         clip_grad_norm(&params, f32_of("clip"));
         opt.update(&params, f32_of("lr"));

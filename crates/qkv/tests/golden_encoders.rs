@@ -19,18 +19,14 @@ use qkv::nn::{Dropout, Module, NamedParam};
 use qkv_tensor::{Param, Rng, Tensor};
 
 fn fixture(name: &str) -> Loaded {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     load(&p).unwrap_or_else(|e| panic!("{e} (regenerate with scripts/make_fixtures.py)"))
 }
 
 fn set_params(params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix: &str) {
     for p in params {
         let key = format!("{prefix}{}", p.name);
-        let t = tensors
-            .get(&key)
-            .unwrap_or_else(|| panic!("fixture lacks {key}"));
+        let t = tensors.get(&key).unwrap_or_else(|| panic!("fixture lacks {key}"));
         p.param.set_value(t).unwrap();
     }
 }
@@ -43,10 +39,7 @@ fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
         .zip(expected.to_vec())
         .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
         .fold(0.0f32, f32::max);
-    assert!(
-        worst <= tol,
-        "{what}: worst relative difference {worst:e} > {tol:e}"
-    );
+    assert!(worst <= tol, "{what}: worst relative difference {worst:e} > {tol:e}");
 }
 
 #[test]
@@ -66,15 +59,9 @@ fn bert_layer_with_padding_matches_transformers() {
     };
     let params = layer.named_params();
     set_params(&params, &f.tensors, "");
-    let keep: Vec<bool> = f.tensors["key_mask"]
-        .to_vec()
-        .iter()
-        .map(|&v| v > 0.5)
-        .collect();
+    let keep: Vec<bool> = f.tensors["key_mask"].to_vec().iter().map(|&v| v > 0.5).collect();
     let x = Param::new(f.tensors["x"].clone());
-    let y = layer
-        .forward(&x.value(), Some(&keep), None, &Dropout::default(), 0)
-        .unwrap();
+    let y = layer.forward(&x.value(), Some(&keep), None, &Dropout::default(), 0).unwrap();
     assert_close("y", &y, &f.tensors["y"], 1e-5);
     y.backward_with(&f.tensors["dy"]).unwrap();
     assert_close("grad x", &x.grad().unwrap(), &f.tensors["grad.x"], 1e-4);
@@ -110,28 +97,9 @@ fn tiny_bert_masked_lm_logits_match_transformers() {
     let model = BertForMaskedLm::new(cfg, 0).unwrap();
     set_params(&model.named_params(), &f.tensors, "param.");
     let (b, t) = f.tensors["ids"].dims2().unwrap();
-    let ids: Vec<u32> = f.tensors["ids"]
-        .to_vec()
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
-    let mask: Vec<bool> = f.tensors["attention_mask"]
-        .to_vec()
-        .iter()
-        .map(|&v| v > 0.5)
-        .collect();
-    let logits = model
-        .forward(
-            &Batch {
-                ids: &ids,
-                type_ids: None,
-                mask: &mask,
-                b,
-                t,
-            },
-            &Dropout::default(),
-        )
-        .unwrap();
+    let ids: Vec<u32> = f.tensors["ids"].to_vec().iter().map(|&v| v as u32).collect();
+    let mask: Vec<bool> = f.tensors["attention_mask"].to_vec().iter().map(|&v| v > 0.5).collect();
+    let logits = model.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b, t }, &Dropout::default()).unwrap();
     assert_close("logits", &logits, &f.tensors["logits"], 1e-4);
 }
 
@@ -144,19 +112,11 @@ fn tiny_vit_logits_match_transformers() {
     let renamed: BTreeMap<String, Tensor> = f
         .tensors
         .iter()
-        .map(|(k, v)| {
-            (
-                k.strip_prefix("param.")
-                    .map_or(k.clone(), qkv::models::vit::legacy_name),
-                v.clone(),
-            )
-        })
+        .map(|(k, v)| (k.strip_prefix("param.").map_or(k.clone(), qkv::models::vit::legacy_name), v.clone()))
         .collect();
     set_params(&model.named_params(), &renamed, "");
     let b = f.tensors["images"].shape()[0];
-    let logits = model
-        .forward(&f.tensors["images"].to_vec(), b, &Dropout::default())
-        .unwrap();
+    let logits = model.forward(&f.tensors["images"].to_vec(), b, &Dropout::default()).unwrap();
     assert_close("logits", &logits, &f.tensors["logits"], 1e-4);
 }
 
@@ -169,24 +129,14 @@ fn masking_statistics_match_the_transformers_collator() {
     let original: Vec<u32> = (0..n).map(|_| 10 + rng.below(1000) as u32).collect();
     let mut ids = original.clone();
     let ordinary: Vec<u32> = (5..1010).collect();
-    let labels = mask_tokens(
-        &mut ids,
-        &vec![false; n],
-        3,
-        &ordinary,
-        &MaskingRule::default(),
-        &mut rng,
-    );
+    let labels = mask_tokens(&mut ids, &vec![false; n], 3, &ordinary, &MaskingRule::default(), &mut rng);
     let chosen: Vec<usize> = (0..n).filter(|&i| labels[i] != IGNORE).collect();
     let ours = [
         chosen.len() as f32 / n as f32,
         chosen.iter().filter(|&&i| ids[i] == 3).count() as f32 / chosen.len() as f32,
         chosen.iter().filter(|&&i| ids[i] == original[i]).count() as f32 / chosen.len() as f32,
     ];
-    for (what, (a, e)) in ["chosen", "masked", "kept"]
-        .iter()
-        .zip(ours.iter().zip(&expected))
-    {
+    for (what, (a, e)) in ["chosen", "masked", "kept"].iter().zip(ours.iter().zip(&expected)) {
         assert!((a - e).abs() < 0.008, "{what}: qkv {a} vs transformers {e}");
     }
 }

@@ -25,19 +25,11 @@ fn golden(name: &str) -> Vec<Value> {
 }
 
 fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect()
 }
 
 fn strings_of(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
 }
 
 /// A fresh scratch directory for one test.
@@ -51,13 +43,9 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn gpt2_gives_the_reference_ids() {
     let bundled = gpt2::bundled().unwrap();
-    let from_dir = Tokenizer::load(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../data/tokenizers/gpt2")
-            .to_str()
-            .unwrap(),
-    )
-    .unwrap();
+    let from_dir =
+        Tokenizer::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizers/gpt2").to_str().unwrap())
+            .unwrap();
     assert_eq!(bundled.vocab_size(), 50257);
     assert!(bundled.is_byte_level());
     let cases = golden("gpt2.json");
@@ -73,11 +61,7 @@ fn gpt2_gives_the_reference_ids() {
             assert_eq!(tok.decode(&ids).unwrap(), text, "decoding {text:?}");
         }
     }
-    assert_eq!(
-        bundled.encode("Hello world").unwrap(),
-        [15496, 995],
-        "the issue's example"
-    );
+    assert_eq!(bundled.encode("Hello world").unwrap(), [15496, 995], "the issue's example");
     assert_eq!(bundled.token_to_id(gpt2::END_OF_TEXT), Some(50256));
 }
 
@@ -98,11 +82,7 @@ fn bert_uncased_gives_the_reference_ids() {
             ids_of(&case["ids_with_special"]),
             "[CLS] … [SEP] of {text:?}"
         );
-        assert_eq!(
-            tok.decode(&ids).unwrap(),
-            case["decoded"].as_str().unwrap(),
-            "decoding {text:?}"
-        );
+        assert_eq!(tok.decode(&ids).unwrap(), case["decoded"].as_str().unwrap(), "decoding {text:?}");
     }
 }
 
@@ -145,14 +125,8 @@ fn byte_level_bpe_round_trips_any_utf8() {
     // the parallel encoding is exactly the encoding of the whole text
     let part = &SHAKESPEARE[..SHAKESPEARE[..300_000].rfind(' ').unwrap()];
     assert!(chunks(part, 64 * 1024).len() >= 4);
-    assert_eq!(
-        encode_corpus(&tok, part).unwrap(),
-        tok.encode(part).unwrap()
-    );
-    assert_eq!(
-        ids[..1000],
-        tok.encode(&SHAKESPEARE[..4000]).unwrap()[..1000]
-    );
+    assert_eq!(encode_corpus(&tok, part).unwrap(), tok.encode(part).unwrap());
+    assert_eq!(ids[..1000], tok.encode(&SHAKESPEARE[..4000]).unwrap()[..1000]);
 }
 
 #[test]
@@ -178,48 +152,30 @@ fn small_corpus() -> &'static str {
 }
 
 fn trained(kind: Kind, vocab_size: usize) -> Tokenizer {
-    train(
-        &[small_corpus()],
-        &TrainOptions {
-            kind,
-            vocab_size,
-            min_frequency: 2,
-        },
-    )
-    .unwrap()
+    train(&[small_corpus()], &TrainOptions { kind, vocab_size, min_frequency: 2 }).unwrap()
 }
 
 #[test]
 fn every_kind_trains_with_its_special_tokens() {
     let text = small_corpus();
     let sample = &text[5000..7000];
-    for (kind, size) in [
-        (Kind::ByteBpe, 600),
-        (Kind::Bpe, 500),
-        (Kind::WordPiece, 500),
-        (Kind::Unigram, 500),
-        (Kind::Char, 0),
-    ] {
+    for (kind, size) in
+        [(Kind::ByteBpe, 600), (Kind::Bpe, 500), (Kind::WordPiece, 500), (Kind::Unigram, 500), (Kind::Char, 0)]
+    {
         let tok = trained(kind, size);
         let name = kind.name();
         for (i, s) in kind.special_tokens().iter().enumerate() {
             assert_eq!(tok.token_to_id(s), Some(i as u32), "{name}: {s}");
         }
         if kind == Kind::Char {
-            assert_eq!(
-                tok.vocab_size(),
-                CharTokenizer::from_text(text).vocab_size()
-            );
+            assert_eq!(tok.vocab_size(), CharTokenizer::from_text(text).vocab_size());
         } else {
             assert_eq!(tok.vocab_size(), size, "{name}: vocabulary size");
         }
         let ids = tok.encode(sample).unwrap();
         assert!(ids.iter().all(|&i| (i as usize) < tok.vocab_size()));
         if kind != Kind::Char {
-            assert!(
-                ids.len() < sample.len() / 2,
-                "{name}: subwords are longer than characters"
-            );
+            assert!(ids.len() < sample.len() / 2, "{name}: subwords are longer than characters");
         }
         let back = tok.decode(&ids).unwrap();
         if kind == Kind::WordPiece {
@@ -235,18 +191,11 @@ fn every_kind_trains_with_its_special_tokens() {
         let p = d.join("tokenizer.json");
         tok.save(&p).unwrap();
         let again = Tokenizer::load(p.to_str().unwrap()).unwrap();
-        assert_eq!(
-            again.encode(sample).unwrap(),
-            ids,
-            "{name}: saved and loaded"
-        );
+        assert_eq!(again.encode(sample).unwrap(), ids, "{name}: saved and loaded");
         assert_eq!(again.fingerprint(), tok.fingerprint(), "{name}");
         assert!(tok.splits_at_spaces(), "{name}");
         let whole = tok.encode(text).unwrap();
-        let parts: Vec<u32> = chunks(text, 4096)
-            .iter()
-            .flat_map(|c| tok.encode(c).unwrap())
-            .collect();
+        let parts: Vec<u32> = chunks(text, 4096).iter().flat_map(|c| tok.encode(c).unwrap()).collect();
         assert_eq!(parts, whole, "{name}: chunked encoding");
     }
     // byte-level BPE never meets an unknown character
@@ -272,9 +221,7 @@ fn training_is_deterministic() {
         assert_eq!(a.to_json(), b.to_json(), "{}", kind.name());
     }
     let pieces = |t: &Tokenizer| {
-        let mut v: Vec<String> = (0..t.vocab_size() as u32)
-            .map(|i| t.token(i).unwrap())
-            .collect();
+        let mut v: Vec<String> = (0..t.vocab_size() as u32).map(|i| t.token(i).unwrap()).collect();
         v.sort();
         v
     };
@@ -284,16 +231,9 @@ fn training_is_deterministic() {
 
 #[test]
 fn too_small_a_vocabulary_is_refused() {
-    let e = train(
-        &["some text"],
-        &TrainOptions {
-            kind: Kind::ByteBpe,
-            vocab_size: 100,
-            min_frequency: 2,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = train(&["some text"], &TrainOptions { kind: Kind::ByteBpe, vocab_size: 100, min_frequency: 2 })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("257"), "{e}");
 }
 
@@ -307,42 +247,24 @@ fn the_token_cache_is_reused_and_rebuilt() {
     assert!(!first.reused && first.tokens.is_mapped());
     let path = first.path.clone().unwrap();
     // 2 bytes an id below 65,536 tokens, after a 64-byte header
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().len(),
-        64 + 2 * first.tokens.len() as u64
-    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 + 2 * first.tokens.len() as u64);
     let whole = tok.encode(text).unwrap();
     assert_eq!(first.tokens.window(0..first.tokens.len()), whole);
     let second = token_cache::load_or_build(&dirs, text, &tok).unwrap();
     assert!(second.reused);
     // another corpus or tokenizer misses; a damaged file is rebuilt
     let other = &text[..text.len() - 1];
-    assert!(
-        !token_cache::load_or_build(&dirs, other, &tok)
-            .unwrap()
-            .reused
-    );
+    assert!(!token_cache::load_or_build(&dirs, other, &tok).unwrap().reused);
     let tok2 = trained(Kind::ByteBpe, 301);
-    assert!(
-        !token_cache::load_or_build(&dirs, text, &tok2)
-            .unwrap()
-            .reused
-    );
+    assert!(!token_cache::load_or_build(&dirs, text, &tok2).unwrap().reused);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
-    assert!(
-        token_cache::read(&path, &Key::new(text, &tok))
-            .unwrap()
-            .is_none()
-    );
+    assert!(token_cache::read(&path, &Key::new(text, &tok)).unwrap().is_none());
     let rebuilt = token_cache::load_or_build(&dirs, text, &tok).unwrap();
     assert!(!rebuilt.reused);
     assert_eq!(rebuilt.tokens.to_vec(), whole);
     // GPT-2's 50,257 ids still fit 16 bits; a 32-bit file for larger vocabularies
-    let key = Key {
-        vocab_size: 70_000,
-        ..Key::new("abc", &tok)
-    };
+    let key = Key { vocab_size: 70_000, ..Key::new("abc", &tok) };
     let p = d.join("wide.tokens");
     token_cache::write(&p, &key, &[0, 69_999, 65_536]).unwrap();
     assert_eq!(std::fs::metadata(&p).unwrap().len(), 64 + 12);
@@ -351,8 +273,7 @@ fn the_token_cache_is_reused_and_rebuilt() {
     // an unwritable cache directory falls back to the next, then to memory
     let blocked = d.join("file-not-dir");
     std::fs::write(&blocked, "x").unwrap();
-    let c =
-        token_cache::load_or_build(std::slice::from_ref(&blocked), "to be or not", &tok).unwrap();
+    let c = token_cache::load_or_build(std::slice::from_ref(&blocked), "to be or not", &tok).unwrap();
     assert!(c.path.is_none() && !c.warnings.is_empty());
     assert_eq!(c.tokens.to_vec(), tok.encode("to be or not").unwrap());
 }
@@ -360,11 +281,7 @@ fn the_token_cache_is_reused_and_rebuilt() {
 #[test]
 fn bad_tokenizer_files_say_where() {
     let d = scratch("bad");
-    let err = |spec: &Path| {
-        Tokenizer::load(spec.to_str().unwrap())
-            .unwrap_err()
-            .to_string()
-    };
+    let err = |spec: &Path| Tokenizer::load(spec.to_str().unwrap()).unwrap_err().to_string();
     // tokenizer.json: JSON errors give the line, schema errors the field
     let p = d.join("broken.json");
     std::fs::write(&p, "{\n  \"model\": {\n    \"type\": \"BPE\",\n  }\n}").unwrap();

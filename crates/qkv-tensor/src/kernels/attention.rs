@@ -65,17 +65,7 @@ pub struct Heads<'a> {
 impl<'a> Heads<'a> {
     /// Heads packed as `[B, T, H, D]` (the layout of this module's outputs).
     pub fn bthd(data: &'a [f32], b: usize, h: usize, t: usize, d: usize) -> Self {
-        Heads {
-            data,
-            offset: 0,
-            b,
-            h,
-            t,
-            d,
-            sb: t * h * d,
-            sh: d,
-            st: h * d,
-        }
+        Heads { data, offset: 0, b, h, t, d, sb: t * h * d, sh: d, st: h * d }
     }
 
     #[inline]
@@ -86,11 +76,7 @@ impl<'a> Heads<'a> {
     /// True when every element lies inside `data`.
     pub fn fits(&self) -> bool {
         [self.b, self.h, self.t, self.d].contains(&0)
-            || self.offset
-                + (self.b - 1) * self.sb
-                + (self.h - 1) * self.sh
-                + (self.t - 1) * self.st
-                + self.d
+            || self.offset + (self.b - 1) * self.sb + (self.h - 1) * self.sh + (self.t - 1) * self.st + self.d
                 <= self.data.len()
     }
 }
@@ -151,9 +137,7 @@ fn scores_naive(q: &Heads, k: &Heads, mask: &AttnMask, scale: f32, b: usize, h: 
     for i in 0..tq {
         for j in 0..tk {
             if let Some(bias) = mask.bias(b, h, tk, i as isize + off, j) {
-                let dot: f64 = (0..d)
-                    .map(|x| q.at(b, h, i, x) as f64 * k.at(b, h, j, x) as f64)
-                    .sum();
+                let dot: f64 = (0..d).map(|x| q.at(b, h, i, x) as f64 * k.at(b, h, j, x) as f64).sum();
                 s[i * tk + j] = dot * scale as f64 + bias as f64;
             }
         }
@@ -189,9 +173,7 @@ pub fn attention_naive(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
             lse[(b * hn + h) * tq..][..tq].copy_from_slice(&l);
             for i in 0..tq {
                 for x in 0..d {
-                    let o: f64 = (0..tk)
-                        .map(|j| p[i * tk + j] * v.at(b, h, j, x) as f64)
-                        .sum();
+                    let o: f64 = (0..tk).map(|j| p[i * tk + j] * v.at(b, h, j, x) as f64).sum();
                     out[((b * tq + i) * hn + h) * d + x] = o as f32;
                 }
             }
@@ -222,9 +204,7 @@ pub fn attention_backward_naive(
             let mut dp = vec![0.0f64; tq * tk];
             for i in 0..tq {
                 for j in 0..tk {
-                    dp[i * tk + j] = (0..d)
-                        .map(|x| dout.at(b, h, i, x) as f64 * v.at(b, h, j, x) as f64)
-                        .sum();
+                    dp[i * tk + j] = (0..d).map(|x| dout.at(b, h, i, x) as f64 * v.at(b, h, j, x) as f64).sum();
                 }
                 let row_dot: f64 = (0..tk).map(|j| dp[i * tk + j] * p[i * tk + j]).sum();
                 for j in 0..tk {
@@ -233,21 +213,15 @@ pub fn attention_backward_naive(
             }
             for j in 0..tk {
                 for x in 0..d {
-                    let gv: f64 = (0..tq)
-                        .map(|i| p[i * tk + j] * dout.at(b, h, i, x) as f64)
-                        .sum();
-                    let gk: f64 = (0..tq)
-                        .map(|i| dp[i * tk + j] * q.at(b, h, i, x) as f64)
-                        .sum();
+                    let gv: f64 = (0..tq).map(|i| p[i * tk + j] * dout.at(b, h, i, x) as f64).sum();
+                    let gk: f64 = (0..tq).map(|i| dp[i * tk + j] * q.at(b, h, i, x) as f64).sum();
                     dv[((b * tk + j) * hn + h) * d + x] = gv as f32;
                     dk[((b * tk + j) * hn + h) * d + x] = (gk * scale as f64) as f32;
                 }
             }
             for i in 0..tq {
                 for x in 0..d {
-                    let gq: f64 = (0..tk)
-                        .map(|j| dp[i * tk + j] * k.at(b, h, j, x) as f64)
-                        .sum();
+                    let gq: f64 = (0..tk).map(|j| dp[i * tk + j] * k.at(b, h, j, x) as f64).sum();
                     dq[((b * tq + i) * hn + h) * d + x] = (gq * scale as f64) as f32;
                 }
             }
@@ -289,9 +263,7 @@ fn mask_tile(
     mask: &AttnMask,
 ) {
     let crosses_diagonal = mask.causal && (j0 + bc - 1) as isize > i0 as isize + off;
-    let has_padding = mask
-        .key_mask
-        .is_some_and(|m| m[b * tk + j0..b * tk + j0 + bc].iter().any(|&keep| !keep));
+    let has_padding = mask.key_mask.is_some_and(|m| m[b * tk + j0..b * tk + j0 + bc].iter().any(|&keep| !keep));
     if !crosses_diagonal && !has_padding && mask.alibi.is_none() {
         return;
     }
@@ -322,9 +294,7 @@ fn mask_tile_t(
     mask: &AttnMask,
 ) {
     let crosses_diagonal = mask.causal && (j0 + bc - 1) as isize > i0 as isize + off;
-    let has_padding = mask
-        .key_mask
-        .is_some_and(|m| m[b * tk + j0..b * tk + j0 + bc].iter().any(|&keep| !keep));
+    let has_padding = mask.key_mask.is_some_and(|m| m[b * tk + j0..b * tk + j0 + bc].iter().any(|&keep| !keep));
     if !crosses_diagonal && !has_padding && mask.alibi.is_none() {
         return;
     }
@@ -341,11 +311,7 @@ fn mask_tile_t(
 
 /// Number of key columns a causal query block `i0..i1` can see.
 fn visible_keys(mask: &AttnMask, i1: usize, off: isize, tk: usize) -> usize {
-    if mask.causal {
-        ((i1 as isize - 1 + off + 1).max(0) as usize).min(tk)
-    } else {
-        tk
-    }
+    if mask.causal { ((i1 as isize - 1 + off + 1).max(0) as usize).min(tk) } else { tk }
 }
 
 /// Rows `t0 .. t0 + rows` of head `(b, h)` as the slice starting at row `t0`
@@ -373,10 +339,7 @@ fn pack_transposed(dst: &mut [f32], x: &Heads, b: usize, h: usize, t0: usize, ro
 /// queries need a transposed copy (once per task, not once per key tile).
 pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: f32) -> AttnOut {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
-    assert!(
-        q.fits() && k.fits() && v.fits(),
-        "attention: a view reaches past its buffer"
-    );
+    assert!(q.fits() && k.fits() && v.fits(), "attention: a view reaches past its buffer");
     let off = tk as isize - tq as isize;
     let mut out = crate::pool::take(bn * tq * hn * d);
     let mut lse = crate::pool::take(bn * hn * tq);
@@ -403,18 +366,8 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
             let st = &mut st[..bc * br];
             // Sᵀ = scale · K_j · Q_iᵀ
             let (kj, k_st) = head_rows(k, b, h, j0);
-            TileProduct {
-                m: bc,
-                n: br,
-                k: d,
-                ar: k_st,
-                ac: 1,
-                ldb: br,
-                ldc: br,
-                s: scale,
-                accumulate: false,
-            }
-            .run(st, kj, &qt);
+            TileProduct { m: bc, n: br, k: d, ar: k_st, ac: 1, ldb: br, ldc: br, s: scale, accumulate: false }
+                .run(st, kj, &qt);
             mask_tile_t(st, br, bc, i0, j0, off, tk, b, h, mask);
             simd::dispatch(
                 #[inline(always)]
@@ -435,9 +388,7 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
                     }
                     tile_sum.fill(0.0);
                     for row in st.chunks_exact_mut(br) {
-                        for ((x, &mn), s) in
-                            row.iter_mut().zip(m_new.iter()).zip(tile_sum.iter_mut())
-                        {
+                        for ((x, &mn), s) in row.iter_mut().zip(m_new.iter()).zip(tile_sum.iter_mut()) {
                             *x = simd::exp(*x - mn);
                             *s += *x;
                         }
@@ -445,32 +396,16 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
                     for r in 0..br {
                         l[r] = l[r] * alpha[r] + tile_sum[r];
                         if alpha[r] != 1.0 {
-                            acc[r * d..(r + 1) * d]
-                                .iter_mut()
-                                .for_each(|a| *a *= alpha[r]);
+                            acc[r * d..(r + 1) * d].iter_mut().for_each(|a| *a *= alpha[r]);
                         }
-                        m[r] = if l[r] > 0.0 {
-                            m_new[r]
-                        } else {
-                            f32::NEG_INFINITY
-                        };
+                        m[r] = if l[r] > 0.0 { m_new[r] } else { f32::NEG_INFINITY };
                     }
                 },
             );
             // acc += P · V_j   (P read through Pᵀ's strides)
             let (vj, v_st) = head_rows(v, b, h, j0);
-            TileProduct {
-                m: br,
-                n: d,
-                k: bc,
-                ar: 1,
-                ac: br,
-                ldb: v_st,
-                ldc: d,
-                s: 1.0,
-                accumulate: true,
-            }
-            .run(&mut acc, st, vj);
+            TileProduct { m: br, n: d, k: bc, ar: 1, ac: br, ldb: v_st, ldc: d, s: 1.0, accumulate: true }
+                .run(&mut acc, st, vj);
             j0 += bc;
         }
         for r in 0..br {
@@ -483,11 +418,7 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
                 for x in 0..d {
                     *o.add(x) = acc[r * d + x] * inv;
                 }
-                *lse_ptr.ptr().add((b * hn + h) * tq + i) = if l[r] > 0.0 {
-                    m[r] + l[r].ln()
-                } else {
-                    f32::INFINITY
-                };
+                *lse_ptr.ptr().add((b * hn + h) * tq + i) = if l[r] > 0.0 { m[r] + l[r].ln() } else { f32::INFINITY };
             }
         }
     });
@@ -548,13 +479,7 @@ pub fn attention_flash_backward_packed(
     let base = g.as_mut_ptr();
     // SAFETY: offsets c and 2c stay inside each 3c-wide row of `g`.
     let grads = unsafe {
-        GradsOut {
-            dq: Shared(base),
-            dk: Shared(base.add(c)),
-            dv: Shared(base.add(2 * c)),
-            q_rs: 3 * c,
-            kv_rs: 3 * c,
-        }
+        GradsOut { dq: Shared(base), dk: Shared(base.add(c)), dv: Shared(base.add(2 * c)), q_rs: 3 * c, kv_rs: 3 * c }
     };
     // SAFETY: rows of 3c, of which each of dq/dk/dv owns its c columns; dq zeroed.
     unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
@@ -587,20 +512,11 @@ unsafe fn flash_backward(
     grads: GradsOut,
 ) {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
-    assert!(
-        q.fits() && k.fits() && v.fits() && dout.fits(),
-        "attention: a view reaches past its buffer"
-    );
+    assert!(q.fits() && k.fits() && v.fits() && dout.fits(), "attention: a view reaches past its buffer");
     assert_eq!(out.len(), bn * tq * hn * d);
     let off = tk as isize - tq as isize;
     let o = Heads::bthd(out, bn, hn, tq, d);
-    let GradsOut {
-        dq: dq_ptr,
-        dk: dk_ptr,
-        dv: dv_ptr,
-        q_rs,
-        kv_rs,
-    } = grads;
+    let GradsOut { dq: dq_ptr, dk: dk_ptr, dv: dv_ptr, q_rs, kv_rs } = grads;
     (0..bn * hn).into_par_iter().for_each(move |task| {
         let (b, h) = (task / hn, task % hn);
         let lse = &lse[task * tq..(task + 1) * tq];
@@ -628,11 +544,7 @@ unsafe fn flash_backward(
             dkb[..bc * d].fill(0.0);
             dvb[..bc * d].fill(0.0);
             // the first query that sees key j0 under a causal mask
-            let first_q = if mask.causal {
-                (j0 as isize - off).max(0) as usize
-            } else {
-                0
-            };
+            let first_q = if mask.causal { (j0 as isize - off).max(0) as usize } else { 0 };
             let mut i0 = first_q / TILE * TILE;
             while i0 < tq {
                 let br = TILE.min(tq - i0);
@@ -641,18 +553,8 @@ unsafe fn flash_backward(
                 let p = &mut p[..br * bc];
                 let ds = &mut ds[..br * bc];
                 // P = exp(scale · Q_i · K_jᵀ - lse_i)
-                TileProduct {
-                    m: br,
-                    n: bc,
-                    k: d,
-                    ar: q_st,
-                    ac: 1,
-                    ldb: bc,
-                    ldc: bc,
-                    s: scale,
-                    accumulate: false,
-                }
-                .run(p, qi, &kt);
+                TileProduct { m: br, n: bc, k: d, ar: q_st, ac: 1, ldb: bc, ldc: bc, s: scale, accumulate: false }
+                    .run(p, qi, &kt);
                 mask_tile(p, br, bc, i0, j0, off, tk, b, h, mask);
                 simd::dispatch(
                     #[inline(always)]
@@ -666,73 +568,37 @@ unsafe fn flash_backward(
                     },
                 );
                 // dV_j += Pᵀ · dO_i
-                TileProduct {
-                    m: bc,
-                    n: d,
-                    k: br,
-                    ar: 1,
-                    ac: bc,
-                    ldb: do_st,
-                    ldc: d,
-                    s: 1.0,
-                    accumulate: true,
-                }
-                .run(&mut dvb[..bc * d], p, doi);
+                TileProduct { m: bc, n: d, k: br, ar: 1, ac: bc, ldb: do_st, ldc: d, s: 1.0, accumulate: true }.run(
+                    &mut dvb[..bc * d],
+                    p,
+                    doi,
+                );
                 // dP = dO_i · V_jᵀ, then dS = P ∘ (dP - D_i)
-                TileProduct {
-                    m: br,
-                    n: bc,
-                    k: d,
-                    ar: do_st,
-                    ac: 1,
-                    ldb: bc,
-                    ldc: bc,
-                    s: 1.0,
-                    accumulate: false,
-                }
-                .run(ds, doi, &vt);
+                TileProduct { m: br, n: bc, k: d, ar: do_st, ac: 1, ldb: bc, ldc: bc, s: 1.0, accumulate: false }
+                    .run(ds, doi, &vt);
                 simd::dispatch(
                     #[inline(always)]
                     || {
                         for r in 0..br {
                             let dl = delta[i0 + r];
-                            for (g, &pp) in ds[r * bc..(r + 1) * bc]
-                                .iter_mut()
-                                .zip(&p[r * bc..(r + 1) * bc])
-                            {
+                            for (g, &pp) in ds[r * bc..(r + 1) * bc].iter_mut().zip(&p[r * bc..(r + 1) * bc]) {
                                 *g = pp * (*g - dl);
                             }
                         }
                     },
                 );
                 // dQ_i += scale · dS · K_j, straight into dq[b, i0.., h, :]
-                let t = TileProduct {
-                    m: br,
-                    n: d,
-                    k: bc,
-                    ar: bc,
-                    ac: 1,
-                    ldb: k_st,
-                    ldc: q_rs,
-                    s: scale,
-                    accumulate: true,
-                };
+                let t =
+                    TileProduct { m: br, n: d, k: bc, ar: bc, ac: 1, ldb: k_st, ldc: q_rs, s: scale, accumulate: true };
                 // SAFETY: only task (b, h) touches head h of batch b in dq; the
                 // rows i0..i0+br of that head lie inside dq.
                 unsafe { t.run_raw(dq_ptr.ptr().add((b * tq + i0) * q_rs + h * d), ds, kj) };
                 // dK_j += scale · dSᵀ · Q_i
-                TileProduct {
-                    m: bc,
-                    n: d,
-                    k: br,
-                    ar: 1,
-                    ac: bc,
-                    ldb: q_st,
-                    ldc: d,
-                    s: scale,
-                    accumulate: true,
-                }
-                .run(&mut dkb[..bc * d], ds, qi);
+                TileProduct { m: bc, n: d, k: br, ar: 1, ac: bc, ldb: q_st, ldc: d, s: scale, accumulate: true }.run(
+                    &mut dkb[..bc * d],
+                    ds,
+                    qi,
+                );
                 i0 += br;
             }
             // SAFETY: only task (b, h) touches head h of batch b in dk and dv.
@@ -765,16 +631,7 @@ mod tests {
     }
 
     fn check(c: Case, rng: &mut Rng) {
-        let Case {
-            b,
-            h,
-            tq,
-            tk,
-            d,
-            causal,
-            padding,
-            alibi,
-        } = c;
+        let Case { b, h, tq, tk, d, causal, padding, alibi } = c;
         let rand = |n: usize, rng: &mut Rng| (0..n).map(|_| rng.normal()).collect::<Vec<f32>>();
         // Q as a [B, T, H, D] buffer viewed as heads (strided), K and V as [B, H, T, D] packed.
         let qd = rand(b * tq * h * d, rng);
@@ -782,39 +639,20 @@ mod tests {
         let vd = rand(b * h * tk * d, rng);
         let dod = rand(b * tq * h * d, rng);
         let q = Heads::bthd(&qd, b, h, tq, d);
-        let k = Heads {
-            data: &kd,
-            offset: 0,
-            b,
-            h,
-            t: tk,
-            d,
-            sb: h * tk * d,
-            sh: tk * d,
-            st: d,
-        };
+        let k = Heads { data: &kd, offset: 0, b, h, t: tk, d, sb: h * tk * d, sh: tk * d, st: d };
         let v = Heads { data: &vd, ..k };
         let dout = Heads::bthd(&dod, b, h, tq, d);
         // every other sequence has its last third padded; sequence 0 is fully padded when asked
-        let km: Vec<bool> = (0..b * tk)
-            .map(|i| !(padding && (i / tk == 0 || i % tk >= tk * 2 / 3)))
-            .collect();
+        let km: Vec<bool> = (0..b * tk).map(|i| !(padding && (i / tk == 0 || i % tk >= tk * 2 / 3))).collect();
         let slopes: Vec<f32> = (0..h).map(|i| 0.5f32.powi(i as i32 + 1)).collect();
-        let mask = AttnMask {
-            causal,
-            key_mask: padding.then_some(&km[..]),
-            alibi: alibi.then_some(&slopes[..]),
-        };
+        let mask = AttnMask { causal, key_mask: padding.then_some(&km[..]), alibi: alibi.then_some(&slopes[..]) };
         let scale = 1.0 / (d as f32).sqrt();
         let naive = attention_naive(&q, &k, &v, &mask, scale);
         let flash = attention_flash(&q, &k, &v, &mask, scale);
         let close = |a: &[f32], e: &[f32], what: &str| {
             for (i, (x, y)) in a.iter().zip(e).enumerate() {
                 assert!(x.is_finite() || (x == y), "{what}[{i}] = {x}");
-                assert!(
-                    (x - y).abs() < 2e-4 * (1.0 + y.abs()) || x == y,
-                    "{what}[{i}]: {x} vs {y}"
-                );
+                assert!((x - y).abs() < 2e-4 * (1.0 + y.abs()) || x == y, "{what}[{i}]: {x} vs {y}");
             }
         };
         close(&flash.out, &naive.out, "out");
@@ -846,19 +684,7 @@ mod tests {
             (1, 1, 300, 8300, 2, false, true, true),
         ];
         for (b, h, tq, tk, d, causal, padding, alibi) in cases {
-            check(
-                Case {
-                    b,
-                    h,
-                    tq,
-                    tk,
-                    d,
-                    causal,
-                    padding,
-                    alibi,
-                },
-                &mut rng,
-            );
+            check(Case { b, h, tq, tk, d, causal, padding, alibi }, &mut rng);
         }
     }
 
@@ -868,11 +694,7 @@ mod tests {
         let data: Vec<f32> = (0..b * h * t * d).map(|i| i as f32 * 0.1).collect();
         let x = Heads::bthd(&data, b, h, t, d);
         let km = vec![false; t];
-        let mask = AttnMask {
-            causal: false,
-            key_mask: Some(&km),
-            alibi: None,
-        };
+        let mask = AttnMask { causal: false, key_mask: Some(&km), alibi: None };
         let f = attention_flash(&x, &x, &x, &mask, 0.5);
         assert!(f.out.iter().all(|&v| v == 0.0));
         let g = attention_flash_backward(&x, &x, &x, &f.out, &f.lse, &x, &mask, 0.5);

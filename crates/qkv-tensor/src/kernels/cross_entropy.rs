@@ -24,12 +24,7 @@ fn counts(t: u32, ignore: Option<u32>) -> bool {
 
 /// `logits`: rows of length `v`; `targets`: one class per row, all `< v` or
 /// equal to `ignore` (the caller checks).
-pub fn cross_entropy_forward(
-    logits: &[f32],
-    v: usize,
-    targets: &[u32],
-    ignore: Option<u32>,
-) -> CrossEntropyOut {
+pub fn cross_entropy_forward(logits: &[f32], v: usize, targets: &[u32], ignore: Option<u32>) -> CrossEntropyOut {
     let rows = targets.len();
     let lse: Vec<f32> = logits
         .par_chunks(v)
@@ -62,11 +57,7 @@ pub fn cross_entropy_forward(
             count += 1;
         }
     }
-    let loss = if count == 0 {
-        0.0
-    } else {
-        (total / count as f64) as f32
-    };
+    let loss = if count == 0 { 0.0 } else { (total / count as f64) as f32 };
     CrossEntropyOut { loss, count, lse }
 }
 
@@ -108,11 +99,7 @@ pub fn cross_entropy_naive(logits: &[f32], v: usize, targets: &[u32], ignore: Op
         total += lse - row[t as usize] as f64;
         count += 1;
     }
-    if count == 0 {
-        0.0
-    } else {
-        (total / count as f64) as f32
-    }
+    if count == 0 { 0.0 } else { (total / count as f64) as f32 }
 }
 
 #[cfg(test)]
@@ -125,15 +112,8 @@ mod tests {
         let mut rng = Rng::new(11);
         for &(rows, v) in &[(1, 1), (5, 3), (64, 65), (33, 1000)] {
             let logits: Vec<f32> = (0..rows * v).map(|_| rng.normal() * 3.0).collect();
-            let targets: Vec<u32> = (0..rows)
-                .map(|i| {
-                    if i % 4 == 3 {
-                        999_999
-                    } else {
-                        rng.below(v as u64) as u32
-                    }
-                })
-                .collect();
+            let targets: Vec<u32> =
+                (0..rows).map(|i| if i % 4 == 3 { 999_999 } else { rng.below(v as u64) as u32 }).collect();
             let out = cross_entropy_forward(&logits, v, &targets, Some(999_999));
             let naive = cross_entropy_naive(&logits, v, &targets, Some(999_999));
             assert!((out.loss - naive).abs() < 1e-5, "{} vs {naive}", out.loss);

@@ -32,9 +32,7 @@ pub fn map_into(out: &mut [f32], x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send
     if x.len() < PAR_MIN {
         body(out, x);
     } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, x)| body(o, x));
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| body(o, x));
     }
 }
 
@@ -83,9 +81,7 @@ pub fn zip_rows(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send)
     if a.len() < PAR_MIN {
         body(&mut out, a);
     } else {
-        out.par_chunks_mut(rows_per_task * n)
-            .zip(a.par_chunks(rows_per_task * n))
-            .for_each(|(o, a)| body(o, a));
+        out.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * n)).for_each(|(o, a)| body(o, a));
     }
     out
 }
@@ -106,9 +102,7 @@ pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     if x.len() < PAR_MIN {
         body(acc, x);
     } else {
-        acc.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(a, x)| body(a, x));
+        acc.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(a, x)| body(a, x));
     }
 }
 
@@ -131,11 +125,7 @@ pub fn for_rows(
         dispatch(
             #[inline(always)]
             || {
-                for (r, (o, x)) in o
-                    .chunks_exact_mut(n_out)
-                    .zip(x.chunks_exact(n_in))
-                    .enumerate()
-                {
+                for (r, (o, x)) in o.chunks_exact_mut(n_out).zip(x.chunks_exact(n_in)).enumerate() {
                     f(start + r, o, x);
                 }
             },

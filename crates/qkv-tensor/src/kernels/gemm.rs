@@ -75,25 +75,12 @@ pub struct MatMut<'a> {
 impl<'a> Mat<'a> {
     /// A row-major `rows × cols` matrix packed at the start of `data`.
     pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat {
-            data,
-            offset: 0,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
+        Mat { data, offset: 0, rows, cols, rs: cols, cs: 1 }
     }
 
     /// The transpose: no copy, the strides swap.
     pub fn t(self) -> Self {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
+        Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
 
     #[inline]
@@ -110,14 +97,7 @@ impl<'a> Mat<'a> {
 
 impl<'a> MatMut<'a> {
     pub fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut {
-            data,
-            offset: 0,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
+        MatMut { data, offset: 0, rows, cols, rs: cols, cs: 1 }
     }
 
     fn fits(&self) -> bool {
@@ -140,14 +120,8 @@ pub enum Threads {
 /// past its buffer or the sizes do not chain (callers check user shapes first).
 pub fn matmul(c: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, threads: Threads) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && c.rows == m && c.cols == n,
-        "matmul: sizes do not chain"
-    );
-    assert!(
-        a.fits() && b.fits() && c.fits(),
-        "matmul: a view reaches past its buffer"
-    );
+    assert!(b.rows == k && c.rows == m && c.cols == n, "matmul: sizes do not chain");
+    assert!(a.fits() && b.fits() && c.fits(), "matmul: a view reaches past its buffer");
     if m == 0 || n == 0 {
         return;
     }
@@ -156,13 +130,7 @@ pub fn matmul(c: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, t
     // mutably, so it cannot alias `a` or `b`.
     unsafe {
         matmul_raw(
-            RawMatMut {
-                ptr: c.data.as_mut_ptr().add(c.offset),
-                rows: m,
-                cols: n,
-                rs: c.rs,
-                cs: c.cs,
-            },
+            RawMatMut { ptr: c.data.as_mut_ptr().add(c.offset), rows: m, cols: n, rs: c.rs, cs: c.cs },
             a,
             b,
             s,
@@ -190,14 +158,7 @@ pub struct RawMatMut {
 /// Every element `ptr + i*rs + j*cs` (i < rows, j < cols) must be valid for
 /// reads and writes, not aliased by `a` or `b`, and not touched by any other
 /// thread during the call.
-pub unsafe fn matmul_raw(
-    c: RawMatMut,
-    a: Mat<'_>,
-    b: Mat<'_>,
-    s: f32,
-    accumulate: bool,
-    threads: Threads,
-) {
+pub unsafe fn matmul_raw(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, threads: Threads) {
     // SAFETY: forwarded contract.
     unsafe { matmul_raw_with(Backend::current(), c, a, b, s, accumulate, threads) }
 }
@@ -216,14 +177,8 @@ pub unsafe fn matmul_raw_with(
     threads: Threads,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && c.rows == m && c.cols == n,
-        "matmul: sizes do not chain"
-    );
-    assert!(
-        a.fits() && b.fits(),
-        "matmul: a view reaches past its buffer"
-    );
+    assert!(b.rows == k && c.rows == m && c.cols == n, "matmul: sizes do not chain");
+    assert!(a.fits() && b.fits(), "matmul: a view reaches past its buffer");
     if m == 0 || n == 0 {
         return;
     }
@@ -275,18 +230,12 @@ pub unsafe fn matmul_raw_with(
             let work = m * n * k;
             let parts = match threads {
                 Threads::One => 1,
-                Threads::All => rayon::current_num_threads()
-                    .min(work.div_ceil(1 << 18))
-                    .max(1),
+                Threads::All => rayon::current_num_threads().min(work.div_ceil(1 << 18)).max(1),
             };
             let split_rows = m >= n;
             let len = if split_rows { m } else { n };
             let band = len.div_ceil(parts);
-            let (cp, ap, bp) = (
-                SendPtr(c.ptr),
-                SendConst(a.data.as_ptr()),
-                SendConst(b.data.as_ptr()),
-            );
+            let (cp, ap, bp) = (SendPtr(c.ptr), SendConst(a.data.as_ptr()), SendConst(b.data.as_ptr()));
             let run = move |i: usize| {
                 let start = i * band;
                 if start >= len {
@@ -354,10 +303,7 @@ impl SendConst {
 /// The reference: `C = s·A·B` (or `+=`) by three nested loops, summing in f64.
 pub fn matmul_naive(c: MatMut<'_>, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && c.rows == m && c.cols == n,
-        "matmul_naive: sizes do not chain"
-    );
+    assert!(b.rows == k && c.rows == m && c.cols == n, "matmul_naive: sizes do not chain");
     for i in 0..m {
         for j in 0..n {
             let mut acc = 0.0f64;
@@ -383,29 +329,13 @@ mod tests {
     #[test]
     fn fast_matches_naive_on_awkward_shapes_and_transposes() {
         let mut rng = Rng::new(0);
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (1, 7, 1),
-            (3, 5, 2),
-            (17, 33, 9),
-            (64, 64, 64),
-            (65, 31, 129),
-            (2, 300, 3),
-        ] {
+        for &(m, k, n) in &[(1, 1, 1), (1, 7, 1), (3, 5, 2), (17, 33, 9), (64, 64, 64), (65, 31, 129), (2, 300, 3)] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a_data = random(m * k, &mut rng);
                 let b_data = random(k * n, &mut rng);
                 // stored transposed when asked, then viewed back with .t()
-                let a = if ta {
-                    Mat::rows(&a_data, k, m).t()
-                } else {
-                    Mat::rows(&a_data, m, k)
-                };
-                let b = if tb {
-                    Mat::rows(&b_data, n, k).t()
-                } else {
-                    Mat::rows(&b_data, k, n)
-                };
+                let a = if ta { Mat::rows(&a_data, k, m).t() } else { Mat::rows(&a_data, m, k) };
+                let b = if tb { Mat::rows(&b_data, n, k).t() } else { Mat::rows(&b_data, k, n) };
                 let mut c1 = random(m * n, &mut rng);
                 let mut c2 = c1.clone();
                 for (threads, backend) in [
@@ -415,21 +345,12 @@ mod tests {
                     (Threads::All, Backend::MatrixMultiply),
                 ] {
                     for acc in [false, true] {
-                        let raw = RawMatMut {
-                            ptr: c1.as_mut_ptr(),
-                            rows: m,
-                            cols: n,
-                            rs: n,
-                            cs: 1,
-                        };
+                        let raw = RawMatMut { ptr: c1.as_mut_ptr(), rows: m, cols: n, rs: n, cs: 1 };
                         // SAFETY: c1 is m × n, packed, and not used during the call.
                         unsafe { matmul_raw_with(backend, raw, a, b, 0.5, acc, threads) };
                         matmul_naive(MatMut::rows(&mut c2, m, n), a, b, 0.5, acc);
                         for (x, y) in c1.iter().zip(&c2) {
-                            assert!(
-                                (x - y).abs() < 1e-4 * (1.0 + y.abs()),
-                                "{m}x{k}x{n} ta={ta} tb={tb}: {x} vs {y}"
-                            );
+                            assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n} ta={ta} tb={tb}: {x} vs {y}");
                         }
                     }
                 }
@@ -443,22 +364,8 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [1.0, 0.0, 0.0, 1.0];
         let mut c = [9.0; 6];
-        let cm = MatMut {
-            data: &mut c,
-            offset: 0,
-            rows: 2,
-            cols: 2,
-            rs: 3,
-            cs: 1,
-        };
-        matmul(
-            cm,
-            Mat::rows(&a, 2, 2),
-            Mat::rows(&b, 2, 2),
-            1.0,
-            false,
-            Threads::One,
-        );
+        let cm = MatMut { data: &mut c, offset: 0, rows: 2, cols: 2, rs: 3, cs: 1 };
+        matmul(cm, Mat::rows(&a, 2, 2), Mat::rows(&b, 2, 2), 1.0, false, Threads::One);
         assert_eq!(c, [1.0, 2.0, 9.0, 3.0, 4.0, 9.0]);
     }
 }

@@ -10,11 +10,7 @@ use crate::simd::{self, dispatch};
 
 /// Rows per parallel task in backward (each task keeps its own weight-gradient sums).
 fn rows_per_task(rows: usize, n: usize) -> usize {
-    if rows * n < PAR_MIN {
-        rows.max(1)
-    } else {
-        rows.div_ceil(4 * rayon::current_num_threads()).max(1)
-    }
+    if rows * n < PAR_MIN { rows.max(1) } else { rows.div_ceil(4 * rayon::current_num_threads()).max(1) }
 }
 
 pub struct NormOut {
@@ -42,12 +38,7 @@ pub fn layer_norm_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, eps
         dispatch(
             #[inline(always)]
             || {
-                for (((y, x), m), r) in y
-                    .chunks_exact_mut(n)
-                    .zip(x.chunks_exact(n))
-                    .zip(mean)
-                    .zip(rstd)
-                {
+                for (((y, x), m), r) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(mean).zip(rstd) {
                     let mu = simd::sum(x) / n as f32;
                     let mut acc = [0.0f32; 8];
                     let chunks = x.chunks_exact(8);
@@ -58,9 +49,7 @@ pub fn layer_norm_forward(x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, eps
                             acc[i] += d * d;
                         }
                     }
-                    let var = (simd::sum(&acc)
-                        + rest.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>())
-                        / n as f32;
+                    let var = (simd::sum(&acc) + rest.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>()) / n as f32;
                     let rs = 1.0 / (var + eps).sqrt();
                     match b {
                         Some(b) => {
@@ -112,12 +101,8 @@ pub fn layer_norm_backward(
             dispatch(
                 #[inline(always)]
                 || {
-                    for ((((dx, x), dy), &mu), &rs) in dx
-                        .chunks_exact_mut(n)
-                        .zip(x.chunks_exact(n))
-                        .zip(dy.chunks_exact(n))
-                        .zip(mean)
-                        .zip(rstd)
+                    for ((((dx, x), dy), &mu), &rs) in
+                        dx.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(dy.chunks_exact(n)).zip(mean).zip(rstd)
                     {
                         // two sums over the row: mean(g) and mean(g * xhat)
                         let (mut sg, mut sgx) = ([0.0f32; 8], [0.0f32; 8]);
@@ -164,28 +149,21 @@ pub fn rms_norm_forward(x: &[f32], w: &[f32], n: usize, eps: f32) -> NormOut {
     let mut y = crate::pool::take(x.len());
     let mut rstd = vec![0.0; rows];
     let per = rows_per_task(rows, n);
-    y.par_chunks_mut(per * n)
-        .zip(x.par_chunks(per * n))
-        .zip(rstd.par_chunks_mut(per))
-        .for_each(|((y, x), rstd)| {
-            dispatch(
-                #[inline(always)]
-                || {
-                    for ((y, x), r) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(rstd) {
-                        let rs = 1.0 / (simd::dot(x, x) / n as f32 + eps).sqrt();
-                        for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                            *y = x * rs * w;
-                        }
-                        *r = rs;
+    y.par_chunks_mut(per * n).zip(x.par_chunks(per * n)).zip(rstd.par_chunks_mut(per)).for_each(|((y, x), rstd)| {
+        dispatch(
+            #[inline(always)]
+            || {
+                for ((y, x), r) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(rstd) {
+                    let rs = 1.0 / (simd::dot(x, x) / n as f32 + eps).sqrt();
+                    for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                        *y = x * rs * w;
                     }
-                },
-            )
-        });
-    NormOut {
-        y,
-        mean: Vec::new(),
-        rstd,
-    }
+                    *r = rs;
+                }
+            },
+        )
+    });
+    NormOut { y, mean: Vec::new(), rstd }
 }
 
 /// Gradients of RMSNorm. With `xhat = x * rstd`, `g = dy * w`:
@@ -203,11 +181,8 @@ pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], n: usiz
             dispatch(
                 #[inline(always)]
                 || {
-                    for (((dx, x), dy), &rs) in dx
-                        .chunks_exact_mut(n)
-                        .zip(x.chunks_exact(n))
-                        .zip(dy.chunks_exact(n))
-                        .zip(rstd)
+                    for (((dx, x), dy), &rs) in
+                        dx.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(dy.chunks_exact(n)).zip(rstd)
                     {
                         let mut s = 0.0f32;
                         for j in 0..n {
@@ -226,18 +201,10 @@ pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], n: usiz
         })
         .collect();
     let (dw, _) = sum_partials(partials, n, false);
-    NormGrads {
-        dx,
-        dw,
-        db: Vec::new(),
-    }
+    NormGrads { dx, dw, db: Vec::new() }
 }
 
-fn sum_partials(
-    partials: Vec<(Vec<f32>, Vec<f32>)>,
-    n: usize,
-    has_bias: bool,
-) -> (Vec<f32>, Vec<f32>) {
+fn sum_partials(partials: Vec<(Vec<f32>, Vec<f32>)>, n: usize, has_bias: bool) -> (Vec<f32>, Vec<f32>) {
     let mut dw = vec![0.0f32; n];
     let mut db = vec![0.0f32; if has_bias { n } else { 0 }];
     for (pw, pb) in partials {
@@ -270,11 +237,7 @@ pub fn rms_norm_naive(x: &[f32], w: &[f32], n: usize, eps: f32) -> Vec<f32> {
     for row in x.chunks_exact(n) {
         let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
         let rstd = 1.0 / (ms + eps as f64).sqrt();
-        out.extend(
-            row.iter()
-                .zip(w)
-                .map(|(&v, &w)| (v as f64 * rstd * w as f64) as f32),
-        );
+        out.extend(row.iter().zip(w).map(|(&v, &w)| (v as f64 * rstd * w as f64) as f32));
     }
     out
 }

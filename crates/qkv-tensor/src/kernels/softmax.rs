@@ -123,10 +123,7 @@ mod tests {
             for (a, b) in softmax_rows(&x, n).iter().zip(softmax_rows_naive(&x, n)) {
                 assert!((a - b).abs() < 1e-6, "{a} vs {b}");
             }
-            for (a, b) in log_softmax_rows(&x, n)
-                .iter()
-                .zip(log_softmax_rows_naive(&x, n))
-            {
+            for (a, b) in log_softmax_rows(&x, n).iter().zip(log_softmax_rows_naive(&x, n)) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
         }

@@ -26,31 +26,13 @@ pub struct TileProduct {
 
 impl TileProduct {
     fn check(&self, a_len: usize, b_len: usize, c_len: usize) {
-        let TileProduct {
-            m,
-            n,
-            k,
-            ar,
-            ac,
-            ldb,
-            ldc,
-            ..
-        } = *self;
+        let TileProduct { m, n, k, ar, ac, ldb, ldc, .. } = *self;
         if m == 0 || n == 0 {
             return;
         }
-        assert!(
-            k == 0 || (m - 1) * ar + (k - 1) * ac < a_len,
-            "tile: A reaches past its buffer"
-        );
-        assert!(
-            k == 0 || (k - 1) * ldb + n <= b_len,
-            "tile: B reaches past its buffer"
-        );
-        assert!(
-            (m - 1) * ldc + n <= c_len,
-            "tile: C reaches past its buffer"
-        );
+        assert!(k == 0 || (m - 1) * ar + (k - 1) * ac < a_len, "tile: A reaches past its buffer");
+        assert!(k == 0 || (k - 1) * ldb + n <= b_len, "tile: B reaches past its buffer");
+        assert!((m - 1) * ldc + n <= c_len, "tile: C reaches past its buffer");
     }
 
     /// Compute into a slice.
@@ -99,11 +81,7 @@ unsafe fn portable(t: &TileProduct, c: *mut f32, a: &[f32], b: &[f32]) {
             // SAFETY: in range by the caller's contract.
             unsafe {
                 let dst = c.add(i * t.ldc + j);
-                *dst = if t.accumulate {
-                    *dst + t.s * r
-                } else {
-                    t.s * r
-                };
+                *dst = if t.accumulate { *dst + t.s * r } else { t.s * r };
             }
         }
     }
@@ -134,13 +112,7 @@ mod avx2 {
 
     /// Columns `j .. j + 8·NV` for all rows, `MR` rows at a time.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows<const NV: usize>(
-        t: &TileProduct,
-        c: *mut f32,
-        a: *const f32,
-        b: *const f32,
-        j: usize,
-    ) {
+    unsafe fn rows<const NV: usize>(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, j: usize) {
         let mut i = 0;
         unsafe {
             while i + MR <= t.m {
@@ -189,11 +161,8 @@ mod avx2 {
             for (r, acc_r) in acc.iter().enumerate() {
                 for (v, &x) in acc_r.iter().enumerate() {
                     let dst = c.add((i + r) * t.ldc + j + 8 * v);
-                    let y = if t.accumulate {
-                        _mm256_fmadd_ps(x, s, _mm256_loadu_ps(dst))
-                    } else {
-                        _mm256_mul_ps(x, s)
-                    };
+                    let y =
+                        if t.accumulate { _mm256_fmadd_ps(x, s, _mm256_loadu_ps(dst)) } else { _mm256_mul_ps(x, s) };
                     _mm256_storeu_ps(dst, y);
                 }
             }
@@ -202,28 +171,16 @@ mod avx2 {
 
     /// The last `n % 8` columns, one at a time.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn columns_scalar(
-        t: &TileProduct,
-        c: *mut f32,
-        a: *const f32,
-        b: *const f32,
-        j0: usize,
-    ) {
+    unsafe fn columns_scalar(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, j0: usize) {
         for i in 0..t.m {
             for j in j0..t.n {
                 let mut acc = 0.0f32;
                 for p in 0..t.k {
-                    unsafe {
-                        acc = (*a.add(i * t.ar + p * t.ac)).mul_add(*b.add(p * t.ldb + j), acc)
-                    };
+                    unsafe { acc = (*a.add(i * t.ar + p * t.ac)).mul_add(*b.add(p * t.ldb + j), acc) };
                 }
                 unsafe {
                     let dst = c.add(i * t.ldc + j);
-                    *dst = if t.accumulate {
-                        *dst + t.s * acc
-                    } else {
-                        t.s * acc
-                    };
+                    *dst = if t.accumulate { *dst + t.s * acc } else { t.s * acc };
                 }
             }
         }
@@ -239,15 +196,7 @@ mod tests {
     #[test]
     fn matches_naive_for_odd_sizes_and_transposed_a() {
         let mut rng = Rng::new(4);
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (6, 16, 3),
-            (7, 17, 5),
-            (64, 64, 64),
-            (13, 40, 9),
-            (5, 8, 0),
-            (64, 7, 64),
-        ] {
+        for &(m, n, k) in &[(1, 1, 1), (6, 16, 3), (7, 17, 5), (64, 64, 64), (13, 40, 9), (5, 8, 0), (64, 7, 64)] {
             for transposed_a in [false, true] {
                 let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
                 let b: Vec<f32> = (0..k * n + 3).map(|_| rng.normal()).collect();
@@ -256,41 +205,13 @@ mod tests {
                 let c0: Vec<f32> = (0..m * ldc).map(|_| rng.normal()).collect();
                 for accumulate in [false, true] {
                     let mut c1 = c0.clone();
-                    TileProduct {
-                        m,
-                        n,
-                        k,
-                        ar,
-                        ac,
-                        ldb: n,
-                        ldc,
-                        s: 0.7,
-                        accumulate,
-                    }
-                    .run(&mut c1, &a, &b);
+                    TileProduct { m, n, k, ar, ac, ldb: n, ldc, s: 0.7, accumulate }.run(&mut c1, &a, &b);
                     let mut c2 = c0.clone();
-                    let am = Mat {
-                        data: &a,
-                        offset: 0,
-                        rows: m,
-                        cols: k,
-                        rs: ar,
-                        cs: ac,
-                    };
-                    let cm = MatMut {
-                        data: &mut c2,
-                        offset: 0,
-                        rows: m,
-                        cols: n,
-                        rs: ldc,
-                        cs: 1,
-                    };
+                    let am = Mat { data: &a, offset: 0, rows: m, cols: k, rs: ar, cs: ac };
+                    let cm = MatMut { data: &mut c2, offset: 0, rows: m, cols: n, rs: ldc, cs: 1 };
                     matmul_naive(cm, am, Mat::rows(&b, k, n), 0.7, accumulate);
                     for (x, y) in c1.iter().zip(&c2) {
-                        assert!(
-                            (x - y).abs() < 1e-4 * (1.0 + y.abs()),
-                            "{m}x{n}x{k}: {x} vs {y}"
-                        );
+                        assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{m}x{n}x{k}: {x} vs {y}");
                     }
                 }
             }

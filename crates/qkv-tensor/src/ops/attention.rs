@@ -33,18 +33,11 @@ pub struct AttentionOpts {
 
 impl AttentionOpts {
     pub fn causal() -> Self {
-        AttentionOpts {
-            causal: true,
-            ..Default::default()
-        }
+        AttentionOpts { causal: true, ..Default::default() }
     }
 
     fn mask(&self) -> AttnMask<'_> {
-        AttnMask {
-            causal: self.causal,
-            key_mask: self.key_mask.as_deref(),
-            alibi: self.alibi.as_deref(),
-        }
+        AttnMask { causal: self.causal, key_mask: self.key_mask.as_deref(), alibi: self.alibi.as_deref() }
     }
 }
 
@@ -52,26 +45,12 @@ impl AttentionOpts {
 fn heads(t: &Tensor) -> Heads<'_> {
     let s = t.layout().strides();
     let (b, h, tt, d) = t.dims4().expect("checked to be rank 4");
-    Heads {
-        data: t.storage_slice(),
-        offset: t.layout().offset(),
-        b,
-        h,
-        t: tt,
-        d,
-        sb: s[0],
-        sh: s[1],
-        st: s[2],
-    }
+    Heads { data: t.storage_slice(), offset: t.layout().offset(), b, h, t: tt, d, sb: s[0], sh: s[1], st: s[2] }
 }
 
 /// Unit stride along D, or a packed copy.
 fn unit_d(t: &Tensor) -> Tensor {
-    if t.layout().strides()[3] == 1 || t.shape()[3] == 1 {
-        t.clone()
-    } else {
-        t.contiguous()
-    }
+    if t.layout().strides()[3] == 1 || t.shape()[3] == 1 { t.clone() } else { t.contiguous() }
 }
 
 /// Attention of queries `q` over keys `k` and values `v`.
@@ -81,47 +60,23 @@ fn unit_d(t: &Tensor) -> Tensor {
 /// `[B, Tq, H, D]` so that `.transpose(1, 2)` is already packed.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
     let op = "attention";
-    let (bq, hq, tq, dq) = q
-        .dims4()
-        .map_err(|_| Error::bad_shape(op, q.shape(), "queries as [B, H, Tq, D]"))?;
-    let (bk, hk, tk, dk) = k
-        .dims4()
-        .map_err(|_| Error::bad_shape(op, k.shape(), "keys as [B, H, Tk, D]"))?;
+    let (bq, hq, tq, dq) = q.dims4().map_err(|_| Error::bad_shape(op, q.shape(), "queries as [B, H, Tq, D]"))?;
+    let (bk, hk, tk, dk) = k.dims4().map_err(|_| Error::bad_shape(op, k.shape(), "keys as [B, H, Tk, D]"))?;
     if (bk, hk, dk) != (bq, hq, dq) {
-        return Err(Error::mismatch(
-            op,
-            q.shape(),
-            k.shape(),
-            "queries and keys need the same B, H and D",
-        ));
+        return Err(Error::mismatch(op, q.shape(), k.shape(), "queries and keys need the same B, H and D"));
     }
     if v.shape() != k.shape() {
-        return Err(Error::mismatch(
-            op,
-            k.shape(),
-            v.shape(),
-            "keys and values need the same shape",
-        ));
+        return Err(Error::mismatch(op, k.shape(), v.shape(), "keys and values need the same shape"));
     }
     if let Some(m) = &opts.key_mask
         && m.len() != bq * tk
     {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "key mask has {} flags, expected B·Tk = {}",
-                m.len(),
-                bq * tk
-            ),
-        ));
+        return Err(Error::invalid(op, format!("key mask has {} flags, expected B·Tk = {}", m.len(), bq * tk)));
     }
     if let Some(s) = &opts.alibi
         && s.len() != hq
     {
-        return Err(Error::invalid(
-            op,
-            format!("{} ALiBi slopes for {hq} heads", s.len()),
-        ));
+        return Err(Error::invalid(op, format!("{} ALiBi slopes for {hq} heads", s.len())));
     }
     if dq == 0 {
         return Err(Error::invalid(op, "head width D is 0"));
@@ -143,28 +98,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
         let g = unit_d(&g.permute(&[0, 2, 1, 3])?);
         let (qh, kh, vh, gh) = (heads(&qd), heads(&kd), heads(&vd), heads(&g));
         let grads = match opts.kernel {
-            AttentionKernel::Flash => k::attention_flash_backward(
-                &qh,
-                &kh,
-                &vh,
-                &out_saved.data(),
-                &lse,
-                &gh,
-                &opts.mask(),
-                scale,
-            ),
-            AttentionKernel::Naive => {
-                k::attention_backward_naive(&qh, &kh, &vh, &gh, &opts.mask(), scale)
+            AttentionKernel::Flash => {
+                k::attention_flash_backward(&qh, &kh, &vh, &out_saved.data(), &lse, &gh, &opts.mask(), scale)
             }
+            AttentionKernel::Naive => k::attention_backward_naive(&qh, &kh, &vh, &gh, &opts.mask(), scale),
         };
         let as_heads = |data: Vec<f32>, t: usize| -> Result<Tensor> {
             Tensor::from_vec(data, &[bq, t, hq, dq])?.permute(&[0, 2, 1, 3])
         };
-        Ok(vec![
-            Some(as_heads(grads.dq, tq)?),
-            Some(as_heads(grads.dk, tk)?),
-            Some(as_heads(grads.dv, tk)?),
-        ])
+        Ok(vec![Some(as_heads(grads.dq, tq)?), Some(as_heads(grads.dk, tk)?), Some(as_heads(grads.dv, tk)?)])
     });
     o.permute(&[0, 2, 1, 3])
 }
@@ -179,14 +121,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
 /// qkv `[B, T, 3C]` → `[B, T, C]`
 pub fn attention_qkv(qkv: &Tensor, n_head: usize, opts: &AttentionOpts) -> Result<Tensor> {
     let op = "attention_qkv";
-    let (b, t, c3) = qkv
-        .dims3()
-        .map_err(|_| Error::bad_shape(op, qkv.shape(), "a fused projection [B, T, 3C]"))?;
+    let (b, t, c3) = qkv.dims3().map_err(|_| Error::bad_shape(op, qkv.shape(), "a fused projection [B, T, 3C]"))?;
     if n_head == 0 || c3 % 3 != 0 || (c3 / 3) % n_head != 0 {
-        return Err(Error::invalid(
-            op,
-            format!("width {c3} is not 3 · C with C a multiple of the {n_head} heads"),
-        ));
+        return Err(Error::invalid(op, format!("width {c3} is not 3 · C with C a multiple of the {n_head} heads")));
     }
     let (c, h) = (c3 / 3, n_head);
     let d = c / h;
@@ -194,29 +131,18 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, opts: &AttentionOpts) -> Resul
         // the reference path: split into head views and use the general op
         let parts = qkv.split(-1, &[c, c, c])?;
         let heads = |p: &Tensor| p.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3]);
-        let y = attention(
-            &heads(&parts[0])?,
-            &heads(&parts[1])?,
-            &heads(&parts[2])?,
-            opts,
-        )?;
+        let y = attention(&heads(&parts[0])?, &heads(&parts[1])?, &heads(&parts[2])?, opts)?;
         return y.transpose(1, 2)?.reshape(&[b, t, c]);
     }
     if let Some(m) = &opts.key_mask
         && m.len() != b * t
     {
-        return Err(Error::invalid(
-            op,
-            format!("key mask has {} flags, expected B·T = {}", m.len(), b * t),
-        ));
+        return Err(Error::invalid(op, format!("key mask has {} flags, expected B·T = {}", m.len(), b * t)));
     }
     if let Some(s) = &opts.alibi
         && s.len() != h
     {
-        return Err(Error::invalid(
-            op,
-            format!("{} ALiBi slopes for {h} heads", s.len()),
-        ));
+        return Err(Error::invalid(op, format!("{} ALiBi slopes for {h} heads", s.len())));
     }
     let x = qkv.contiguous();
     // the three head views into the packed rows
@@ -239,17 +165,8 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, opts: &AttentionOpts) -> Resul
         let g = g.contiguous();
         let xs = saved_x.storage_slice();
         let x_off = saved_x.layout().offset();
-        let heads_of = |part: usize| Heads {
-            data: xs,
-            offset: x_off + part * c,
-            b,
-            h,
-            t,
-            d,
-            sb: t * c3,
-            sh: d,
-            st: c3,
-        };
+        let heads_of =
+            |part: usize| Heads { data: xs, offset: x_off + part * c, b, h, t, d, sb: t * c3, sh: d, st: c3 };
         let gh = Heads::bthd(&g.storage_slice()[g.layout().offset()..], b, h, t, d);
         let grad = k::attention_flash_backward_packed(
             &heads_of(0),

@@ -17,10 +17,7 @@ fn broadcast_apply(
     f: impl Fn(f32, f32) -> f32 + Sync + Send + Copy,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
     if a.shape() == b.shape() {
-        return Ok((
-            elementwise::zip_map(&a.data(), &b.data(), f),
-            a.shape().to_vec(),
-        ));
+        return Ok((elementwise::zip_map(&a.data(), &b.data(), f), a.shape().to_vec()));
     }
     let shape = broadcast_shape(op, a.shape(), b.shape())?;
     // Common case: one side is a row repeated along the leading axes (a bias).
@@ -28,30 +25,18 @@ fn broadcast_apply(
         big.shape() == shape.as_slice()
             && small.numel() > 0
             && small.shape().len() <= shape.len()
-            && small
-                .shape()
-                .iter()
-                .rev()
-                .zip(shape.iter().rev())
-                .all(|(x, y)| x == y)
+            && small.shape().iter().rev().zip(shape.iter().rev()).all(|(x, y)| x == y)
     };
     if is_row_of(b, a) {
         return Ok((elementwise::zip_rows(&a.data(), &b.data(), f), shape));
     }
     if is_row_of(a, b) {
-        return Ok((
-            elementwise::zip_rows(&b.data(), &a.data(), move |y, x| f(x, y)),
-            shape,
-        ));
+        return Ok((elementwise::zip_rows(&b.data(), &a.data(), move |y, x| f(x, y)), shape));
     }
     let la = a.layout().broadcast_to(&shape)?;
     let lb = b.layout().broadcast_to(&shape)?;
     let (da, db) = (a.storage_slice(), b.storage_slice());
-    let out = la
-        .indices()
-        .zip(lb.indices())
-        .map(|(i, j)| f(da[i], db[j]))
-        .collect();
+    let out = la.indices().zip(lb.indices()).map(|(i, j)| f(da[i], db[j])).collect();
     Ok((out, shape))
 }
 
@@ -59,9 +44,7 @@ impl Tensor {
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
         let (data, shape) = broadcast_apply("add", self, rhs, |a, b| a + b)?;
         let (sa, sb) = (self.shape().to_vec(), rhs.shape().to_vec());
-        Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| {
-            Ok(vec![Some(g.sum_to(&sa)?), Some(g.sum_to(&sb)?)])
-        }))
+        Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| Ok(vec![Some(g.sum_to(&sa)?), Some(g.sum_to(&sb)?)])))
     }
 
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -76,10 +59,7 @@ impl Tensor {
         let (data, shape) = broadcast_apply("mul", self, rhs, |a, b| a * b)?;
         let (a, b) = (self.detach(), rhs.detach());
         Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| {
-            Ok(vec![
-                Some(g.mul(&b)?.sum_to(a.shape())?),
-                Some(g.mul(&a)?.sum_to(b.shape())?),
-            ])
+            Ok(vec![Some(g.mul(&b)?.sum_to(a.shape())?), Some(g.mul(&a)?.sum_to(b.shape())?)])
         }))
     }
 
@@ -98,9 +78,7 @@ impl Tensor {
     /// `self * s` for a number `s`.
     pub fn scale(&self, s: f32) -> Tensor {
         let data = elementwise::map(&self.data(), move |x| x * s);
-        Tensor::from_op(data, self.shape(), &[self], move |g| {
-            Ok(vec![Some(g.scale(s))])
-        })
+        Tensor::from_op(data, self.shape(), &[self], move |g| Ok(vec![Some(g.scale(s))]))
     }
 
     /// `self + s` for a number `s`.
@@ -121,12 +99,7 @@ impl Tensor {
         }
         let full = self.shape();
         if shape.len() > full.len() || broadcast_shape("sum_to", shape, full)? != full {
-            return Err(Error::mismatch(
-                "sum_to",
-                full,
-                shape,
-                "the target must broadcast to the source",
-            ));
+            return Err(Error::mismatch("sum_to", full, shape, "the target must broadcast to the source"));
         }
         let pad = full.len() - shape.len();
         let n: usize = shape.iter().product();
@@ -191,18 +164,9 @@ mod tests {
         let a = Tensor::from_vec((0..6).map(|i| i as f32).collect(), &[2, 3]).unwrap();
         let row = Tensor::from_vec(vec![10.0, 20.0, 30.0], &[3]).unwrap();
         let col = Tensor::from_vec(vec![1.0, 2.0], &[2, 1]).unwrap();
-        assert_eq!(
-            a.add(&row).unwrap().to_vec(),
-            vec![10.0, 21.0, 32.0, 13.0, 24.0, 35.0]
-        );
-        assert_eq!(
-            row.sub(&a).unwrap().to_vec(),
-            vec![10.0, 19.0, 28.0, 7.0, 16.0, 25.0]
-        );
-        assert_eq!(
-            a.mul(&col).unwrap().to_vec(),
-            vec![0.0, 1.0, 2.0, 6.0, 8.0, 10.0]
-        );
+        assert_eq!(a.add(&row).unwrap().to_vec(), vec![10.0, 21.0, 32.0, 13.0, 24.0, 35.0]);
+        assert_eq!(row.sub(&a).unwrap().to_vec(), vec![10.0, 19.0, 28.0, 7.0, 16.0, 25.0]);
+        assert_eq!(a.mul(&col).unwrap().to_vec(), vec![0.0, 1.0, 2.0, 6.0, 8.0, 10.0]);
         assert_eq!(a.sum_to(&[3]).unwrap().to_vec(), vec![3.0, 5.0, 7.0]);
         assert_eq!(a.sum_to(&[2, 1]).unwrap().to_vec(), vec![3.0, 12.0]);
         assert!(a.add(&Tensor::zeros(&[2])).is_err());

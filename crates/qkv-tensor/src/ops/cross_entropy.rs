@@ -8,31 +8,17 @@ use crate::tensor::Tensor;
 /// target) against `targets` (one class id per row). Rows whose target equals
 /// `ignore_index` (padding; tokens that were not masked in MLM) do not count;
 /// the mean is over the rows that do (0 when none do).
-pub fn cross_entropy(
-    logits: &Tensor,
-    targets: &[u32],
-    ignore_index: Option<u32>,
-) -> Result<Tensor> {
-    let v = *logits
-        .shape()
-        .last()
-        .ok_or_else(|| Error::bad_shape("cross_entropy", logits.shape(), "[.., V] logits"))?;
+pub fn cross_entropy(logits: &Tensor, targets: &[u32], ignore_index: Option<u32>) -> Result<Tensor> {
+    let v =
+        *logits.shape().last().ok_or_else(|| Error::bad_shape("cross_entropy", logits.shape(), "[.., V] logits"))?;
     let rows = logits.numel() / v.max(1);
     if targets.len() != rows {
         return Err(Error::invalid(
             "cross_entropy",
-            format!(
-                "{} targets for {rows} rows of logits {:?}",
-                targets.len(),
-                logits.shape()
-            ),
+            format!("{} targets for {rows} rows of logits {:?}", targets.len(), logits.shape()),
         ));
     }
-    if let Some((i, &t)) = targets
-        .iter()
-        .enumerate()
-        .find(|&(_, &t)| t as usize >= v && Some(t) != ignore_index)
-    {
+    if let Some((i, &t)) = targets.iter().enumerate().find(|&(_, &t)| t as usize >= v && Some(t) != ignore_index) {
         return Err(Error::invalid(
             "cross_entropy",
             format!("target {t} at row {i} is not a class id (there are {v} classes)"),
@@ -44,11 +30,7 @@ pub fn cross_entropy(
     let zd = z.detach();
     let (lse, count) = (out.lse, out.count);
     Ok(Tensor::from_op(vec![out.loss], &[], &[logits], move |g| {
-        let scale = if count == 0 {
-            0.0
-        } else {
-            g.item()? / count as f32
-        };
+        let scale = if count == 0 { 0.0 } else { g.item()? / count as f32 };
         let dz = k::cross_entropy_backward(&zd.data(), v, &targets, ignore_index, &lse, scale);
         Ok(vec![Some(Tensor::from_vec(dz, zd.shape())?)])
     }))

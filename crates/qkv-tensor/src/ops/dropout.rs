@@ -10,19 +10,14 @@ use crate::tensor::Tensor;
 /// thread count, and backward regenerates it instead of storing it.
 pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::invalid(
-            "dropout",
-            format!("probability {p} must be in [0, 1)"),
-        ));
+        return Err(Error::invalid("dropout", format!("probability {p} must be in [0, 1)")));
     }
     if p == 0.0 {
         return Ok(x.clone());
     }
     let keep = 1.0 / (1.0 - p);
     let mask = move |n: usize| -> Vec<f32> {
-        (0..n as u64)
-            .map(|i| if hash_uniform(seed, i) < p { 0.0 } else { keep })
-            .collect()
+        (0..n as u64).map(|i| if hash_uniform(seed, i) < p { 0.0 } else { keep }).collect()
     };
     let m = mask(x.numel());
     let y = elementwise::zip_map(&x.data(), &m, |x, m| x * m);

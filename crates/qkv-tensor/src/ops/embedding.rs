@@ -11,20 +11,12 @@ use crate::tensor::Tensor;
 /// Backward scatters: row `id` of the table's gradient gets the sum of the
 /// output gradients of every position holding `id`.
 pub fn embedding(table: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Tensor> {
-    let (v, c) = table
-        .dims2()
-        .map_err(|_| Error::bad_shape("embedding", table.shape(), "a [V, C] table"))?;
+    let (v, c) = table.dims2().map_err(|_| Error::bad_shape("embedding", table.shape(), "a [V, C] table"))?;
     if ids_shape.iter().product::<usize>() != ids.len() {
-        return Err(Error::invalid(
-            "embedding",
-            format!("{} ids do not fill shape {ids_shape:?}", ids.len()),
-        ));
+        return Err(Error::invalid("embedding", format!("{} ids do not fill shape {ids_shape:?}", ids.len())));
     }
     if let Some((i, &id)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= v) {
-        return Err(Error::invalid(
-            "embedding",
-            format!("id {id} at position {i} is outside the table ({v} rows)"),
-        ));
+        return Err(Error::invalid("embedding", format!("id {id} at position {i} is outside the table ({v} rows)")));
     }
     let w = table.contiguous();
     let wd = w.data();
@@ -41,23 +33,15 @@ pub fn embedding(table: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Ten
         let gd = gd.data();
         let mut dw = crate::pool::take_zeroed(v * c);
         // Each task owns a band of columns, so no two tasks write the same element.
-        let band = c
-            .div_ceil(rayon::current_num_threads())
-            .max(16)
-            .min(c.max(1));
-        let bands: Vec<(usize, usize)> = (0..c)
-            .step_by(band)
-            .map(|s| (s, (s + band).min(c)))
-            .collect();
+        let band = c.div_ceil(rayon::current_num_threads()).max(16).min(c.max(1));
+        let bands: Vec<(usize, usize)> = (0..c).step_by(band).map(|s| (s, (s + band).min(c))).collect();
         let dw_ptr = SharedPtr(dw.as_mut_ptr());
         bands.par_iter().for_each(|&(s, e)| {
             let p = dw_ptr;
             for (pos, &id) in ids.iter().enumerate() {
                 let src = &gd[pos * c + s..pos * c + e];
                 // SAFETY: the band [s, e) of every row belongs to this task only.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(p.ptr().add(id as usize * c + s), e - s)
-                };
+                let dst = unsafe { std::slice::from_raw_parts_mut(p.ptr().add(id as usize * c + s), e - s) };
                 dst.iter_mut().zip(src).for_each(|(d, x)| *d += x);
             }
         });

@@ -33,12 +33,7 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let (a, b) = (self, rhs);
         if a.rank() < 2 || b.rank() < 2 {
-            return Err(Error::mismatch(
-                "matmul",
-                a.shape(),
-                b.shape(),
-                "both operands need at least 2 axes",
-            ));
+            return Err(Error::mismatch("matmul", a.shape(), b.shape(), "both operands need at least 2 axes"));
         }
         let (ra, rb) = (a.rank(), b.rank());
         let (m, k) = (a.shape()[ra - 2], a.shape()[ra - 1]);
@@ -59,11 +54,7 @@ impl Tensor {
 
         // A stack of rows times one matrix: fold the batch into M when a's
         // layout allows it without a copy.
-        let folded = if rb == 2 && ra > 2 {
-            a.layout().reshape(&[nb * m, k])
-        } else {
-            None
-        };
+        let folded = if rb == 2 && ra > 2 { a.layout().reshape(&[nb * m, k]) } else { None };
         if let Some(l) = folded {
             let am = Mat {
                 data: a.storage_slice(),
@@ -73,50 +64,23 @@ impl Tensor {
                 rs: l.strides()[0],
                 cs: l.strides()[1],
             };
-            matmul(
-                MatMut::rows(&mut out, nb * m, n),
-                am,
-                mat_of(b, 0),
-                1.0,
-                false,
-                Threads::All,
-            );
+            matmul(MatMut::rows(&mut out, nb * m, n), am, mat_of(b, 0), 1.0, false, Threads::All);
         } else {
             // Batch offsets of each operand (stride 0 along broadcast axes).
             let batch_offsets = |t: &Tensor| -> Result<Vec<usize>> {
                 let r = t.rank();
-                let l = Layout::new(
-                    t.shape()[..r - 2].to_vec(),
-                    t.layout().strides()[..r - 2].to_vec(),
-                    0,
-                );
+                let l = Layout::new(t.shape()[..r - 2].to_vec(), t.layout().strides()[..r - 2].to_vec(), 0);
                 Ok(l.broadcast_to(&batch)?.indices().collect())
             };
             let (oa, ob) = (batch_offsets(a)?, batch_offsets(b)?);
             let small = m * n * k < 64 * 64 * 64;
             if nb > 1 && small {
-                out.par_chunks_mut((m * n).max(1))
-                    .enumerate()
-                    .for_each(|(i, c)| {
-                        matmul(
-                            MatMut::rows(c, m, n),
-                            mat_of(a, oa[i]),
-                            mat_of(b, ob[i]),
-                            1.0,
-                            false,
-                            Threads::One,
-                        )
-                    });
+                out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, c)| {
+                    matmul(MatMut::rows(c, m, n), mat_of(a, oa[i]), mat_of(b, ob[i]), 1.0, false, Threads::One)
+                });
             } else {
                 for (i, c) in out.chunks_mut((m * n).max(1)).enumerate().take(nb) {
-                    matmul(
-                        MatMut::rows(c, m, n),
-                        mat_of(a, oa[i]),
-                        mat_of(b, ob[i]),
-                        1.0,
-                        false,
-                        Threads::All,
-                    );
+                    matmul(MatMut::rows(c, m, n), mat_of(a, oa[i]), mat_of(b, ob[i]), 1.0, false, Threads::All);
                 }
             }
         }
@@ -124,22 +88,14 @@ impl Tensor {
         let (ad, bd) = (a.detach(), b.detach());
         let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
         Ok(Tensor::from_op(out, &out_shape, &[a, b], move |g| {
-            let ga = if need_a {
-                Some(g.matmul(&bd.t()?)?.sum_to(ad.shape())?)
-            } else {
-                None
-            };
+            let ga = if need_a { Some(g.matmul(&bd.t()?)?.sum_to(ad.shape())?) } else { None };
             let gb = if !need_b {
                 None
             } else if bd.rank() == 2 && ad.rank() > 2 {
                 let k = ad.shape()[ad.rank() - 1];
                 let n = g.shape()[g.rank() - 1];
                 let rows = ad.numel() / k.max(1);
-                Some(
-                    ad.reshape(&[rows, k])?
-                        .t()?
-                        .matmul(&g.reshape(&[rows, n])?)?,
-                )
+                Some(ad.reshape(&[rows, k])?.t()?.matmul(&g.reshape(&[rows, n])?)?)
             } else {
                 Some(ad.t()?.matmul(g)?.sum_to(bd.shape())?)
             };
@@ -169,9 +125,7 @@ mod tests {
         for z in 0..nb {
             for i in 0..m {
                 for j in 0..n {
-                    out[(z * m + i) * n + j] = (0..k)
-                        .map(|p| av[(z * m + i) * k + p] * bv[(z * k + p) * n + j])
-                        .sum();
+                    out[(z * m + i) * n + j] = (0..k).map(|p| av[(z * m + i) * k + p] * bv[(z * k + p) * n + j]).sum();
                 }
             }
         }
@@ -208,9 +162,7 @@ mod tests {
 
     #[test]
     fn mismatched_inner_sizes_name_both_shapes() {
-        let e = Tensor::zeros(&[2, 3])
-            .matmul(&Tensor::zeros(&[4, 5]))
-            .unwrap_err();
+        let e = Tensor::zeros(&[2, 3]).matmul(&Tensor::zeros(&[4, 5])).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("[2, 3]") && msg.contains("[4, 5]"), "{msg}");
     }

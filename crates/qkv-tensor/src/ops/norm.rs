@@ -5,27 +5,14 @@ use crate::kernels::norm as k;
 use crate::tensor::Tensor;
 
 fn check(op: &'static str, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<usize> {
-    let c = *x
-        .shape()
-        .last()
-        .ok_or_else(|| Error::bad_shape(op, x.shape(), "[.., C]"))?;
+    let c = *x.shape().last().ok_or_else(|| Error::bad_shape(op, x.shape(), "[.., C]"))?;
     if w.shape() != [c] {
-        return Err(Error::mismatch(
-            op,
-            x.shape(),
-            w.shape(),
-            format!("the weight must be [{c}]"),
-        ));
+        return Err(Error::mismatch(op, x.shape(), w.shape(), format!("the weight must be [{c}]")));
     }
     if let Some(b) = b
         && b.shape() != [c]
     {
-        return Err(Error::mismatch(
-            op,
-            x.shape(),
-            b.shape(),
-            format!("the bias must be [{c}]"),
-        ));
+        return Err(Error::mismatch(op, x.shape(), b.shape(), format!("the bias must be [{c}]")));
     }
     if c == 0 {
         return Err(Error::invalid(op, "cannot normalise an axis of size 0"));
@@ -50,19 +37,8 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f32) -> Resul
         None => vec![x, w],
     };
     Ok(Tensor::from_op(f.y, x.shape(), &inputs, move |g| {
-        let gr = k::layer_norm_backward(
-            &xs.data(),
-            &wd.data(),
-            has_bias,
-            &mean,
-            &rstd,
-            &g.contiguous().data(),
-            c,
-        );
-        let mut grads = vec![
-            Some(Tensor::from_vec(gr.dx, xs.shape())?),
-            Some(Tensor::from_vec(gr.dw, &[c])?),
-        ];
+        let gr = k::layer_norm_backward(&xs.data(), &wd.data(), has_bias, &mean, &rstd, &g.contiguous().data(), c);
+        let mut grads = vec![Some(Tensor::from_vec(gr.dx, xs.shape())?), Some(Tensor::from_vec(gr.dw, &[c])?)];
         if has_bias {
             grads.push(Some(Tensor::from_vec(gr.db, &[c])?));
         }
@@ -82,9 +58,6 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
     let rstd = f.rstd;
     Ok(Tensor::from_op(f.y, x.shape(), &[x, w], move |g| {
         let gr = k::rms_norm_backward(&xs.data(), &wd.data(), &rstd, &g.contiguous().data(), c);
-        Ok(vec![
-            Some(Tensor::from_vec(gr.dx, xs.shape())?),
-            Some(Tensor::from_vec(gr.dw, &[c])?),
-        ])
+        Ok(vec![Some(Tensor::from_vec(gr.dx, xs.shape())?), Some(Tensor::from_vec(gr.dw, &[c])?)])
     }))
 }

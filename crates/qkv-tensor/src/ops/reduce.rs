@@ -6,11 +6,7 @@ use crate::tensor::Tensor;
 
 /// `[outer, n, inner]` sizes around `axis`.
 fn split_dims(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (
-        shape[..axis].iter().product(),
-        shape[axis],
-        shape[axis + 1..].iter().product(),
-    )
+    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
 }
 
 fn reduced_shape(shape: &[usize], axis: usize, keepdim: bool) -> Vec<usize> {
@@ -44,9 +40,7 @@ impl Tensor {
         let shape = reduced_shape(self.shape(), a, keepdim);
         let (src_shape, kept) = (self.shape().to_vec(), reduced_shape(self.shape(), a, true));
         Ok(Tensor::from_op(out, &shape, &[self], move |g| {
-            Ok(vec![Some(
-                g.reshape(&kept)?.broadcast_to(&src_shape)?.contiguous(),
-            )])
+            Ok(vec![Some(g.reshape(&kept)?.broadcast_to(&src_shape)?.contiguous())])
         }))
     }
 
@@ -60,10 +54,7 @@ impl Tensor {
         let a = self.axis("max", axis)?;
         let (outer, n, inner) = split_dims(self.shape(), a);
         if n == 0 {
-            return Err(crate::error::Error::invalid(
-                "max",
-                "cannot take the max over an empty axis",
-            ));
+            return Err(crate::error::Error::invalid("max", "cannot take the max over an empty axis"));
         }
         let x = self.data();
         let mut out = vec![f32::NEG_INFINITY; outer * inner];
@@ -97,9 +88,7 @@ impl Tensor {
     pub fn sum_all(&self) -> Tensor {
         let s = simd::sum(&self.data());
         let shape = self.shape().to_vec();
-        Tensor::from_op(vec![s], &[], &[self], move |g| {
-            Ok(vec![Some(Tensor::full(&shape, g.item()?))])
-        })
+        Tensor::from_op(vec![s], &[], &[self], move |g| Ok(vec![Some(Tensor::full(&shape, g.item()?))]))
     }
 
     /// Mean of every element, as a scalar.

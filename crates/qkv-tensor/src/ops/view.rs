@@ -23,17 +23,12 @@ pub(crate) fn gather(layout: &Layout, buf: &[f32]) -> Vec<f32> {
     let mut out = crate::pool::take(n);
     if layout.strides()[rank - 1] == 1 {
         // start index of each row: the layout with the last axis dropped
-        let rows = Layout::new(
-            layout.shape()[..rank - 1].to_vec(),
-            layout.strides()[..rank - 1].to_vec(),
-            layout.offset(),
-        );
+        let rows =
+            Layout::new(layout.shape()[..rank - 1].to_vec(), layout.strides()[..rank - 1].to_vec(), layout.offset());
         let starts: Vec<usize> = rows.indices().collect();
         let copy = |(o, &s): (&mut [f32], &usize)| o.copy_from_slice(&buf[s..s + last]);
         if n >= crate::kernels::elementwise::PAR_MIN {
-            out.par_chunks_mut(last)
-                .zip(starts.par_iter())
-                .for_each(copy);
+            out.par_chunks_mut(last).zip(starts.par_iter()).for_each(copy);
         } else {
             out.chunks_mut(last).zip(starts.iter()).for_each(copy);
         }
@@ -68,9 +63,7 @@ impl Tensor {
         }
         let src_shape = self.shape().to_vec();
         match self.layout().reshape(shape) {
-            Some(layout) => {
-                Ok(self.view_op(layout, move |g| Ok(vec![Some(g.reshape(&src_shape)?)])))
-            }
+            Some(layout) => Ok(self.view_op(layout, move |g| Ok(vec![Some(g.reshape(&src_shape)?)]))),
             None => self.contiguous().reshape(shape),
         }
     }
@@ -78,11 +71,7 @@ impl Tensor {
     /// Insert an axis of size 1 at `axis`.
     pub fn unsqueeze(&self, axis: usize) -> Result<Tensor> {
         if axis > self.rank() {
-            return Err(Error::AxisOutOfRange {
-                op: "unsqueeze",
-                axis,
-                rank: self.rank(),
-            });
+            return Err(Error::AxisOutOfRange { op: "unsqueeze", axis, rank: self.rank() });
         }
         let mut s = self.shape().to_vec();
         s.insert(axis, 1);
@@ -120,9 +109,7 @@ impl Tensor {
         let axis = self.axis("narrow", axis)?;
         let layout = self.layout().narrow(axis, start, len)?;
         let src_shape = self.shape().to_vec();
-        Ok(self.view_op(layout, move |g| {
-            Ok(vec![Some(pad_narrow(g, &src_shape, axis, start)?)])
-        }))
+        Ok(self.view_op(layout, move |g| Ok(vec![Some(pad_narrow(g, &src_shape, axis, start)?)])))
     }
 
     /// Cut `axis` into pieces of the given sizes (views). Splitting a fused
@@ -153,17 +140,11 @@ impl Tensor {
 
     /// Join tensors along `axis`; all other sizes must agree.
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
-        let first = tensors
-            .first()
-            .ok_or_else(|| Error::invalid("concat", "no tensors given"))?;
+        let first = tensors.first().ok_or_else(|| Error::invalid("concat", "no tensors given"))?;
         let a = first.axis("concat", axis)?;
         for t in tensors {
             let same = t.rank() == first.rank()
-                && t.shape()
-                    .iter()
-                    .zip(first.shape())
-                    .enumerate()
-                    .all(|(i, (x, y))| i == a || x == y);
+                && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (x, y))| i == a || x == y);
             if !same {
                 return Err(Error::mismatch(
                     "concat",
@@ -223,8 +204,7 @@ fn pad_narrow(g: &Tensor, shape: &[usize], axis: usize, start: usize) -> Result<
     let mut out = crate::pool::take_zeroed(shape.iter().product());
     let (row, w) = (shape[axis] * inner, len * inner);
     for o in 0..outer {
-        out[o * row + start * inner..o * row + start * inner + w]
-            .copy_from_slice(&gd[o * w..(o + 1) * w]);
+        out[o * row + start * inner..o * row + start * inner + w].copy_from_slice(&gd[o * w..(o + 1) * w]);
     }
     Tensor::from_vec(out, shape)
 }

@@ -19,17 +19,8 @@ pub struct LabeledTexts {
 /// Read `text_column` and `label_column` of a `.csv`, `.tsv` or `.jsonl`
 /// file. Bytes that are not UTF-8 are an error naming the row, unless `lossy`
 /// (then they become U+FFFD). Rows with an empty text are skipped.
-pub fn read_labeled(
-    path: &Path,
-    text_column: &str,
-    label_column: &str,
-    lossy: bool,
-) -> Result<LabeledTexts> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_lowercase();
+pub fn read_labeled(path: &Path, text_column: &str, label_column: &str, lossy: bool) -> Result<LabeledTexts> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_lowercase();
     match ext.as_str() {
         "jsonl" | "json" | "ndjson" => read_jsonl(path, text_column, label_column, lossy),
         "tsv" => read_delimited(path, b'\t', text_column, label_column, lossy),
@@ -64,17 +55,17 @@ fn read_delimited(
         .flexible(false)
         .from_path(path)
         .map_err(|e| Error::format(path, format!("cannot read: {e}")))?;
-    let headers = reader
-        .byte_headers()
-        .map_err(|e| Error::format(path, format!("cannot read the header row: {e}")))?
-        .clone();
-    let names: Vec<String> = headers
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).trim().to_string())
-        .collect();
+    let headers =
+        reader.byte_headers().map_err(|e| Error::format(path, format!("cannot read the header row: {e}")))?.clone();
+    let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect();
     let find = |want: &str| {
         names.iter().position(|n| n == want).ok_or_else(|| {
-            Error::format(path, format!("no column named {want:?}; the columns are {names:?} (choose with --text-column / --label-column)"))
+            Error::format(
+                path,
+                format!(
+                    "no column named {want:?}; the columns are {names:?} (choose with --text-column / --label-column)"
+                ),
+            )
         })
     };
     let (ti, li) = (find(text_column)?, find(label_column)?);
@@ -88,10 +79,7 @@ fn read_delimited(
             continue;
         }
         if label.trim().is_empty() {
-            return Err(Error::format(
-                path,
-                format!("row {row}: empty label in column {label_column:?}"),
-            ));
+            return Err(Error::format(path, format!("row {row}: empty label in column {label_column:?}")));
         }
         out.texts.push(text);
         out.labels.push(label.trim().to_string());
@@ -102,12 +90,7 @@ fn read_delimited(
     Ok(out)
 }
 
-fn read_jsonl(
-    path: &Path,
-    text_column: &str,
-    label_column: &str,
-    lossy: bool,
-) -> Result<LabeledTexts> {
+fn read_jsonl(path: &Path, text_column: &str, label_column: &str, lossy: bool) -> Result<LabeledTexts> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut out = LabeledTexts::default();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -116,16 +99,14 @@ fn read_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| Error::format(path, format!("line {row}: not JSON ({e})")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| Error::format(path, format!("line {row}: not JSON ({e})")))?;
         let field = |name: &str| -> Result<String> {
             match v.get(name) {
                 Some(serde_json::Value::String(s)) => Ok(s.clone()),
                 Some(serde_json::Value::Null) | None => Err(Error::format(
                     path,
-                    format!(
-                        "line {row}: no field {name:?} (choose with --text-column / --label-column)"
-                    ),
+                    format!("line {row}: no field {name:?} (choose with --text-column / --label-column)"),
                 )),
                 Some(other) => Ok(other.to_string()),
             }
@@ -163,14 +144,8 @@ impl LabeledTexts {
                 keep.push(i);
             }
         }
-        self.texts = keep
-            .iter()
-            .map(|&i| std::mem::take(&mut self.texts[i]))
-            .collect();
-        self.labels = keep
-            .iter()
-            .map(|&i| std::mem::take(&mut self.labels[i]))
-            .collect();
+        self.texts = keep.iter().map(|&i| std::mem::take(&mut self.texts[i])).collect();
+        self.labels = keep.iter().map(|&i| std::mem::take(&mut self.labels[i])).collect();
         before - self.len()
     }
 
@@ -184,14 +159,8 @@ impl LabeledTexts {
         }
         let n_test = ((n as f64) * test_fraction).round() as usize;
         let pick = |idx: &[usize], s: &mut LabeledTexts| LabeledTexts {
-            texts: idx
-                .iter()
-                .map(|&i| std::mem::take(&mut s.texts[i]))
-                .collect(),
-            labels: idx
-                .iter()
-                .map(|&i| std::mem::take(&mut s.labels[i]))
-                .collect(),
+            texts: idx.iter().map(|&i| std::mem::take(&mut s.texts[i])).collect(),
+            labels: idx.iter().map(|&i| std::mem::take(&mut s.labels[i])).collect(),
         };
         let test = pick(&order[n - n_test..], &mut self);
         let train = pick(&order[..n - n_test], &mut self);
@@ -201,12 +170,8 @@ impl LabeledTexts {
 
 /// The label vocabulary: names sorted, ids by position.
 pub fn label_names(labels: &[String]) -> Vec<String> {
-    let mut names: Vec<String> = labels
-        .iter()
-        .cloned()
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let mut names: Vec<String> =
+        labels.iter().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     names.dedup();
     names
 }
@@ -216,15 +181,9 @@ pub fn label_ids(labels: &[String], names: &[String], what: &str) -> Result<Vec<
     labels
         .iter()
         .map(|l| {
-            names
-                .iter()
-                .position(|n| n == l)
-                .map(|i| i as u32)
-                .ok_or_else(|| {
-                    Error::Data(format!(
-                        "{what}: label {l:?} was not seen in training (known labels: {names:?})"
-                    ))
-                })
+            names.iter().position(|n| n == l).map(|i| i as u32).ok_or_else(|| {
+                Error::Data(format!("{what}: label {l:?} was not seen in training (known labels: {names:?})"))
+            })
         })
         .collect()
 }
@@ -241,42 +200,30 @@ mod tests {
 
     #[test]
     fn csv_with_quotes_duplicates_and_bad_bytes() {
-        let p = write("a.csv", b"sentiment,confidence,text\npositive,1,\"great, really\"\nnegative,1,bad\nnegative,0.5,Bad \n");
+        let p = write(
+            "a.csv",
+            b"sentiment,confidence,text\npositive,1,\"great, really\"\nnegative,1,bad\nnegative,0.5,Bad \n",
+        );
         let mut d = read_labeled(&p, "text", "sentiment", false).unwrap();
         assert_eq!(d.texts, vec!["great, really", "bad", "Bad "]);
         assert_eq!(d.dedup(), 1);
         assert_eq!(d.labels, vec!["positive", "negative"]);
-        let e = read_labeled(&p, "tweet", "sentiment", false)
-            .unwrap_err()
-            .to_string();
+        let e = read_labeled(&p, "tweet", "sentiment", false).unwrap_err().to_string();
         assert!(e.contains("\"tweet\"") && e.contains("sentiment"), "{e}");
         let bad = write("b.csv", b"label,text\npos,caf\xe9\n");
-        let e = read_labeled(&bad, "text", "label", false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("row 2") && e.contains("0xe9") && e.contains("--lossy"),
-            "{e}"
-        );
-        assert_eq!(
-            read_labeled(&bad, "text", "label", true).unwrap().texts,
-            vec!["caf\u{fffd}"]
-        );
+        let e = read_labeled(&bad, "text", "label", false).unwrap_err().to_string();
+        assert!(e.contains("row 2") && e.contains("0xe9") && e.contains("--lossy"), "{e}");
+        assert_eq!(read_labeled(&bad, "text", "label", true).unwrap().texts, vec!["caf\u{fffd}"]);
     }
 
     #[test]
     fn jsonl_and_unseen_labels() {
-        let p = write(
-            "c.jsonl",
-            b"{\"text\": \"hi\", \"label\": 1}\n{\"text\": \"yo\", \"label\": 0}\n\n",
-        );
+        let p = write("c.jsonl", b"{\"text\": \"hi\", \"label\": 1}\n{\"text\": \"yo\", \"label\": 0}\n\n");
         let d = read_labeled(&p, "text", "label", false).unwrap();
         assert_eq!(d.labels, vec!["1", "0"]);
         let names = label_names(&d.labels);
         assert_eq!(label_ids(&d.labels, &names, "train").unwrap(), vec![1, 0]);
-        let e = label_ids(&["2".to_string()], &names, "test split")
-            .unwrap_err()
-            .to_string();
+        let e = label_ids(&["2".to_string()], &names, "test split").unwrap_err().to_string();
         assert!(e.contains("\"2\"") && e.contains("not seen"), "{e}");
     }
 

@@ -80,10 +80,7 @@ fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     if b[2] != 0x08 {
         return Err(Error::format(
             path,
-            format!(
-                "IDX element type 0x{:02x}; only unsigned bytes (0x08) are supported",
-                b[2]
-            ),
+            format!("IDX element type 0x{:02x}; only unsigned bytes (0x08) are supported", b[2]),
         ));
     }
     let nd = b[3] as usize;
@@ -91,19 +88,14 @@ fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
         return Err(Error::format(path, "truncated IDX header"));
     }
     let dims: Vec<usize> = (0..nd)
-        .map(|i| {
-            u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize
-        })
+        .map(|i| u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize)
         .collect();
     let n: usize = dims.iter().product();
     let data = &b[4 + 4 * nd..];
     if data.len() != n {
         return Err(Error::format(
             path,
-            format!(
-                "IDX header says {n} values ({dims:?}) but the file holds {}",
-                data.len()
-            ),
+            format!("IDX header says {n} values ({dims:?}) but the file holds {}", data.len()),
         ));
     }
     Ok((dims, data.to_vec()))
@@ -117,10 +109,8 @@ fn convert(src: &[f32], ch: usize, h: usize, w: usize, channels: usize, size: us
         for y in 0..size {
             for x in 0..size {
                 // centre-aligned sampling position in the source
-                let sy =
-                    ((y as f32 + 0.5) * h as f32 / size as f32 - 0.5).clamp(0.0, (h - 1) as f32);
-                let sx =
-                    ((x as f32 + 0.5) * w as f32 / size as f32 - 0.5).clamp(0.0, (w - 1) as f32);
+                let sy = ((y as f32 + 0.5) * h as f32 / size as f32 - 0.5).clamp(0.0, (h - 1) as f32);
+                let sx = ((x as f32 + 0.5) * w as f32 / size as f32 - 0.5).clamp(0.0, (w - 1) as f32);
                 let (y0, x0) = (sy.floor() as usize, sx.floor() as usize);
                 let (y1, x1) = ((y0 + 1).min(h - 1), (x0 + 1).min(w - 1));
                 let (fy, fx) = (sy - y0 as f32, sx - x0 as f32);
@@ -131,9 +121,7 @@ fn convert(src: &[f32], ch: usize, h: usize, w: usize, channels: usize, size: us
                         src[yy * w + xx] // grey → every colour channel
                     } else {
                         // colour → grey: luma
-                        0.299 * src[yy * w + xx]
-                            + 0.587 * src[(h + yy) * w + xx]
-                            + 0.114 * src[(2 * h + yy) * w + xx]
+                        0.299 * src[yy * w + xx] + 0.587 * src[(h + yy) * w + xx] + 0.114 * src[(2 * h + yy) * w + xx]
                     }
                 };
                 let v = px(y0, x0) * (1.0 - fy) * (1.0 - fx)
@@ -151,12 +139,7 @@ fn find_prefixed(dir: &Path, prefix: &str) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(prefix))
-        })
+        .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
         .collect();
     found.sort();
     found.into_iter().next()
@@ -166,17 +149,11 @@ fn find_prefixed(dir: &Path, prefix: &str) -> Option<PathBuf> {
 fn idx_set(images: &Path, labels: &Path, channels: usize, size: usize) -> Result<ImageSet> {
     let (dims, px) = read_idx(images)?;
     if dims.len() != 3 {
-        return Err(Error::format(
-            images,
-            format!("expected [count, rows, cols] images, found dimensions {dims:?}"),
-        ));
+        return Err(Error::format(images, format!("expected [count, rows, cols] images, found dimensions {dims:?}")));
     }
     let (ldims, lab) = read_idx(labels)?;
     if ldims.len() != 1 || ldims[0] != dims[0] {
-        return Err(Error::format(
-            labels,
-            format!("{:?} labels for {} images", ldims, dims[0]),
-        ));
+        return Err(Error::format(labels, format!("{:?} labels for {} images", ldims, dims[0])));
     }
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     let mut pixels = Vec::with_capacity(n * channels * size * size);
@@ -187,28 +164,15 @@ fn idx_set(images: &Path, labels: &Path, channels: usize, size: usize) -> Result
         }
         pixels.extend(convert(&buf, 1, h, w, channels, size));
     }
-    Ok(ImageSet {
-        pixels,
-        labels: lab.iter().map(|&l| l as u32).collect(),
-        channels,
-        size,
-    })
+    Ok(ImageSet { pixels, labels: lab.iter().map(|&l| l as u32).collect(), channels, size })
 }
 
 /// The 8×8 digits CSV: 64 values in 0..=16, then the label.
 fn digits_csv(path: &Path, channels: usize, size: usize) -> Result<ImageSet> {
     let bytes = read_maybe_gz(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::format(
-            path,
-            format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
-        )
-    })?;
-    let mut set = ImageSet {
-        channels,
-        size,
-        ..Default::default()
-    };
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::format(path, format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to())))?;
+    let mut set = ImageSet { channels, size, ..Default::default() };
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
@@ -222,11 +186,7 @@ fn digits_csv(path: &Path, channels: usize, size: usize) -> Result<ImageSet> {
         if values.len() != 65 {
             return Err(Error::format(
                 path,
-                format!(
-                    "line {}: {} values, expected 64 pixels and a label",
-                    i + 1,
-                    values.len()
-                ),
+                format!("line {}: {} values, expected 64 pixels and a label", i + 1, values.len()),
             ));
         }
         let img: Vec<f32> = values[..64].iter().map(|v| v / 16.0).collect();
@@ -241,21 +201,13 @@ fn digits_csv(path: &Path, channels: usize, size: usize) -> Result<ImageSet> {
 
 /// One image file, decoded and converted to the model's channels and size.
 pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
-    let img = image::open(path)
-        .map_err(|e| Error::format(path, format!("cannot read the image: {e}")))?;
+    let img = image::open(path).map_err(|e| Error::format(path, format!("cannot read the image: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(Error::format(path, "the image is empty"));
     }
     let (ch, raw): (usize, Vec<f32>) = if channels == 1 {
-        (
-            1,
-            img.to_luma8()
-                .into_raw()
-                .iter()
-                .map(|&v| v as f32 / 255.0)
-                .collect(),
-        )
+        (1, img.to_luma8().into_raw().iter().map(|&v| v as f32 / 255.0).collect())
     } else {
         let rgb = img.to_rgb8();
         // interleaved RGB → channel planes
@@ -285,30 +237,16 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// A directory of class directories.
-fn folder_set(
-    dir: &Path,
-    names: &mut Vec<String>,
-    grow: bool,
-    channels: usize,
-    size: usize,
-) -> Result<ImageSet> {
+fn folder_set(dir: &Path, names: &mut Vec<String>, grow: bool, channels: usize, size: usize) -> Result<ImageSet> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
     classes.sort();
-    let mut set = ImageSet {
-        channels,
-        size,
-        ..Default::default()
-    };
+    let mut set = ImageSet { channels, size, ..Default::default() };
     for class_dir in classes {
-        let name = class_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("?")
-            .to_string();
+        let name = class_dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
         let id = match names.iter().position(|n| *n == name) {
             Some(i) => i,
             None if grow => {
@@ -328,10 +266,7 @@ fn folder_set(
         }
     }
     if set.is_empty() {
-        return Err(Error::format(
-            dir,
-            "no PNG or JPEG images in class sub-directories",
-        ));
+        return Err(Error::format(dir, "no PNG or JPEG images in class sub-directories"));
     }
     Ok(set)
 }
@@ -341,25 +276,12 @@ fn hold_out(set: ImageSet, fraction: f64) -> (ImageSet, ImageSet) {
     let per = set.channels * set.size * set.size;
     let every = (1.0 / fraction).round().max(2.0) as usize;
     let (mut train, mut test) = (
-        ImageSet {
-            channels: set.channels,
-            size: set.size,
-            ..Default::default()
-        },
-        ImageSet {
-            channels: set.channels,
-            size: set.size,
-            ..Default::default()
-        },
+        ImageSet { channels: set.channels, size: set.size, ..Default::default() },
+        ImageSet { channels: set.channels, size: set.size, ..Default::default() },
     );
     for i in 0..set.len() {
-        let dst = if i % every == every - 1 {
-            &mut test
-        } else {
-            &mut train
-        };
-        dst.pixels
-            .extend_from_slice(&set.pixels[i * per..(i + 1) * per]);
+        let dst = if i % every == every - 1 { &mut test } else { &mut train };
+        dst.pixels.extend_from_slice(&set.pixels[i * per..(i + 1) * per]);
         dst.labels.push(set.labels[i]);
     }
     (train, test)
@@ -367,11 +289,7 @@ fn hold_out(set: ImageSet, fraction: f64) -> (ImageSet, ImageSet) {
 
 /// Read any of the three sources (see the module docs) as `channels × size × size` images.
 pub fn load(path: &Path, channels: usize, size: usize) -> Result<ImageData> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_lowercase();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_lowercase();
     if path.is_file() && (name.ends_with(".csv") || name.ends_with(".csv.gz")) {
         let set = digits_csv(path, channels, size)?;
         let n_classes = set.labels.iter().max().map_or(0, |&m| m as usize + 1);
@@ -384,20 +302,11 @@ pub fn load(path: &Path, channels: usize, size: usize) -> Result<ImageData> {
         });
     }
     if !path.is_dir() {
-        return Err(Error::format(
-            path,
-            "expected a directory of IDX files or class folders, or a digits CSV",
-        ));
+        return Err(Error::format(path, "expected a directory of IDX files or class folders, or a digits CSV"));
     }
-    if let (Some(ti), Some(tl)) = (
-        find_prefixed(path, "train-images"),
-        find_prefixed(path, "train-labels"),
-    ) {
+    if let (Some(ti), Some(tl)) = (find_prefixed(path, "train-images"), find_prefixed(path, "train-labels")) {
         let train = idx_set(&ti, &tl, channels, size)?;
-        let (test, source) = match (
-            find_prefixed(path, "t10k-images"),
-            find_prefixed(path, "t10k-labels"),
-        ) {
+        let (test, source) = match (find_prefixed(path, "t10k-images"), find_prefixed(path, "t10k-labels")) {
             (Some(xi), Some(xl)) => (idx_set(&xi, &xl, channels, size)?, xi.display().to_string()),
             _ => {
                 return Err(Error::format(
@@ -406,12 +315,7 @@ pub fn load(path: &Path, channels: usize, size: usize) -> Result<ImageData> {
                 ));
             }
         };
-        let n_classes = train
-            .labels
-            .iter()
-            .chain(&test.labels)
-            .max()
-            .map_or(0, |&m| m as usize + 1);
+        let n_classes = train.labels.iter().chain(&test.labels).max().map_or(0, |&m| m as usize + 1);
         return Ok(ImageData {
             train,
             test,
@@ -423,21 +327,11 @@ pub fn load(path: &Path, channels: usize, size: usize) -> Result<ImageData> {
     if path.join("train").is_dir() && path.join("test").is_dir() {
         let train = folder_set(&path.join("train"), &mut names, true, channels, size)?;
         let test = folder_set(&path.join("test"), &mut names, false, channels, size)?;
-        return Ok(ImageData {
-            train,
-            test,
-            label_names: names,
-            test_source: path.join("test").display().to_string(),
-        });
+        return Ok(ImageData { train, test, label_names: names, test_source: path.join("test").display().to_string() });
     }
     let set = folder_set(path, &mut names, true, channels, size)?;
     let (train, test) = hold_out(set, 0.1);
-    Ok(ImageData {
-        train,
-        test,
-        label_names: names,
-        test_source: "every 10th image of each class".into(),
-    })
+    Ok(ImageData { train, test, label_names: names, test_source: "every 10th image of each class".into() })
 }
 
 #[cfg(test)]
@@ -463,11 +357,7 @@ mod tests {
             e.finish().unwrap()
         };
         let pixels: Vec<u8> = (0..2 * 4 * 4).map(|i| (i * 8) as u8).collect();
-        std::fs::write(
-            dir.join("train-images-idx3-ubyte.gz"),
-            gz(&idx(&[2, 4, 4], &pixels)),
-        )
-        .unwrap();
+        std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz(&idx(&[2, 4, 4], &pixels))).unwrap();
         std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(&[2], &[3, 7])).unwrap();
         std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx(&[2, 4, 4], &pixels)).unwrap();
         std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx(&[2], &[1, 2])).unwrap();
@@ -481,12 +371,7 @@ mod tests {
         assert_eq!(big.train.pixels.len(), 2 * 3 * 64);
         // a labels file that does not match
         std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(&[3], &[1, 2, 3])).unwrap();
-        assert!(
-            load(&dir, 1, 4)
-                .unwrap_err()
-                .to_string()
-                .contains("labels for 2 images")
-        );
+        assert!(load(&dir, 1, 4).unwrap_err().to_string().contains("labels for 2 images"));
         std::fs::write(dir.join("train-labels-idx1-ubyte"), b"garbage").unwrap();
         assert!(load(&dir, 1, 4).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -24,11 +24,7 @@ pub struct MaskingRule {
 
 impl Default for MaskingRule {
     fn default() -> Self {
-        MaskingRule {
-            select: 0.15,
-            to_mask: 0.8,
-            to_random: 0.1,
-        }
+        MaskingRule { select: 0.15, to_mask: 0.8, to_random: 0.1 }
     }
 }
 
@@ -72,29 +68,17 @@ mod tests {
         let mut special = vec![false; n];
         special[0] = true; // a [CLS]
         let ordinary: Vec<u32> = (10..1010).collect();
-        let labels = mask_tokens(
-            &mut ids,
-            &special,
-            3,
-            &ordinary,
-            &MaskingRule::default(),
-            &mut Rng::new(0),
-        );
+        let labels = mask_tokens(&mut ids, &special, 3, &ordinary, &MaskingRule::default(), &mut Rng::new(0));
         assert_eq!(labels[0], IGNORE);
         let chosen: Vec<usize> = (0..n).filter(|&i| labels[i] != IGNORE).collect();
         let frac = chosen.len() as f64 / n as f64;
         assert!((frac - 0.15).abs() < 0.003, "chosen {frac}");
         let masked = chosen.iter().filter(|&&i| ids[i] == 3).count() as f64 / chosen.len() as f64;
-        let kept =
-            chosen.iter().filter(|&&i| ids[i] == original[i]).count() as f64 / chosen.len() as f64;
+        let kept = chosen.iter().filter(|&&i| ids[i] == original[i]).count() as f64 / chosen.len() as f64;
         assert!((masked - 0.8).abs() < 0.01, "masked {masked}");
         // kept includes random draws that happen to hit the original (1 in 1000)
         assert!((kept - 0.1).abs() < 0.01, "kept {kept}");
         assert!(chosen.iter().all(|&i| labels[i] == original[i]));
-        assert!(
-            (0..n)
-                .filter(|&i| labels[i] == IGNORE)
-                .all(|i| ids[i] == original[i])
-        );
+        assert!((0..n).filter(|&i| labels[i] == IGNORE).all(|i| ids[i] == original[i]));
     }
 }

@@ -22,15 +22,15 @@ pub fn read_corpus(path: &Path) -> Result<String> {
 
 pub fn corpus_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
     if bytes.is_empty() {
-        return Err(Error::format(
-            path,
-            "the file is empty; a corpus needs text to learn from",
-        ));
+        return Err(Error::format(path, "the file is empty; a corpus needs text to learn from"));
     }
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let byte = e.as_bytes()[at];
-        Error::format(path, format!("not valid UTF-8: byte 0x{byte:02x} at offset {at} (convert the file to UTF-8 first)"))
+        Error::format(
+            path,
+            format!("not valid UTF-8: byte 0x{byte:02x} at offset {at} (convert the file to UTF-8 first)"),
+        )
     })?;
     if text.trim().is_empty() {
         return Err(Error::format(path, "the file holds only whitespace"));
@@ -42,10 +42,7 @@ pub fn corpus_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String> {
 /// users who ask for it); also returns how many were replaced.
 pub fn read_corpus_lossy(path: &Path) -> Result<(String, usize)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let replaced = bytes
-        .utf8_chunks()
-        .filter(|c| !c.invalid().is_empty())
-        .count();
+    let replaced = bytes.utf8_chunks().filter(|c| !c.invalid().is_empty()).count();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     Ok((corpus_from_bytes(path, text.into_bytes())?, replaced))
 }
@@ -64,10 +61,7 @@ impl Split {
         let n = ids.len();
         let n_val = ((n as f64) * val_fraction).round() as usize;
         let cut = n - n_val.min(n);
-        Split {
-            train: ids.slice(0..cut),
-            val: ids.slice(cut..n),
-        }
+        Split { train: ids.slice(0..cut), val: ids.slice(cut..n) }
     }
 
     /// Both parts must hold at least one window of `block_size + 1` tokens.
@@ -87,12 +81,7 @@ impl Split {
 
 /// `b` random windows of `t + 1` tokens: inputs `x` and the targets `y`
 /// (`x` shifted left by one), both `[B, T]`.
-pub fn random_batch<D: TokenIds + ?Sized>(
-    data: &D,
-    b: usize,
-    t: usize,
-    rng: &mut Rng,
-) -> (Vec<u32>, Vec<u32>) {
+pub fn random_batch<D: TokenIds + ?Sized>(data: &D, b: usize, t: usize, rng: &mut Rng) -> (Vec<u32>, Vec<u32>) {
     let mut x = Vec::with_capacity(b * t);
     let mut y = Vec::with_capacity(b * t);
     let starts = (data.len() - t) as u64; // windows [s, s + t] with s + t < len
@@ -151,15 +140,8 @@ mod tests {
     #[test]
     fn bad_corpora_say_what_is_wrong() {
         let p = Path::new("x.txt");
-        assert!(
-            corpus_from_bytes(p, vec![])
-                .unwrap_err()
-                .to_string()
-                .contains("empty")
-        );
-        let e = corpus_from_bytes(p, b"abc\xff\xfe".to_vec())
-            .unwrap_err()
-            .to_string();
+        assert!(corpus_from_bytes(p, vec![]).unwrap_err().to_string().contains("empty"));
+        let e = corpus_from_bytes(p, b"abc\xff\xfe".to_vec()).unwrap_err().to_string();
         assert!(e.contains("0xff") && e.contains("offset 3"), "{e}");
         assert!(corpus_from_bytes(p, b" \n\t".to_vec()).is_err());
     }

@@ -105,12 +105,7 @@ pub fn load_or_build(dirs: &[PathBuf], text: &str, tok: &Tokenizer) -> Result<Ca
     for dir in dirs {
         let path = dir.join(key.file_name());
         if let Ok(Some(tokens)) = read(&path, &key) {
-            return Ok(Cached {
-                tokens,
-                path: Some(path),
-                reused: true,
-                warnings: vec![],
-            });
+            return Ok(Cached { tokens, path: Some(path), reused: true, warnings: vec![] });
         }
     }
     let ids = encode_corpus(tok, text)?;
@@ -129,26 +124,13 @@ pub fn load_or_build(dirs: &[PathBuf], text: &str, tok: &Tokenizer) -> Result<Ca
             .and_then(|_| read(&path, &key));
         match written {
             Ok(Some(tokens)) => {
-                return Ok(Cached {
-                    tokens,
-                    path: Some(path),
-                    reused: false,
-                    warnings,
-                });
+                return Ok(Cached { tokens, path: Some(path), reused: false, warnings });
             }
-            Ok(None) => warnings.push(format!(
-                "{}: written but unreadable as a token cache",
-                path.display()
-            )),
+            Ok(None) => warnings.push(format!("{}: written but unreadable as a token cache", path.display())),
             Err(e) => warnings.push(e.to_string()),
         }
     }
-    Ok(Cached {
-        tokens: ids.into(),
-        path: None,
-        reused: false,
-        warnings,
-    })
+    Ok(Cached { tokens: ids.into(), path: None, reused: false, warnings })
 }
 
 /// Write `ids` as a cache file for `key` (atomically: a crash leaves no half file).
@@ -158,25 +140,14 @@ pub fn write(path: &Path, key: &Key, ids: &[u32]) -> Result<()> {
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&(width.bytes() as u32).to_le_bytes());
     header.extend_from_slice(&0u32.to_le_bytes());
-    for v in [
-        ids.len() as u64,
-        key.vocab_size,
-        key.corpus_len,
-        key.corpus_hash,
-        key.tokenizer,
-        0,
-    ] {
+    for v in [ids.len() as u64, key.vocab_size, key.corpus_len, key.corpus_hash, key.tokenizer, 0] {
         header.extend_from_slice(&v.to_le_bytes());
     }
     debug_assert_eq!(header.len(), HEADER);
     let mut body = Vec::with_capacity(ids.len() * width.bytes());
     match width {
-        Width::U16 => ids
-            .iter()
-            .for_each(|&id| body.extend_from_slice(&(id as u16).to_le_bytes())),
-        Width::U32 => ids
-            .iter()
-            .for_each(|&id| body.extend_from_slice(&id.to_le_bytes())),
+        Width::U16 => ids.iter().for_each(|&id| body.extend_from_slice(&(id as u16).to_le_bytes())),
+        Width::U32 => ids.iter().for_each(|&id| body.extend_from_slice(&id.to_le_bytes())),
     }
     write_atomic_with(path, |f: &mut File| {
         f.write_all(&header)?;
@@ -202,16 +173,8 @@ pub fn read(path: &Path, key: &Key) -> Result<Option<Tokens>> {
     let u64_at = |i: usize| u64::from_le_bytes(map[i..i + 8].try_into().expect("8 bytes"));
     let width = key.width();
     let count = u64_at(16) as usize;
-    let found = Key {
-        vocab_size: u64_at(24),
-        corpus_len: u64_at(32),
-        corpus_hash: u64_at(40),
-        tokenizer: u64_at(48),
-    };
-    let fits = count
-        .checked_mul(width.bytes())
-        .and_then(|n| n.checked_add(HEADER))
-        == Some(map.len());
+    let found = Key { vocab_size: u64_at(24), corpus_len: u64_at(32), corpus_hash: u64_at(40), tokenizer: u64_at(48) };
+    let fits = count.checked_mul(width.bytes()).and_then(|n| n.checked_add(HEADER)) == Some(map.len());
     if found != *key || u32_at(8) as usize != width.bytes() || !fits {
         return Ok(None);
     }

@@ -59,11 +59,7 @@ pub enum Width {
 impl Width {
     /// The narrowest width that holds every id below `vocab_size`.
     pub fn for_vocab(vocab_size: usize) -> Width {
-        if vocab_size <= 1 << 16 {
-            Width::U16
-        } else {
-            Width::U32
-        }
+        if vocab_size <= 1 << 16 { Width::U16 } else { Width::U32 }
     }
 
     pub fn bytes(self) -> usize {
@@ -98,11 +94,7 @@ pub struct Tokens {
 impl From<Vec<u32>> for Tokens {
     fn from(ids: Vec<u32>) -> Tokens {
         let len = ids.len();
-        Tokens {
-            store: Arc::new(Store::Owned(ids)),
-            start: 0,
-            len,
-        }
+        Tokens { store: Arc::new(Store::Owned(ids)), start: 0, len }
     }
 }
 
@@ -110,15 +102,8 @@ impl Tokens {
     /// `count` ids of `width` stored little-endian from byte `offset` of `map`.
     /// Panics if the map is too short (the caller checks the file's length).
     pub fn mapped(map: Mmap, offset: usize, width: Width, count: usize) -> Tokens {
-        assert!(
-            map.len() >= offset + count * width.bytes(),
-            "the mapped file is shorter than its ids"
-        );
-        Tokens {
-            store: Arc::new(Store::Mapped { map, offset, width }),
-            start: 0,
-            len: count,
-        }
+        assert!(map.len() >= offset + count * width.bytes(), "the mapped file is shorter than its ids");
+        Tokens { store: Arc::new(Store::Mapped { map, offset, width }), start: 0, len: count }
     }
 
     /// True when the ids are read from a memory-mapped file.
@@ -128,16 +113,8 @@ impl Tokens {
 
     /// The ids in `range` of this view, sharing the storage.
     pub fn slice(&self, range: Range<usize>) -> Tokens {
-        assert!(
-            range.start <= range.end && range.end <= self.len,
-            "slice {range:?} of {} tokens",
-            self.len
-        );
-        Tokens {
-            store: Arc::clone(&self.store),
-            start: self.start + range.start,
-            len: range.len(),
-        }
+        assert!(range.start <= range.end && range.end <= self.len, "slice {range:?} of {} tokens", self.len);
+        Tokens { store: Arc::clone(&self.store), start: self.start + range.start, len: range.len() }
     }
 
     /// Every id, copied out.
@@ -152,11 +129,7 @@ impl TokenIds for Tokens {
     }
 
     fn extend_window(&self, range: Range<usize>, out: &mut Vec<u32>) {
-        assert!(
-            range.end <= self.len,
-            "window {range:?} of {} tokens",
-            self.len
-        );
+        assert!(range.end <= self.len, "window {range:?} of {} tokens", self.len);
         let (a, b) = (self.start + range.start, self.start + range.end);
         match &*self.store {
             Store::Owned(v) => out.extend_from_slice(&v[a..b]),
@@ -164,16 +137,10 @@ impl TokenIds for Tokens {
                 let w = width.bytes();
                 let bytes = &map[offset + a * w..offset + b * w];
                 match width {
-                    Width::U16 => out.extend(
-                        bytes
-                            .chunks_exact(2)
-                            .map(|c| u16::from_le_bytes([c[0], c[1]]) as u32),
-                    ),
-                    Width::U32 => out.extend(
-                        bytes
-                            .chunks_exact(4)
-                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                    ),
+                    Width::U16 => out.extend(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as u32)),
+                    Width::U32 => {
+                        out.extend(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    }
                 }
             }
         }

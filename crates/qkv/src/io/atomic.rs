@@ -14,18 +14,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Replace `path` with what `fill` writes, atomically.
-pub fn write_atomic_with(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::format(path, "not a file path"))?
-        .to_string_lossy();
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::format(path, "not a file path"))?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -59,16 +50,8 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let failed = write_atomic_with(&p, |_| Err(std::io::Error::other("disk full")));
         assert!(failed.is_err());
-        assert_eq!(
-            fs::read(&p).unwrap(),
-            b"two",
-            "a failed write keeps the old file"
-        );
-        assert_eq!(
-            fs::read_dir(&dir).unwrap().count(),
-            1,
-            "no temporary left behind"
-        );
+        assert_eq!(fs::read(&p).unwrap(), b"two", "a failed write keeps the old file");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary left behind");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -24,10 +24,7 @@ pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 pub fn read_config(dir: &Path) -> Result<Value> {
     let p = dir.join(CONFIG);
     if !dir.is_dir() {
-        return Err(Error::format(
-            dir,
-            "not a directory; give a model directory (config.json + model.safetensors)",
-        ));
+        return Err(Error::format(dir, "not a directory; give a model directory (config.json + model.safetensors)"));
     }
     let text = std::fs::read_to_string(&p)
         .map_err(|_| Error::format(dir, "no config.json: not a model directory (train one with `qkv train`, or give a Hugging Face model directory)"))?;
@@ -36,11 +33,7 @@ pub fn read_config(dir: &Path) -> Result<Value> {
 
 /// The architecture a config declares (`architectures[0]`, else from `model_type`).
 pub fn architecture(config: &Value) -> Option<String> {
-    if let Some(a) = config
-        .get("architectures")
-        .and_then(|a| a.get(0))
-        .and_then(|a| a.as_str())
-    {
+    if let Some(a) = config.get("architectures").and_then(|a| a.get(0)).and_then(|a| a.as_str()) {
         return Some(a.to_string());
     }
     match config.get("model_type").and_then(|m| m.as_str())? {
@@ -61,8 +54,8 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     let index = dir.join(WEIGHTS_INDEX);
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::format(&index, format!("not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(&index, format!("not valid JSON: {e}")))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -73,19 +66,13 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
         let mut all = BTreeMap::new();
         for f in files {
             if f.contains('/') || f.contains("..") {
-                return Err(Error::format(
-                    &index,
-                    format!("shard name {f:?} leaves the directory"),
-                ));
+                return Err(Error::format(&index, format!("shard name {f:?} leaves the directory")));
             }
             all.extend(safetensors::load(&dir.join(f))?.tensors);
         }
         return Ok(all);
     }
-    Err(Error::format(
-        dir,
-        "no model.safetensors (nor model.safetensors.index.json)",
-    ))
+    Err(Error::format(dir, "no model.safetensors (nor model.safetensors.index.json)"))
 }
 
 /// Set every parameter from `tensors[prefix + name]`. A missing tensor or a
@@ -101,41 +88,24 @@ pub fn assign(
     for p in params {
         let key = format!("{prefix}{}", p.name);
         let t = tensors.get(&key).ok_or_else(|| {
-            Error::checkpoint(
-                path,
-                format!(
-                    "missing tensor {key:?} (expected shape {:?})",
-                    p.param.shape()
-                ),
-            )
+            Error::checkpoint(path, format!("missing tensor {key:?} (expected shape {:?})", p.param.shape()))
         })?;
         if t.shape() != p.param.shape().as_slice() {
             return Err(Error::checkpoint(
                 path,
-                format!(
-                    "tensor {key:?} has shape {:?}, expected {:?}",
-                    t.shape(),
-                    p.param.shape()
-                ),
+                format!("tensor {key:?} has shape {:?}, expected {:?}", t.shape(), p.param.shape()),
             ));
         }
         p.param.set_value(t)?;
         used.insert(key);
     }
-    Ok(tensors
-        .keys()
-        .filter(|k| !used.contains(*k))
-        .cloned()
-        .collect())
+    Ok(tensors.keys().filter(|k| !used.contains(*k)).cloned().collect())
 }
 
 /// Write the parameters under their names, as `model.safetensors` with the
 /// metadata `transformers` expects.
 pub fn write_weights(dir: &Path, params: &[NamedParam]) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = params
-        .iter()
-        .map(|p| (p.name.clone(), p.param.value()))
-        .collect();
+    let tensors: Vec<(String, Tensor)> = params.iter().map(|p| (p.name.clone(), p.param.value())).collect();
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     safetensors::save(&dir.join(WEIGHTS), &tensors, &meta)

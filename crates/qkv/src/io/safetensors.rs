@@ -33,28 +33,15 @@ impl View for &F32View {
 }
 
 /// Write named tensors (and string metadata) to `path`, atomically.
-pub fn save(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
+pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
     let views: Vec<(String, F32View)> = tensors
         .iter()
         .map(|(name, t)| {
             let data = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-            (
-                name.clone(),
-                F32View {
-                    shape: t.shape().to_vec(),
-                    data,
-                },
-            )
+            (name.clone(), F32View { shape: t.shape().to_vec(), data })
         })
         .collect();
-    let info: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let info: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(info))
         .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
     crate::io::atomic::write_atomic(path, &bytes)
@@ -74,28 +61,14 @@ pub fn load(path: &Path) -> Result<Loaded> {
         .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
-    let metadata = meta
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
                 return Err(Error::format(
                     path,
@@ -103,8 +76,8 @@ pub fn load(path: &Path) -> Result<Loaded> {
                 ));
             }
         };
-        let t = Tensor::from_vec(values, view.shape())
-            .map_err(|e| Error::format(path, format!("tensor {name:?}: {e}")))?;
+        let t =
+            Tensor::from_vec(values, view.shape()).map_err(|e| Error::format(path, format!("tensor {name:?}: {e}")))?;
         tensors.insert(name, t);
     }
     Ok(Loaded { tensors, metadata })

@@ -103,10 +103,7 @@ impl BertConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.hidden_dropout_prob) {
-            return bad(format!(
-                "hidden_dropout_prob {} must be in [0, 1)",
-                self.hidden_dropout_prob
-            ));
+            return bad(format!("hidden_dropout_prob {} must be in [0, 1)", self.hidden_dropout_prob));
         }
         self.activation()?;
         Ok(())
@@ -172,36 +169,21 @@ impl Bert {
         let layers = (0..c.num_hidden_layers)
             .map(|_| Block {
                 ln_1: norm(),
-                attn: SelfAttention::new_separate(
-                    c.hidden_size,
-                    c.num_attention_heads,
-                    true,
-                    std,
-                    rng,
-                ),
+                attn: SelfAttention::new_separate(c.hidden_size, c.num_attention_heads, true, std, rng),
                 ln_2: norm(),
                 mlp: Mlp::new_out_in(c.hidden_size, c.intermediate_size, act, true, std, rng),
                 placement: Placement::Post,
                 naming: Naming::Bert,
             })
             .collect();
-        let pooler =
-            pooler.then(|| Linear::new_out_in(c.hidden_size, c.hidden_size, true, std, rng));
-        Ok(Bert {
-            config,
-            embeddings,
-            layers,
-            pooler,
-        })
+        let pooler = pooler.then(|| Linear::new_out_in(c.hidden_size, c.hidden_size, true, std, rng));
+        Ok(Bert { config, embeddings, layers, pooler })
     }
 
     fn check(&self, x: &Batch) -> Result<()> {
         let c = &self.config;
         if x.ids.len() != x.b * x.t || x.mask.len() != x.b * x.t || x.t == 0 {
-            return Err(Error::Data(format!(
-                "ids and mask do not form a [{}, {}] batch",
-                x.b, x.t
-            )));
+            return Err(Error::Data(format!("ids and mask do not form a [{}, {}] batch", x.b, x.t)));
         }
         if x.t > c.max_position_embeddings {
             return Err(Error::Data(format!(
@@ -210,20 +192,14 @@ impl Bert {
             )));
         }
         if let Some(&id) = x.ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(Error::Data(format!(
-                "token id {id} is outside the vocabulary of {}",
-                c.vocab_size
-            )));
+            return Err(Error::Data(format!("token id {id} is outside the vocabulary of {}", c.vocab_size)));
         }
         if let Some(tt) = x.type_ids {
             if tt.len() != x.ids.len() {
                 return Err(Error::Data("segment ids do not match the token ids".into()));
             }
             if let Some(&id) = tt.iter().find(|&&id| id as usize >= c.type_vocab_size) {
-                return Err(Error::Data(format!(
-                    "segment id {id} is outside the {} segments",
-                    c.type_vocab_size
-                )));
+                return Err(Error::Data(format!("segment id {id} is outside the {} segments", c.type_vocab_size)));
             }
         }
         Ok(())
@@ -265,10 +241,8 @@ impl Bert {
     pub fn pool_cls(&self, h: &Tensor) -> Result<Tensor> {
         let (b, _, c) = h.dims3()?;
         let cls = h.narrow(1, 0, 1)?.reshape(&[b, c])?;
-        let pooler = self
-            .pooler
-            .as_ref()
-            .ok_or_else(|| Error::Config("this BERT has no pooler; use mean pooling".into()))?;
+        let pooler =
+            self.pooler.as_ref().ok_or_else(|| Error::Config("this BERT has no pooler; use mean pooling".into()))?;
         Ok(pooler.forward(&cls)?.tanh())
     }
 
@@ -278,15 +252,8 @@ impl Bert {
     /// h `[B, T, C]`, mask `[B, T]` → `[B, C]`
     pub fn pool_mean(h: &Tensor, mask: &[bool]) -> Result<Tensor> {
         let (b, t, _) = h.dims3()?;
-        let counts: Vec<f32> = mask
-            .chunks(t)
-            .map(|m| m.iter().filter(|&&k| k).count().max(1) as f32)
-            .collect();
-        let w: Vec<f32> = mask
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| if k { 1.0 / counts[i / t] } else { 0.0 })
-            .collect();
+        let counts: Vec<f32> = mask.chunks(t).map(|m| m.iter().filter(|&&k| k).count().max(1) as f32).collect();
+        let w: Vec<f32> = mask.iter().enumerate().map(|(i, &k)| if k { 1.0 / counts[i / t] } else { 0.0 }).collect();
         let w = Tensor::from_vec(w, &[b, t, 1])?;
         Ok(h.mul(&w)?.sum(1, false)?)
     }
@@ -296,14 +263,10 @@ impl Module for Bert {
     /// `BertModel` names (no `bert.` prefix; the task models add it).
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         let e = &self.embeddings;
-        e.word_embeddings
-            .collect_params(&format!("{prefix}embeddings.word_embeddings."), out);
-        e.position_embeddings
-            .collect_params(&format!("{prefix}embeddings.position_embeddings."), out);
-        e.token_type_embeddings
-            .collect_params(&format!("{prefix}embeddings.token_type_embeddings."), out);
-        e.layer_norm
-            .collect_params(&format!("{prefix}embeddings.LayerNorm."), out);
+        e.word_embeddings.collect_params(&format!("{prefix}embeddings.word_embeddings."), out);
+        e.position_embeddings.collect_params(&format!("{prefix}embeddings.position_embeddings."), out);
+        e.token_type_embeddings.collect_params(&format!("{prefix}embeddings.token_type_embeddings."), out);
+        e.layer_norm.collect_params(&format!("{prefix}embeddings.LayerNorm."), out);
         for (i, l) in self.layers.iter().enumerate() {
             l.collect_params(&format!("{prefix}encoder.layer.{i}."), out);
         }
@@ -327,12 +290,7 @@ impl MlmHead {
     pub fn new(config: &BertConfig, rng: &mut Rng) -> Result<MlmHead> {
         Ok(MlmHead {
             dense: Linear::new_out_in(config.hidden_size, config.hidden_size, true, 0.02, rng),
-            layer_norm: Norm::new(
-                NormKind::LayerNorm,
-                config.hidden_size,
-                true,
-                config.layer_norm_eps,
-            ),
+            layer_norm: Norm::new(NormKind::LayerNorm, config.hidden_size, true, config.layer_norm_eps),
             activation: config.activation()?,
             bias: Param::new(Tensor::zeros(&[config.vocab_size])),
         })
@@ -354,15 +312,9 @@ impl MlmHead {
 
 impl Module for MlmHead {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
-        self.dense
-            .collect_params(&format!("{prefix}transform.dense."), out);
-        self.layer_norm
-            .collect_params(&format!("{prefix}transform.LayerNorm."), out);
-        out.push(NamedParam {
-            name: format!("{prefix}bias"),
-            param: self.bias.clone(),
-            decay: false,
-        });
+        self.dense.collect_params(&format!("{prefix}transform.dense."), out);
+        self.layer_norm.collect_params(&format!("{prefix}transform.LayerNorm."), out);
+        out.push(NamedParam { name: format!("{prefix}bias"), param: self.bias.clone(), decay: false });
     }
 }
 
@@ -398,10 +350,7 @@ impl BertForMaskedLm {
     pub fn new(config: BertConfig, seed: u64) -> Result<Self> {
         let mut rng = Rng::new(seed);
         let head = MlmHead::new(&config, &mut rng)?;
-        Ok(BertForMaskedLm {
-            bert: Bert::new(config, false, &mut rng)?,
-            head,
-        })
+        Ok(BertForMaskedLm { bert: Bert::new(config, false, &mut rng)?, head })
     }
 
     /// Scores over the vocabulary at every position.
@@ -410,16 +359,31 @@ impl BertForMaskedLm {
     /// ids `[B, T]` → `[B, T, V]`
     pub fn forward(&self, x: &Batch, drop: &Dropout) -> Result<Tensor> {
         let h = self.bert.forward(x, drop)?;
-        self.head
-            .forward(&h, &self.bert.embeddings.word_embeddings.weight.value())
+        self.head.forward(&h, &self.bert.embeddings.word_embeddings.weight.value())
+    }
+}
+
+impl BertForMaskedLm {
+    /// Scores only at `positions` (flat indices into the `[B, T]` batch): the
+    /// head's `C × V` product is the costly part, and the loss needs it only
+    /// at the masked positions.
+    ///
+    /// # Shapes
+    /// ids `[B, T]` → `[positions, V]`
+    pub fn forward_at(&self, x: &Batch, positions: &[u32], drop: &Dropout) -> Result<Tensor> {
+        let h = self.bert.forward(x, drop)?;
+        let c = self.bert.config.hidden_size;
+        let rows = h.reshape(&[x.b * x.t, c])?;
+        // gathering rows is an embedding lookup into the hidden states (its backward scatters back)
+        let picked = qkv_tensor::embedding(&rows, positions, &[positions.len()])?;
+        self.head.forward(&picked, &self.bert.embeddings.word_embeddings.weight.value())
     }
 }
 
 impl Module for BertForMaskedLm {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         self.bert.collect_params(&format!("{prefix}bert."), out);
-        self.head
-            .collect_params(&format!("{prefix}cls.predictions."), out);
+        self.head.collect_params(&format!("{prefix}cls.predictions."), out);
     }
 }
 
@@ -434,19 +398,12 @@ pub struct BertClassifier {
 impl BertClassifier {
     pub fn new(config: BertConfig, num_labels: usize, pooling: Pooling, seed: u64) -> Result<Self> {
         if num_labels < 2 {
-            return Err(Error::Config(format!(
-                "a classifier needs at least 2 labels, got {num_labels}"
-            )));
+            return Err(Error::Config(format!("a classifier needs at least 2 labels, got {num_labels}")));
         }
         let mut rng = Rng::new(seed);
         let bert = Bert::new(config, pooling == Pooling::Cls, &mut rng)?;
-        let classifier =
-            Linear::new_out_in(bert.config.hidden_size, num_labels, true, 0.02, &mut rng);
-        Ok(BertClassifier {
-            bert,
-            pooling,
-            classifier,
-        })
+        let classifier = Linear::new_out_in(bert.config.hidden_size, num_labels, true, 0.02, &mut rng);
+        Ok(BertClassifier { bert, pooling, classifier })
     }
 
     /// Class scores per sequence.
@@ -467,7 +424,6 @@ impl BertClassifier {
 impl Module for BertClassifier {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         self.bert.collect_params(&format!("{prefix}bert."), out);
-        self.classifier
-            .collect_params(&format!("{prefix}classifier."), out);
+        self.classifier.collect_params(&format!("{prefix}classifier."), out);
     }
 }

@@ -102,22 +102,13 @@ impl GptConfig {
             ));
         }
         if self.positions == Positions::Rope && !self.head_dim().is_multiple_of(2) {
-            return bad(format!(
-                "RoPE rotates feature pairs: the head width ({}) must be even",
-                self.head_dim()
-            ));
+            return bad(format!("RoPE rotates feature pairs: the head width ({}) must be even", self.head_dim()));
         }
         if self.positions == Positions::Sinusoidal && !self.n_embd.is_multiple_of(2) {
-            return bad(format!(
-                "sinusoidal positions need an even n_embd, got {}",
-                self.n_embd
-            ));
+            return bad(format!("sinusoidal positions need an even n_embd, got {}", self.n_embd));
         }
         if !(self.mlp_ratio > 0.0) || self.mlp_hidden() == 0 {
-            return bad(format!(
-                "mlp_ratio {} gives no MLP features",
-                self.mlp_ratio
-            ));
+            return bad(format!("mlp_ratio {} gives no MLP features", self.mlp_ratio));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} must be in [0, 1)", self.dropout));
@@ -163,62 +154,31 @@ impl Gpt {
         let std = 0.02;
         let proj_std = std / (2.0 * c.n_layer as f32).sqrt();
         let wte = Embedding::new(c.vocab_size, c.n_embd, std, &mut rng);
-        let wpe = (c.positions == Positions::Learned)
-            .then(|| Embedding::new(c.block_size, c.n_embd, std, &mut rng));
+        let wpe = (c.positions == Positions::Learned).then(|| Embedding::new(c.block_size, c.n_embd, std, &mut rng));
         let h = (0..c.n_layer)
             .map(|_| Block {
                 ln_1: Norm::new(c.norm, c.n_embd, c.bias, c.norm_eps),
-                attn: SelfAttention::new(
-                    c.n_embd,
-                    c.n_head,
-                    c.bias,
-                    true,
-                    c.positions,
-                    std,
-                    proj_std,
-                    &mut rng,
-                ),
+                attn: SelfAttention::new(c.n_embd, c.n_head, c.bias, true, c.positions, std, proj_std, &mut rng),
                 ln_2: Norm::new(c.norm, c.n_embd, c.bias, c.norm_eps),
-                mlp: Mlp::new(
-                    c.n_embd,
-                    c.mlp_hidden(),
-                    c.activation,
-                    c.bias,
-                    std,
-                    proj_std,
-                    &mut rng,
-                ),
+                mlp: Mlp::new(c.n_embd, c.mlp_hidden(), c.activation, c.bias, std, proj_std, &mut rng),
                 placement: c.norm_placement,
                 naming: Naming::Gpt2,
             })
             .collect();
         let ln_f = Norm::new(c.norm, c.n_embd, c.bias, c.norm_eps);
-        let lm_head = (!c.tie_embeddings)
-            .then(|| Param::new(Tensor::randn(&[c.vocab_size, c.n_embd], std, &mut rng)));
-        Ok(Gpt {
-            config,
-            wte,
-            wpe,
-            h,
-            ln_f,
-            lm_head,
-        })
+        let lm_head = (!c.tie_embeddings).then(|| Param::new(Tensor::randn(&[c.vocab_size, c.n_embd], std, &mut rng)));
+        Ok(Gpt { config, wte, wpe, h, ln_f, lm_head })
     }
 
     /// Key/value caches for generation, one per layer.
     pub fn new_caches(&self, batch: usize) -> Vec<KvCache> {
         let c = &self.config;
-        (0..c.n_layer)
-            .map(|_| KvCache::new(batch, c.block_size, c.n_head, c.head_dim()))
-            .collect()
+        (0..c.n_layer).map(|_| KvCache::new(batch, c.block_size, c.n_head, c.head_dim())).collect()
     }
 
     fn check_ids(&self, ids: &[u32], b: usize, t: usize, start: usize) -> Result<()> {
         if ids.len() != b * t || t == 0 {
-            return Err(Error::Data(format!(
-                "{} token ids do not form a [{b}, {t}] batch",
-                ids.len()
-            )));
+            return Err(Error::Data(format!("{} token ids do not form a [{b}, {t}] batch", ids.len())));
         }
         if start + t > self.config.block_size {
             return Err(Error::Data(format!(
@@ -227,10 +187,7 @@ impl Gpt {
                 self.config.block_size
             )));
         }
-        if let Some(&id) = ids
-            .iter()
-            .find(|&&id| id as usize >= self.config.vocab_size)
-        {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
             return Err(Error::Data(format!(
                 "token id {id} is outside the model's vocabulary of {}",
                 self.config.vocab_size
@@ -252,10 +209,7 @@ impl Gpt {
         drop: &Dropout,
         mut caches: Option<&mut [KvCache]>,
     ) -> Result<Tensor> {
-        let start = caches
-            .as_ref()
-            .and_then(|c| c.first())
-            .map_or(0, |c| c.len());
+        let start = caches.as_ref().and_then(|c| c.first()).map_or(0, |c| c.len());
         self.check_ids(ids, b, t, start)?;
         let c = self.config.n_embd;
         let mut x = self.wte.forward(ids, &[b, t])?; // [B, T, C]
@@ -296,14 +250,7 @@ impl Gpt {
     }
 
     /// Mean next-token cross-entropy: `targets[i]` is the token after `ids[i]`.
-    pub fn loss(
-        &self,
-        ids: &[u32],
-        targets: &[u32],
-        b: usize,
-        t: usize,
-        drop: &Dropout,
-    ) -> Result<Tensor> {
+    pub fn loss(&self, ids: &[u32], targets: &[u32], b: usize, t: usize, drop: &Dropout) -> Result<Tensor> {
         let logits = self.forward(ids, b, t, drop)?;
         Ok(qkv_tensor::cross_entropy(&logits, targets, None)?)
     }
@@ -313,13 +260,7 @@ impl Gpt {
     ///
     /// # Shapes
     /// ids `[B, T]` → `[B, V]`
-    pub fn next_logits(
-        &self,
-        ids: &[u32],
-        b: usize,
-        t: usize,
-        caches: &mut [KvCache],
-    ) -> Result<Tensor> {
+    pub fn next_logits(&self, ids: &[u32], b: usize, t: usize, caches: &mut [KvCache]) -> Result<Tensor> {
         let x = self.hidden(ids, b, t, &Dropout::default(), Some(caches))?; // [B, T, C]
         let last = x.narrow(1, t - 1, 1)?.reshape(&[b, self.config.n_embd])?;
         Ok(self.logits(&last)?)
@@ -328,22 +269,16 @@ impl Gpt {
 
 impl Module for Gpt {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
-        self.wte
-            .collect_params(&format!("{prefix}transformer.wte."), out);
+        self.wte.collect_params(&format!("{prefix}transformer.wte."), out);
         if let Some(wpe) = &self.wpe {
             wpe.collect_params(&format!("{prefix}transformer.wpe."), out);
         }
         for (i, b) in self.h.iter().enumerate() {
             b.collect_params(&format!("{prefix}transformer.h.{i}."), out);
         }
-        self.ln_f
-            .collect_params(&format!("{prefix}transformer.ln_f."), out);
+        self.ln_f.collect_params(&format!("{prefix}transformer.ln_f."), out);
         if let Some(w) = &self.lm_head {
-            out.push(NamedParam {
-                name: format!("{prefix}lm_head.weight"),
-                param: w.clone(),
-                decay: true,
-            });
+            out.push(NamedParam { name: format!("{prefix}lm_head.weight"), param: w.clone(), decay: true });
         }
     }
 }

@@ -37,29 +37,19 @@ pub fn config_from_hf(c: &Value) -> Result<GptConfig> {
     let flag = |k: &str| c.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
     for unsupported in ["scale_attn_by_inverse_layer_idx", "add_cross_attention"] {
         if flag(unsupported) {
-            return Err(Error::Config(format!(
-                "GPT-2 option {unsupported:?} = true is not supported"
-            )));
+            return Err(Error::Config(format!("GPT-2 option {unsupported:?} = true is not supported")));
         }
     }
     if c.get("scale_attn_weights").and_then(|v| v.as_bool()) == Some(false) {
-        return Err(Error::Config(
-            "GPT-2 option \"scale_attn_weights\" = false is not supported".into(),
-        ));
+        return Err(Error::Config("GPT-2 option \"scale_attn_weights\" = false is not supported".into()));
     }
     let n_embd = usize_of("n_embd")?;
-    let activation = match c
-        .get("activation_function")
-        .and_then(|v| v.as_str())
-        .unwrap_or("gelu_new")
-    {
+    let activation = match c.get("activation_function").and_then(|v| v.as_str()).unwrap_or("gelu_new") {
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
         "gelu" => Activation::Gelu,
         "relu" => Activation::Relu,
         other => {
-            return Err(Error::Config(format!(
-                "GPT-2 activation_function {other:?} is not supported"
-            )));
+            return Err(Error::Config(format!("GPT-2 activation_function {other:?} is not supported")));
         }
     };
     let n_inner = match c.get("n_inner") {
@@ -76,17 +66,11 @@ pub fn config_from_hf(c: &Value) -> Result<GptConfig> {
         activation,
         norm: NormKind::LayerNorm,
         norm_placement: Placement::Pre,
-        norm_eps: c
-            .get("layer_norm_epsilon")
-            .and_then(|v| v.as_f64())
-            .unwrap_or(1e-5) as f32,
+        norm_eps: c.get("layer_norm_epsilon").and_then(|v| v.as_f64()).unwrap_or(1e-5) as f32,
         positions: Positions::Learned,
         bias: true,
         dropout: 0.0,
-        tie_embeddings: c
-            .get("tie_word_embeddings")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(true),
+        tie_embeddings: c.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(true),
     };
     config.validate()?;
     if config.mlp_hidden() != n_inner {
@@ -107,13 +91,9 @@ pub fn is_gpt2(config: &Value) -> bool {
 pub fn load(dir: &Path) -> Result<Gpt> {
     let config = hf::read_config(dir)?;
     if !is_gpt2(&config) {
-        return Err(Error::Config(format!(
-            "{}: not a GPT-2 model directory",
-            dir.display()
-        )));
+        return Err(Error::Config(format!("{}: not a GPT-2 model directory", dir.display())));
     }
-    let gpt_config =
-        config_from_hf(&config).map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
+    let gpt_config = config_from_hf(&config).map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
     let model = Gpt::new(gpt_config, 0)?;
     let tensors = hf::read_weights(dir)?;
     // bodies stored bare ("h.0.attn…") get the "transformer." prefix qkv uses
@@ -129,9 +109,7 @@ pub fn load(dir: &Path) -> Result<Gpt> {
         .collect();
     let unused = hf::assign(&dir.join(hf::WEIGHTS), &model.named_params(), &tensors, "")?;
     // causal-mask buffers of old checkpoints, and a tied head stored anyway, carry nothing new
-    let harmless = |k: &str| {
-        k.ends_with(".attn.bias") || k.ends_with(".attn.masked_bias") || k == "lm_head.weight"
-    };
+    let harmless = |k: &str| k.ends_with(".attn.bias") || k.ends_with(".attn.masked_bias") || k == "lm_head.weight";
     if let Some(k) = unused.iter().find(|k| !harmless(k)) {
         return Err(Error::checkpoint(
             dir.join(hf::WEIGHTS),
@@ -144,18 +122,13 @@ pub fn load(dir: &Path) -> Result<Gpt> {
 /// Why a qkv GPT cannot be written as GPT-2 (`None` when it can).
 pub fn inexpressible(c: &GptConfig) -> Option<String> {
     if c.positions != Positions::Learned {
-        return Some(format!(
-            "GPT-2 has learned positions only, this model uses {:?}",
-            c.positions
-        ));
+        return Some(format!("GPT-2 has learned positions only, this model uses {:?}", c.positions));
     }
     if c.norm != NormKind::LayerNorm {
         return Some("GPT-2 uses LayerNorm, this model RMSNorm".into());
     }
     if c.norm_placement != Placement::Pre {
-        return Some(
-            "GPT-2 normalises before each sublayer (pre-norm), this model after (post-norm)".into(),
-        );
+        return Some("GPT-2 normalises before each sublayer (pre-norm), this model after (post-norm)".into());
     }
     if c.activation == Activation::SwiGlu {
         return Some("GPT-2's MLP has no gated (SwiGLU) variant".into());
@@ -204,11 +177,8 @@ pub fn export(model: &Gpt, dir: &Path, extra_config: &[(&str, Value)]) -> Result
     // every GPT-2 parameter, with zeros where this model has no bias
     let mut params: Vec<NamedParam> = model.named_params();
     let have: std::collections::HashSet<String> = params.iter().map(|p| p.name.clone()).collect();
-    let zeros = |name: String, n: usize| NamedParam {
-        name,
-        param: qkv_tensor::Param::new(Tensor::zeros(&[n])),
-        decay: false,
-    };
+    let zeros =
+        |name: String, n: usize| NamedParam { name, param: qkv_tensor::Param::new(Tensor::zeros(&[n])), decay: false };
     let (e, f) = (c.n_embd, c.mlp_hidden());
     let mut wanted = vec![("transformer.ln_f.bias".to_string(), e)];
     for i in 0..c.n_layer {

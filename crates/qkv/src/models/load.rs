@@ -35,23 +35,20 @@ pub struct SplitInfo {
 
 impl Default for QkvExtras {
     fn default() -> Self {
-        QkvExtras {
-            pooling: Pooling::Cls,
-            max_len: 128,
-            split: None,
-        }
+        QkvExtras { pooling: Pooling::Cls, max_len: 128, split: None }
     }
 }
 
 pub enum Encoder {
     MaskedLm {
         model: BertForMaskedLm,
-        tokenizer: Tokenizer,
+        /// `None` when the directory has no tokenizer files.
+        tokenizer: Option<Tokenizer>,
         extras: QkvExtras,
     },
     TextClassifier {
         model: BertClassifier,
-        tokenizer: Tokenizer,
+        tokenizer: Option<Tokenizer>,
         labels: Vec<String>,
         extras: QkvExtras,
     },
@@ -79,16 +76,10 @@ pub fn labels_of(config: &Value) -> Result<Vec<String>> {
 
 /// `id2label` and `label2id` for a config.
 pub fn label_maps(labels: &[String]) -> (Value, Value) {
-    let id2label: serde_json::Map<String, Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i.to_string(), json!(l)))
-        .collect();
-    let label2id: serde_json::Map<String, Value> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.clone(), json!(i)))
-        .collect();
+    let id2label: serde_json::Map<String, Value> =
+        labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
+    let label2id: serde_json::Map<String, Value> =
+        labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
     (Value::Object(id2label), Value::Object(label2id))
 }
 
@@ -104,10 +95,7 @@ fn load_bert_weights(dir: &Path, params: &[NamedParam]) -> Result<()> {
         // bare encoder: our names carry "bert.", the file's do not
         let stripped: Vec<NamedParam> = params
             .iter()
-            .map(|p| NamedParam {
-                name: p.name.strip_prefix("bert.").unwrap_or(&p.name).to_string(),
-                ..p.clone()
-            })
+            .map(|p| NamedParam { name: p.name.strip_prefix("bert.").unwrap_or(&p.name).to_string(), ..p.clone() })
             .collect();
         hf::assign(&path, &stripped, &tensors, "")?;
     }
@@ -118,10 +106,7 @@ fn load_bert_weights(dir: &Path, params: &[NamedParam]) -> Result<()> {
 pub fn open(dir: &Path) -> Result<Encoder> {
     let config = hf::read_config(dir)?;
     let arch = hf::architecture(&config).ok_or_else(|| {
-        Error::format(
-            dir.join(hf::CONFIG),
-            "no \"architectures\" or \"model_type\": cannot tell what model this is",
-        )
+        Error::format(dir.join(hf::CONFIG), "no \"architectures\" or \"model_type\": cannot tell what model this is")
     })?;
     let extras: QkvExtras = config
         .get("qkv")
@@ -129,18 +114,15 @@ pub fn open(dir: &Path) -> Result<Encoder> {
         .transpose()
         .map_err(|e| Error::format(dir.join(hf::CONFIG), format!("bad \"qkv\" section: {e}")))?
         .unwrap_or_default();
-    let tokenizer = || Tokenizer::load(&dir.to_string_lossy());
+    // weights without tokenizer files still load (for the numbers); commands that read text say what is missing
+    let tokenizer = || Ok::<_, Error>(Tokenizer::load(&dir.to_string_lossy()).ok());
     match arch.as_str() {
         "BertForMaskedLM" => {
             let cfg: BertConfig = serde_json::from_value(config.clone())
                 .map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
             let model = BertForMaskedLm::new(cfg, 0)?;
             load_bert_weights(dir, &model.named_params())?;
-            Ok(Encoder::MaskedLm {
-                model,
-                tokenizer: tokenizer()?,
-                extras,
-            })
+            Ok(Encoder::MaskedLm { model, tokenizer: tokenizer()?, extras })
         }
         "BertForSequenceClassification" => {
             let labels = labels_of(&config)?;
@@ -148,12 +130,7 @@ pub fn open(dir: &Path) -> Result<Encoder> {
                 .map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
             let model = BertClassifier::new(cfg, labels.len(), extras.pooling, 0)?;
             load_bert_weights(dir, &model.named_params())?;
-            Ok(Encoder::TextClassifier {
-                model,
-                tokenizer: tokenizer()?,
-                labels,
-                extras,
-            })
+            Ok(Encoder::TextClassifier { model, tokenizer: tokenizer()?, labels, extras })
         }
         "ViTForImageClassification" => {
             let cfg: VitConfig = serde_json::from_value(config.clone())
@@ -170,4 +147,14 @@ pub fn open(dir: &Path) -> Result<Encoder> {
             dir.display()
         ))),
     }
+}
+
+/// The tokenizer of an encoder directory, or an error that says it is missing.
+pub fn need_tokenizer(tok: Option<Tokenizer>, dir: &Path) -> Result<Tokenizer> {
+    tok.ok_or_else(|| {
+        Error::format(
+            dir,
+            "no tokenizer files (tokenizer.json or vocab.txt) beside the model; copy the tokenizer the model was trained with",
+        )
+    })
 }

@@ -29,17 +29,17 @@ use crate::nn::{Dropout, Module, NamedParam};
 pub struct VitConfig {
     /// Side of the (square) input image in pixels. Default 28 (MNIST).
     pub image_size: usize,
-    /// Side of a patch. Default 4 (49 patches of an MNIST digit).
+    /// Side of a patch. Default 7 (16 patches of an MNIST digit).
     pub patch_size: usize,
     /// 1 for grey, 3 for RGB. Default 1.
     pub num_channels: usize,
-    /// C. Default 96.
+    /// C. Default 64.
     pub hidden_size: usize,
-    /// Default 6.
+    /// Default 4.
     pub num_hidden_layers: usize,
     /// Default 4.
     pub num_attention_heads: usize,
-    /// F. Default 192.
+    /// F. Default 128.
     pub intermediate_size: usize,
     /// Default "gelu".
     pub hidden_act: String,
@@ -59,12 +59,12 @@ impl Default for VitConfig {
     fn default() -> Self {
         VitConfig {
             image_size: 28,
-            patch_size: 4,
+            patch_size: 7,
             num_channels: 1,
-            hidden_size: 96,
-            num_hidden_layers: 6,
+            hidden_size: 64,
+            num_hidden_layers: 4,
             num_attention_heads: 4,
-            intermediate_size: 192,
+            intermediate_size: 128,
             hidden_act: "gelu".into(),
             hidden_dropout_prob: 0.0,
             layer_norm_eps: 1e-12,
@@ -95,25 +95,14 @@ impl VitConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.patch_size == 0
-            || self.image_size == 0
-            || !self.image_size.is_multiple_of(self.patch_size)
-        {
-            return bad(format!(
-                "image_size {} must be a multiple of patch_size {}",
-                self.image_size, self.patch_size
-            ));
+        if self.patch_size == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
+            return bad(format!("image_size {} must be a multiple of patch_size {}", self.image_size, self.patch_size));
         }
-        if self.num_channels == 0
-            || self.hidden_size == 0
-            || self.num_hidden_layers == 0
-            || self.intermediate_size == 0
+        if self.num_channels == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0
         {
             return bad("num_channels, hidden_size, num_hidden_layers and intermediate_size must be at least 1".into());
         }
-        if self.num_attention_heads == 0
-            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
-        {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size ({}) must be a multiple of num_attention_heads ({})",
                 self.hidden_size, self.num_attention_heads
@@ -124,10 +113,7 @@ impl VitConfig {
         }
         self.labels()?;
         if !(0.0..1.0).contains(&self.hidden_dropout_prob) {
-            return bad(format!(
-                "hidden_dropout_prob {} must be in [0, 1)",
-                self.hidden_dropout_prob
-            ));
+            return bad(format!("hidden_dropout_prob {} must be in [0, 1)", self.hidden_dropout_prob));
         }
         match self.hidden_act.as_str() {
             "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu" => Ok(()),
@@ -164,48 +150,22 @@ impl Vit {
         let mut rng = Rng::new(seed);
         let std = 0.02;
         let norm = || Norm::new(NormKind::LayerNorm, c.hidden_size, true, c.layer_norm_eps);
-        let patch_embeddings =
-            PatchEmbedding::new(c.num_channels, c.patch_size, c.hidden_size, &mut rng);
+        let patch_embeddings = PatchEmbedding::new(c.num_channels, c.patch_size, c.hidden_size, &mut rng);
         let cls_token = Param::new(Tensor::randn(&[1, 1, c.hidden_size], std, &mut rng));
-        let position_embeddings = Param::new(Tensor::randn(
-            &[1, c.num_patches() + 1, c.hidden_size],
-            std,
-            &mut rng,
-        ));
+        let position_embeddings = Param::new(Tensor::randn(&[1, c.num_patches() + 1, c.hidden_size], std, &mut rng));
         let layers = (0..c.num_hidden_layers)
             .map(|_| Block {
                 ln_1: norm(),
-                attn: SelfAttention::new_separate(
-                    c.hidden_size,
-                    c.num_attention_heads,
-                    c.qkv_bias,
-                    std,
-                    &mut rng,
-                ),
+                attn: SelfAttention::new_separate(c.hidden_size, c.num_attention_heads, c.qkv_bias, std, &mut rng),
                 ln_2: norm(),
-                mlp: Mlp::new_out_in(
-                    c.hidden_size,
-                    c.intermediate_size,
-                    c.activation(),
-                    true,
-                    std,
-                    &mut rng,
-                ),
+                mlp: Mlp::new_out_in(c.hidden_size, c.intermediate_size, c.activation(), true, std, &mut rng),
                 placement: Placement::Pre,
                 naming: Naming::Vit,
             })
             .collect();
         let layernorm = norm();
         let classifier = Linear::new_out_in(c.hidden_size, c.id2label.len(), true, std, &mut rng);
-        Ok(Vit {
-            config,
-            patch_embeddings,
-            cls_token,
-            position_embeddings,
-            layers,
-            layernorm,
-            classifier,
-        })
+        Ok(Vit { config, patch_embeddings, cls_token, position_embeddings, layers, layernorm, classifier })
     }
 
     /// The final, normalised token vectors (`[CLS]` first).
@@ -240,18 +200,13 @@ impl Vit {
 impl Module for Vit {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         let p = |s: &str| format!("{prefix}{s}");
-        out.push(NamedParam {
-            name: p("vit.embeddings.cls_token"),
-            param: self.cls_token.clone(),
-            decay: false,
-        });
+        out.push(NamedParam { name: p("vit.embeddings.cls_token"), param: self.cls_token.clone(), decay: false });
         out.push(NamedParam {
             name: p("vit.embeddings.position_embeddings"),
             param: self.position_embeddings.clone(),
             decay: false,
         });
-        self.patch_embeddings
-            .collect_params(&p("vit.embeddings.patch_embeddings.projection."), out);
+        self.patch_embeddings.collect_params(&p("vit.embeddings.patch_embeddings.projection."), out);
         for (i, l) in self.layers.iter().enumerate() {
             l.collect_params(&p(&format!("vit.encoder.layer.{i}.")), out);
         }
@@ -286,11 +241,6 @@ pub fn legacy_name(name: &str) -> String {
 }
 
 /// Rename a checkpoint's tensors to [`legacy_name`]s.
-pub fn legacy_names(
-    tensors: std::collections::BTreeMap<String, Tensor>,
-) -> std::collections::BTreeMap<String, Tensor> {
-    tensors
-        .into_iter()
-        .map(|(k, v)| (legacy_name(&k), v))
-        .collect()
+pub fn legacy_names(tensors: std::collections::BTreeMap<String, Tensor>) -> std::collections::BTreeMap<String, Tensor> {
+    tensors.into_iter().map(|(k, v)| (legacy_name(&k), v)).collect()
 }

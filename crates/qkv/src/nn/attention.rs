@@ -63,10 +63,7 @@ impl KvCache {
         if self.len + tn > cap {
             return Err(qkv_tensor::Error::invalid(
                 "KvCache::append",
-                format!(
-                    "{} cached + {tn} new positions exceed the capacity of {cap}",
-                    self.len
-                ),
+                format!("{} cached + {tn} new positions exceed the capacity of {cap}", self.len),
             ));
         }
         for (buf, new) in [(&mut self.k, k), (&mut self.v, v)] {
@@ -75,8 +72,7 @@ impl KvCache {
             let dst = buf.make_mut();
             for bi in 0..b {
                 let at = (bi * cap + self.len) * h * d;
-                dst[at..at + tn * h * d]
-                    .copy_from_slice(&src[bi * tn * h * d..(bi + 1) * tn * h * d]);
+                dst[at..at + tn * h * d].copy_from_slice(&src[bi * tn * h * d..(bi + 1) * tn * h * d]);
             }
         }
         self.len += tn;
@@ -92,11 +88,7 @@ pub enum QkvProjection {
     /// value blocks side by side).
     Fused(Linear),
     /// Three projections (BERT, ViT: `query`, `key`, `value`).
-    Separate {
-        query: Linear,
-        key: Linear,
-        value: Linear,
-    },
+    Separate { query: Linear, key: Linear, value: Linear },
 }
 
 impl QkvProjection {
@@ -109,16 +101,12 @@ impl QkvProjection {
             QkvProjection::Fused(l) => l.forward(x),
             QkvProjection::Separate { query, key, value } => {
                 // one matmul against the three weights side by side
-                let w = Tensor::concat(
-                    &[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?],
-                    1,
-                )?;
+                let w = Tensor::concat(&[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?], 1)?;
                 let y = x.matmul(&w)?;
                 match (&query.bias, &key.bias, &value.bias) {
-                    (Some(bq), Some(bk), Some(bv)) => y.add(&Tensor::concat(
-                        &[&bq.value(), &bk.value(), &bv.value()],
-                        0,
-                    )?),
+                    (Some(bq), Some(bk), Some(bv)) => {
+                        y.add(&Tensor::concat(&[&bq.value(), &bk.value(), &bv.value()], 0)?)
+                    }
                     _ => Ok(y),
                 }
             }
@@ -186,12 +174,7 @@ impl SelfAttention {
 
     /// # Shapes
     /// x `[B, T, C]` → `[B, T, C]`. `key_mask`: `[B, Tk]` (false = padding).
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        key_mask: Option<&[bool]>,
-        cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, key_mask: Option<&[bool]>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let (h, d) = (self.n_head, c / self.n_head);
         // 1. every token's query, key and value

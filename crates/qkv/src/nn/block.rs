@@ -97,28 +97,21 @@ impl Module for Block {
         match self.naming {
             Naming::Gpt2 => {
                 self.ln_1.collect_params(&p("ln_1."), out);
-                self.attn
-                    .collect_named(&p("attn.c_attn."), &p("attn.c_proj."), out);
+                self.attn.collect_named(&p("attn.c_attn."), &p("attn.c_proj."), out);
                 self.ln_2.collect_params(&p("ln_2."), out);
                 self.mlp.c_fc.collect_params(&p("mlp.c_fc."), out);
                 self.mlp.c_proj.collect_params(&p("mlp.c_proj."), out);
             }
             Naming::Bert => {
-                self.attn
-                    .collect_named(&p("attention.self."), &p("attention.output.dense."), out);
-                self.ln_1
-                    .collect_params(&p("attention.output.LayerNorm."), out);
+                self.attn.collect_named(&p("attention.self."), &p("attention.output.dense."), out);
+                self.ln_1.collect_params(&p("attention.output.LayerNorm."), out);
                 self.mlp.c_fc.collect_params(&p("intermediate.dense."), out);
                 self.mlp.c_proj.collect_params(&p("output.dense."), out);
                 self.ln_2.collect_params(&p("output.LayerNorm."), out);
             }
             Naming::Vit => {
                 self.ln_1.collect_params(&p("layernorm_before."), out);
-                self.attn.collect_named(
-                    &p("attention.attention."),
-                    &p("attention.output.dense."),
-                    out,
-                );
+                self.attn.collect_named(&p("attention.attention."), &p("attention.output.dense."), out);
                 self.ln_2.collect_params(&p("layernorm_after."), out);
                 self.mlp.c_fc.collect_params(&p("intermediate.dense."), out);
                 self.mlp.c_proj.collect_params(&p("output.dense."), out);

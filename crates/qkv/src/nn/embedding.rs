@@ -12,9 +12,7 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn new(vocab: usize, dim: usize, std: f32, rng: &mut Rng) -> Embedding {
-        Embedding {
-            weight: Param::new(Tensor::randn(&[vocab, dim], std, rng)),
-        }
+        Embedding { weight: Param::new(Tensor::randn(&[vocab, dim], std, rng)) }
     }
 
     pub fn vocab(&self) -> usize {
@@ -30,10 +28,6 @@ impl Embedding {
 
 impl Module for Embedding {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
-        out.push(NamedParam {
-            name: format!("{prefix}weight"),
-            param: self.weight.clone(),
-            decay: false,
-        });
+        out.push(NamedParam { name: format!("{prefix}weight"), param: self.weight.clone(), decay: false });
     }
 }

@@ -79,17 +79,9 @@ impl Linear {
 
 impl Module for Linear {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
-        out.push(NamedParam {
-            name: format!("{prefix}weight"),
-            param: self.weight.clone(),
-            decay: true,
-        });
+        out.push(NamedParam { name: format!("{prefix}weight"), param: self.weight.clone(), decay: true });
         if let Some(b) = &self.bias {
-            out.push(NamedParam {
-                name: format!("{prefix}bias"),
-                param: b.clone(),
-                decay: false,
-            });
+            out.push(NamedParam { name: format!("{prefix}bias"), param: b.clone(), decay: false });
         }
     }
 }

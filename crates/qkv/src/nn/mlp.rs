@@ -41,41 +41,14 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(
-        c: usize,
-        f: usize,
-        activation: Activation,
-        bias: bool,
-        std: f32,
-        proj_std: f32,
-        rng: &mut Rng,
-    ) -> Mlp {
-        let widen = if activation == Activation::SwiGlu {
-            2 * f
-        } else {
-            f
-        };
-        Mlp {
-            c_fc: Linear::new(c, widen, bias, std, rng),
-            c_proj: Linear::new(f, c, bias, proj_std, rng),
-            activation,
-        }
+    pub fn new(c: usize, f: usize, activation: Activation, bias: bool, std: f32, proj_std: f32, rng: &mut Rng) -> Mlp {
+        let widen = if activation == Activation::SwiGlu { 2 * f } else { f };
+        Mlp { c_fc: Linear::new(c, widen, bias, std, rng), c_proj: Linear::new(f, c, bias, proj_std, rng), activation }
     }
 
     /// With weights stored `[out, in]` (BERT, ViT).
-    pub fn new_out_in(
-        c: usize,
-        f: usize,
-        activation: Activation,
-        bias: bool,
-        std: f32,
-        rng: &mut Rng,
-    ) -> Mlp {
-        let widen = if activation == Activation::SwiGlu {
-            2 * f
-        } else {
-            f
-        };
+    pub fn new_out_in(c: usize, f: usize, activation: Activation, bias: bool, std: f32, rng: &mut Rng) -> Mlp {
+        let widen = if activation == Activation::SwiGlu { 2 * f } else { f };
         Mlp {
             c_fc: Linear::new_out_in(c, widen, bias, std, rng),
             c_proj: Linear::new_out_in(f, c, bias, std, rng),

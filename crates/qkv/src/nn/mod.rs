@@ -55,17 +55,11 @@ pub struct Dropout {
 
 impl Dropout {
     /// Apply at a site; `site` makes every place in the network draw its own mask.
-    pub fn apply(
-        &self,
-        x: &qkv_tensor::Tensor,
-        site: u64,
-    ) -> qkv_tensor::Result<qkv_tensor::Tensor> {
+    pub fn apply(&self, x: &qkv_tensor::Tensor, site: u64) -> qkv_tensor::Result<qkv_tensor::Tensor> {
         match self.seed {
-            Some(seed) if self.p > 0.0 => qkv_tensor::dropout(
-                x,
-                self.p,
-                qkv_tensor::rng::splitmix64(seed ^ site.wrapping_mul(0x9E37_79B9)),
-            ),
+            Some(seed) if self.p > 0.0 => {
+                qkv_tensor::dropout(x, self.p, qkv_tensor::rng::splitmix64(seed ^ site.wrapping_mul(0x9E37_79B9)))
+            }
             _ => Ok(x.clone()),
         }
     }

@@ -54,17 +54,9 @@ impl Norm {
 
 impl Module for Norm {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
-        out.push(NamedParam {
-            name: format!("{prefix}weight"),
-            param: self.weight.clone(),
-            decay: false,
-        });
+        out.push(NamedParam { name: format!("{prefix}weight"), param: self.weight.clone(), decay: false });
         if let Some(b) = &self.bias {
-            out.push(NamedParam {
-                name: format!("{prefix}bias"),
-                param: b.clone(),
-                decay: false,
-            });
+            out.push(NamedParam { name: format!("{prefix}bias"), param: b.clone(), decay: false });
         }
     }
 }

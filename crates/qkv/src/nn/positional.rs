@@ -28,9 +28,8 @@ pub enum Positions {
 impl std::str::FromStr for Positions {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        serde_json::from_value(serde_json::Value::String(s.to_lowercase())).map_err(|_| {
-            format!("unknown positions {s:?}: use learned, sinusoidal, rope, alibi or none")
-        })
+        serde_json::from_value(serde_json::Value::String(s.to_lowercase()))
+            .map_err(|_| format!("unknown positions {s:?}: use learned, sinusoidal, rope, alibi or none"))
     }
 }
 
@@ -70,10 +69,7 @@ pub fn rope_tables(start: usize, t: usize, d: usize, base: f32) -> (Tensor, Tens
             }
         }
     }
-    (
-        Tensor::from_vec(cos, &[t, d]).expect("sizes"),
-        Tensor::from_vec(sin, &[t, d]).expect("sizes"),
-    )
+    (Tensor::from_vec(cos, &[t, d]).expect("sizes"), Tensor::from_vec(sin, &[t, d]).expect("sizes"))
 }
 
 /// Rotate queries or keys: `x·cos + rotate_half(x)·sin`, where
@@ -119,16 +115,11 @@ mod tests {
 
     #[test]
     fn alibi_slopes_match_the_paper() {
-        assert_eq!(
-            alibi_slopes(8),
-            (1..=8).map(|i| 0.5f32.powi(i)).collect::<Vec<_>>()
-        );
+        assert_eq!(alibi_slopes(8), (1..=8).map(|i| 0.5f32.powi(i)).collect::<Vec<_>>());
         // 6 heads: 4 slopes of n=4 (2^-2, 2^-4, ...), then 2^-1, 2^-3 of n=8
         let s = alibi_slopes(6);
         assert_eq!(s.len(), 6);
-        assert!(
-            (s[0] - 0.25).abs() < 1e-7 && (s[4] - 0.5).abs() < 1e-7 && (s[5] - 0.125).abs() < 1e-7
-        );
+        assert!((s[0] - 0.25).abs() < 1e-7 && (s[4] - 0.5).abs() < 1e-7 && (s[5] - 0.125).abs() < 1e-7);
     }
 
     #[test]
@@ -145,10 +136,7 @@ mod tests {
             let b = apply_rope(&k, &ck, &sk).unwrap().to_vec();
             a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>()
         };
-        assert!(
-            (dot_at(3, 1) - dot_at(10, 8)).abs() < 1e-4,
-            "same distance, same score"
-        );
+        assert!((dot_at(3, 1) - dot_at(10, 8)).abs() < 1e-4, "same distance, same score");
         let (c, s) = rope_tables(5, 1, d, 10000.0);
         let r = apply_rope(&q, &c, &s).unwrap();
         let norm = |t: &Tensor| t.to_vec().iter().map(|v| v * v).sum::<f32>();

@@ -51,26 +51,17 @@ pub fn from_vocab_txt(text: &str, path: &Path, lowercase: bool) -> Result<Tokeni
     for (i, line) in text.lines().enumerate() {
         let token = line.trim_end();
         if token.is_empty() {
-            return Err(Error::format(
-                path,
-                format!("line {}: empty; a vocab.txt has one token per line", i + 1),
-            ));
+            return Err(Error::format(path, format!("line {}: empty; a vocab.txt has one token per line", i + 1)));
         }
         if vocab.insert(token.to_string(), i as u32).is_some() {
-            return Err(Error::format(
-                path,
-                format!("line {}: the token {token:?} appears twice", i + 1),
-            ));
+            return Err(Error::format(path, format!("line {}: the token {token:?} appears twice", i + 1)));
         }
     }
     if vocab.is_empty() {
         return Err(Error::format(path, "the vocabulary is empty"));
     }
     if !vocab.contains_key("[UNK]") {
-        return Err(Error::format(
-            path,
-            "no [UNK] token: WordPiece needs one for words it cannot spell",
-        ));
+        return Err(Error::format(path, "no [UNK] token: WordPiece needs one for words it cannot spell"));
     }
     let model = WordPiece::builder()
         .vocab(vocab.into_iter().collect::<Vocab>())
@@ -88,20 +79,14 @@ pub fn from_vocab_txt(text: &str, path: &Path, lowercase: bool) -> Result<Tokeni
 pub fn pipeline(model: WordPiece, lowercase: bool) -> Result<tokenizers::Tokenizer> {
     let id = |t: &str| tokenizers::Model::token_to_id(&model, t);
     let (cls, sep) = (id("[CLS]"), id("[SEP]"));
-    let present: Vec<&str> = SPECIAL_TOKENS
-        .into_iter()
-        .filter(|t| id(t).is_some())
-        .collect();
+    let present: Vec<&str> = SPECIAL_TOKENS.into_iter().filter(|t| id(t).is_some()).collect();
     let mut tok = tokenizers::Tokenizer::new(model);
     // strip_accents None: follow `lowercase`, as BERT does
     tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
         .map_err(|e| Error::Data(format!("setting the normaliser: {e}")))?;
     tok.with_pre_tokenizer(Some(BertPreTokenizer));
     if let (Some(cls), Some(sep)) = (cls, sep) {
-        tok.with_post_processor(Some(BertProcessing::new(
-            ("[SEP]".into(), sep),
-            ("[CLS]".into(), cls),
-        )));
+        tok.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
     }
     tok.with_decoder(Some(WordPieceDecoder::new("##".into(), true)));
     // matched in the raw text, before normalisation (as Hugging Face's BERT)
@@ -110,7 +95,6 @@ pub fn pipeline(model: WordPiece, lowercase: bool) -> Result<tokenizers::Tokeniz
         a.normalized = false;
         a
     });
-    tok.add_special_tokens(specials)
-        .map_err(|e| Error::Data(format!("adding special tokens: {e}")))?;
+    tok.add_special_tokens(specials).map_err(|e| Error::Data(format!("adding special tokens: {e}")))?;
     Ok(tok)
 }

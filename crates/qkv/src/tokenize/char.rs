@@ -23,21 +23,13 @@ struct Stored {
 impl CharTokenizer {
     /// The vocabulary of `text`: its distinct characters, sorted.
     pub fn from_text(text: &str) -> CharTokenizer {
-        let mut chars: Vec<char> = text
-            .chars()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let mut chars: Vec<char> = text.chars().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         chars.dedup();
         Self::from_chars(chars)
     }
 
     fn from_chars(chars: Vec<char>) -> CharTokenizer {
-        let index = chars
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (c, i as u32))
-            .collect();
+        let index = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
         CharTokenizer { chars, index }
     }
 
@@ -65,10 +57,7 @@ impl CharTokenizer {
         ids.iter()
             .map(|&id| {
                 self.chars.get(id as usize).copied().ok_or_else(|| {
-                    Error::Data(format!(
-                        "token id {id} is outside the vocabulary of {} characters",
-                        self.chars.len()
-                    ))
+                    Error::Data(format!("token id {id} is outside the vocabulary of {} characters", self.chars.len()))
                 })
             })
             .collect()
@@ -80,11 +69,8 @@ impl CharTokenizer {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(&Stored {
-            kind: "char".into(),
-            chars: self.chars.iter().collect(),
-        })
-        .expect("serialisable")
+        serde_json::to_string_pretty(&Stored { kind: "char".into(), chars: self.chars.iter().collect() })
+            .expect("serialisable")
     }
 
     pub fn from_json(json: &str) -> std::result::Result<CharTokenizer, String> {

@@ -26,10 +26,7 @@ pub fn encode_corpus(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     if tok.as_char().is_some() || !tok.splits_at_spaces() || text.len() <= CHUNK_BYTES {
         return tok.encode(text);
     }
-    let parts: Vec<Vec<u32>> = chunks(text, CHUNK_BYTES)
-        .par_iter()
-        .map(|c| tok.encode(c))
-        .collect::<Result<_>>()?;
+    let parts: Vec<Vec<u32>> = chunks(text, CHUNK_BYTES).par_iter().map(|c| tok.encode(c)).collect::<Result<_>>()?;
     Ok(parts.concat())
 }
 

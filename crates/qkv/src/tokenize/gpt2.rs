@@ -37,12 +37,7 @@ pub const END_OF_TEXT: &str = "<|endoftext|>";
 
 /// The bundled GPT-2 tokenizer (what `--tokenizer gpt2` loads).
 pub fn bundled() -> Result<Tokenizer> {
-    from_strs(
-        VOCAB_JSON,
-        Path::new("<bundled gpt2>/encoder.json"),
-        MERGES_TXT,
-        Path::new("<bundled gpt2>/vocab.bpe"),
-    )
+    from_strs(VOCAB_JSON, Path::new("<bundled gpt2>/encoder.json"), MERGES_TXT, Path::new("<bundled gpt2>/vocab.bpe"))
 }
 
 /// A byte-level BPE tokenizer (GPT-2, RoBERTa, …) from a vocabulary file and a
@@ -54,12 +49,7 @@ pub fn from_files(vocab: &Path, merges: &Path) -> Result<Tokenizer> {
 }
 
 /// [`from_files`] on the files' text; the paths are for error messages.
-pub fn from_strs(
-    vocab_json: &str,
-    vocab_path: &Path,
-    merges_txt: &str,
-    merges_path: &Path,
-) -> Result<Tokenizer> {
+pub fn from_strs(vocab_json: &str, vocab_path: &Path, merges_txt: &str, merges_path: &Path) -> Result<Tokenizer> {
     let vocab = parse_vocab(vocab_json, vocab_path)?;
     let merges = parse_merges(merges_txt, merges_path, &vocab, vocab_path)?;
     let has_eot = vocab.contains_key(END_OF_TEXT);
@@ -87,27 +77,16 @@ pub fn pipeline(bpe: BPE, specials: &[&str]) -> Result<tokenizers::Tokenizer> {
 
 /// `vocab.json`: a JSON object from token string to id, ids distinct.
 pub fn parse_vocab(text: &str, path: &Path) -> Result<HashMap<String, u32>> {
-    let vocab: HashMap<String, u32> = serde_json::from_str(text).map_err(|e| {
-        Error::format(
-            path,
-            format!("not a BPE vocabulary (a JSON object from token to id): {e}"),
-        )
-    })?;
+    let vocab: HashMap<String, u32> = serde_json::from_str(text)
+        .map_err(|e| Error::format(path, format!("not a BPE vocabulary (a JSON object from token to id): {e}")))?;
     if vocab.is_empty() {
         return Err(Error::format(path, "the vocabulary is empty"));
     }
     let mut by_id: HashMap<u32, &str> = HashMap::with_capacity(vocab.len());
     for (token, &id) in &vocab {
         if let Some(other) = by_id.insert(id, token) {
-            let (a, b) = if other < token.as_str() {
-                (other, token.as_str())
-            } else {
-                (token.as_str(), other)
-            };
-            return Err(Error::format(
-                path,
-                format!("id {id} is given to two tokens, {a:?} and {b:?}"),
-            ));
+            let (a, b) = if other < token.as_str() { (other, token.as_str()) } else { (token.as_str(), other) };
+            return Err(Error::format(path, format!("id {id} is given to two tokens, {a:?} and {b:?}")));
         }
     }
     Ok(vocab)
@@ -126,10 +105,7 @@ pub fn parse_merges(
     let mut seen = HashSet::new();
     let lines: Vec<&str> = text.lines().collect();
     // blank lines are allowed only at the end of the file
-    let last = lines
-        .iter()
-        .rposition(|l| !l.trim().is_empty())
-        .map_or(0, |i| i + 1);
+    let last = lines.iter().rposition(|l| !l.trim().is_empty()).map_or(0, |i| i + 1);
     for (i, line) in lines[..last].iter().enumerate() {
         let n = i + 1;
         if i == 0 && line.starts_with("#version") {
@@ -138,21 +114,14 @@ pub fn parse_merges(
         let at = |msg: String| Error::format(path, format!("line {n}: {msg}"));
         let parts: Vec<&str> = line.split(' ').collect();
         let [a, b] = parts[..] else {
-            return Err(at(format!(
-                "expected two tokens separated by one space, found {line:?}"
-            )));
+            return Err(at(format!("expected two tokens separated by one space, found {line:?}")));
         };
         if a.is_empty() || b.is_empty() {
-            return Err(at(format!(
-                "expected two tokens separated by one space, found {line:?}"
-            )));
+            return Err(at(format!("expected two tokens separated by one space, found {line:?}")));
         }
         for t in [a, b] {
             if !vocab.contains_key(t) {
-                return Err(at(format!(
-                    "token {t:?} is not in the vocabulary {}",
-                    vocab_path.display()
-                )));
+                return Err(at(format!("token {t:?} is not in the vocabulary {}", vocab_path.display())));
             }
         }
         let merged = format!("{a}{b}");
@@ -197,13 +166,7 @@ pub fn byte_to_char() -> &'static [char; 256] {
 /// spelled with characters outside it).
 pub fn token_bytes(token: &str) -> Option<Vec<u8>> {
     static INVERSE: OnceLock<HashMap<char, u8>> = OnceLock::new();
-    let inverse = INVERSE.get_or_init(|| {
-        byte_to_char()
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect()
-    });
+    let inverse = INVERSE.get_or_init(|| byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect());
     token.chars().map(|c| inverse.get(&c).copied()).collect()
 }
 
@@ -225,29 +188,18 @@ mod tests {
 
     #[test]
     fn bad_merges_name_the_line() {
-        let vocab: HashMap<String, u32> = [("a", 0), ("b", 1), ("ab", 2)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let vocab: HashMap<String, u32> =
+            [("a", 0), ("b", 1), ("ab", 2)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let p = Path::new("merges.txt");
         let v = Path::new("vocab.json");
-        assert_eq!(
-            parse_merges("#version: 0.2\na b\n\n", p, &vocab, v)
-                .unwrap()
-                .len(),
-            1
-        );
-        let e = parse_merges("#version: 0.2\na b\nab\n", p, &vocab, v)
-            .unwrap_err()
-            .to_string();
+        assert_eq!(parse_merges("#version: 0.2\na b\n\n", p, &vocab, v).unwrap().len(), 1);
+        let e = parse_merges("#version: 0.2\na b\nab\n", p, &vocab, v).unwrap_err().to_string();
         assert!(e.contains("merges.txt") && e.contains("line 3"), "{e}");
         let e = parse_merges("a c", p, &vocab, v).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("\"c\""), "{e}");
         let e = parse_merges("b a", p, &vocab, v).unwrap_err().to_string();
         assert!(e.contains("\"ba\""), "{e}");
-        let e = parse_merges("a b\n\na b", p, &vocab, v)
-            .unwrap_err()
-            .to_string();
+        let e = parse_merges("a b\n\na b", p, &vocab, v).unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
     }
 }

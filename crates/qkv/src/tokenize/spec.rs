@@ -41,9 +41,7 @@ impl Tokenizer {
         if spec == "gpt2" {
             return gpt2::bundled();
         }
-        Err(Error::Config(format!(
-            "tokenizer {spec:?}: no such file or directory; expected {SPEC_HELP}"
-        )))
+        Err(Error::Config(format!("tokenizer {spec:?}: no such file or directory; expected {SPEC_HELP}")))
     }
 
     /// Read a `tokenizer.json` (Hugging Face's or qkv's character format).
@@ -55,21 +53,12 @@ impl Tokenizer {
 
 fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| {
-        Error::format(
-            path,
-            format!(
-                "not UTF-8 text (byte offset {})",
-                e.utf8_error().valid_up_to()
-            ),
-        )
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| Error::format(path, format!("not UTF-8 text (byte offset {})", e.utf8_error().valid_up_to())))
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default()
 }
 
 /// The first of `names` that exists in `dir`.
@@ -78,9 +67,7 @@ fn find_in(dir: &Path, names: &[&str]) -> Option<PathBuf> {
 }
 
 fn parent(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
 fn load_dir(dir: &Path) -> Result<Tokenizer> {
@@ -156,10 +143,7 @@ fn load_pair(a: &Path, b: &Path) -> Result<Tokenizer> {
     } else {
         Err(Error::format(
             a,
-            format!(
-                "neither this nor {} is a BPE vocabulary (a JSON object from token to id)",
-                b.display()
-            ),
+            format!("neither this nor {} is a BPE vocabulary (a JSON object from token to id)", b.display()),
         ))
     }
 }
@@ -170,14 +154,13 @@ fn lowercase_of(dir: &Path) -> Result<bool> {
     let Some(p) = find_in(dir, &["tokenizer_config.json"]) else {
         return Ok(true);
     };
-    let v: serde_json::Value = serde_json::from_str(&read_text(&p)?)
-        .map_err(|e| Error::format(&p, format!("not JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&read_text(&p)?).map_err(|e| Error::format(&p, format!("not JSON: {e}")))?;
     match v.get("do_lower_case") {
         None | Some(serde_json::Value::Null) => Ok(true),
         Some(serde_json::Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(Error::format(
-            &p,
-            format!("field \"do_lower_case\": expected true or false, found {other}"),
-        )),
+        Some(other) => {
+            Err(Error::format(&p, format!("field \"do_lower_case\": expected true or false, found {other}")))
+        }
     }
 }

@@ -45,11 +45,7 @@ impl std::fmt::Debug for Tokenizer {
 
 impl From<CharTokenizer> for Tokenizer {
     fn from(tok: CharTokenizer) -> Self {
-        Tokenizer {
-            vocab_size: tok.vocab_size(),
-            inner: Inner::Char(tok),
-            chars_per_token: OnceLock::new(),
-        }
+        Tokenizer { vocab_size: tok.vocab_size(), inner: Inner::Char(tok), chars_per_token: OnceLock::new() }
     }
 }
 
@@ -59,18 +55,9 @@ impl From<tokenizers::Tokenizer> for Tokenizer {
     /// would otherwise silently drop text.
     fn from(mut tok: tokenizers::Tokenizer) -> Self {
         tok.with_padding(None);
-        tok.with_truncation(None)
-            .expect("turning truncation off cannot fail");
-        let vocab_size = tok
-            .get_vocab(true)
-            .values()
-            .max()
-            .map_or(0, |&m| m as usize + 1);
-        Tokenizer {
-            vocab_size,
-            inner: Inner::Hf(Box::new(tok)),
-            chars_per_token: OnceLock::new(),
-        }
+        tok.with_truncation(None).expect("turning truncation off cannot fail");
+        let vocab_size = tok.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);
+        Tokenizer { vocab_size, inner: Inner::Hf(Box::new(tok)), chars_per_token: OnceLock::new() }
     }
 }
 
@@ -99,10 +86,7 @@ impl Tokenizer {
     /// True for GPT-2-style byte-level tokenizers, whose tokens are bytes
     /// (shown as printable characters) rather than text.
     pub fn is_byte_level(&self) -> bool {
-        matches!(
-            self.as_hf().and_then(|t| t.get_decoder()),
-            Some(DecoderWrapper::ByteLevel(_))
-        )
+        matches!(self.as_hf().and_then(|t| t.get_decoder()), Some(DecoderWrapper::ByteLevel(_)))
     }
 
     /// One line: what kind of tokenizer and how many tokens.
@@ -166,9 +150,7 @@ impl Tokenizer {
         self.check_ids(ids)?;
         match &self.inner {
             Inner::Char(c) => c.decode(ids),
-            Inner::Hf(t) => t
-                .decode(ids, false)
-                .map_err(|e| Error::Data(format!("decoding failed: {e}"))),
+            Inner::Hf(t) => t.decode(ids, false).map_err(|e| Error::Data(format!("decoding failed: {e}"))),
         }
     }
 
@@ -217,11 +199,7 @@ impl Tokenizer {
         let table = self.chars_per_token.get_or_init(|| {
             self.is_byte_level().then(|| {
                 (0..self.vocab_size as u32)
-                    .map(|id| {
-                        self.piece(id).map_or(0, |b| {
-                            b.iter().filter(|&&b| b & 0xC0 != 0x80).count() as u32
-                        })
-                    })
+                    .map(|id| self.piece(id).map_or(0, |b| b.iter().filter(|&&b| b & 0xC0 != 0x80).count() as u32))
                     .collect()
             })
         });
@@ -273,28 +251,21 @@ impl Tokenizer {
                 | PreTokenizerWrapper::Whitespace(_)
                 | PreTokenizerWrapper::WhitespaceSplit(_) => true,
                 // newline runs split off (qkv's `bpe` and `unigram`) never reach across a space
-                PreTokenizerWrapper::Split(s) => {
-                    s.pattern == SplitPattern::Regex(super::train::NEWLINES.into())
-                }
+                PreTokenizerWrapper::Split(s) => s.pattern == SplitPattern::Regex(super::train::NEWLINES.into()),
                 PreTokenizerWrapper::Sequence(s) => s.as_ref().iter().all(splits),
                 _ => false,
             }
         }
         let normalizer_ok = t.get_normalizer().is_none_or(per_char);
         let pre_ok = t.get_pre_tokenizer().is_some_and(splits);
-        let added_ok = t
-            .get_added_tokens_decoder()
-            .values()
-            .all(|a| !a.content.chars().any(char::is_whitespace));
+        let added_ok = t.get_added_tokens_decoder().values().all(|a| !a.content.chars().any(char::is_whitespace));
         normalizer_ok && pre_ok && added_ok
     }
 
     /// How many special tokens [`Tokenizer::encode_with_special_tokens`] adds
     /// around one sequence (BERT: 2, `[CLS]` and `[SEP]`; GPT-2: none).
     pub fn special_tokens_added(&self) -> usize {
-        self.as_hf()
-            .and_then(|t| t.get_post_processor())
-            .map_or(0, |p| p.added_tokens(false))
+        self.as_hf().and_then(|t| t.get_post_processor()).map_or(0, |p| p.added_tokens(false))
     }
 
     /// The tokenizer as `tokenizer.json` text.
@@ -323,8 +294,8 @@ impl Tokenizer {
     /// Parse `tokenizer.json` text: qkv's character format or Hugging Face's.
     /// Errors name `path` and the line, column or field that is wrong.
     pub fn from_json(text: &str, path: &Path) -> Result<Tokenizer> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::format(path, format!("not JSON: {e}")))?;
         if value.get("kind").is_some() {
             return CharTokenizer::from_json(text)
                 .map(Tokenizer::from)
@@ -341,12 +312,8 @@ impl Tokenizer {
                 ));
             }
         }
-        let tok: tokenizers::Tokenizer = text.parse().map_err(|e| {
-            Error::format(
-                path,
-                format!("not a valid Hugging Face tokenizer.json: {e}"),
-            )
-        })?;
+        let tok: tokenizers::Tokenizer =
+            text.parse().map_err(|e| Error::format(path, format!("not a valid Hugging Face tokenizer.json: {e}")))?;
         Ok(tok.into())
     }
 }
@@ -354,16 +321,7 @@ impl Tokenizer {
 /// Ids in, text out, one id at a time; see [`Tokenizer::stream`].
 pub enum Stream<'a> {
     Char(&'a CharTokenizer),
-    Hf(
-        DecodeStream<
-            'a,
-            ModelWrapper,
-            NormalizerWrapper,
-            PreTokenizerWrapper,
-            PostProcessorWrapper,
-            DecoderWrapper,
-        >,
-    ),
+    Hf(DecodeStream<'a, ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>),
 }
 
 impl Stream<'_> {

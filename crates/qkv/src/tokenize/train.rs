@@ -55,13 +55,7 @@ pub const UNK: &str = "<unk>";
 pub const NEWLINES: &str = "\n+";
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
-        Kind::Bpe,
-        Kind::ByteBpe,
-        Kind::WordPiece,
-        Kind::Unigram,
-        Kind::Char,
-    ];
+    pub const ALL: [Kind; 5] = [Kind::Bpe, Kind::ByteBpe, Kind::WordPiece, Kind::Unigram, Kind::Char];
 
     /// The name on the command line.
     pub fn name(self) -> &'static str {
@@ -94,13 +88,10 @@ impl Kind {
 impl std::str::FromStr for Kind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Kind, String> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown tokenizer kind {s:?}; one of {}", names.join(", "))
-            })
+        Kind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown tokenizer kind {s:?}; one of {}", names.join(", "))
+        })
     }
 }
 
@@ -126,19 +117,11 @@ pub fn train(texts: &[&str], opts: &TrainOptions) -> Result<Tokenizer> {
             "a {} tokenizer needs a vocabulary of at least {} tokens (its special tokens{}), not {}",
             kind.name(),
             kind.min_vocab_size(),
-            if kind == Kind::ByteBpe {
-                " and the 256 bytes"
-            } else {
-                " and a character"
-            },
+            if kind == Kind::ByteBpe { " and the 256 bytes" } else { " and a character" },
             opts.vocab_size
         )));
     }
-    let specials: Vec<AddedToken> = kind
-        .special_tokens()
-        .iter()
-        .map(|s| AddedToken::from(*s, true))
-        .collect();
+    let specials: Vec<AddedToken> = kind.special_tokens().iter().map(|s| AddedToken::from(*s, true)).collect();
     let trained = |e: tokenizers::Error| Error::Data(format!("training the tokenizer failed: {e}"));
     let (mut tok, mut trainer): (tokenizers::Tokenizer, TrainerWrapper) = match kind {
         Kind::ByteBpe => {
@@ -158,10 +141,7 @@ pub fn train(texts: &[&str], opts: &TrainOptions) -> Result<Tokenizer> {
                 .special_tokens(specials)
                 .show_progress(false)
                 .build();
-            let bpe = BPE::builder()
-                .unk_token(UNK.into())
-                .build()
-                .map_err(trained)?;
+            let bpe = BPE::builder().unk_token(UNK.into()).build().map_err(trained)?;
             (metaspace(bpe)?, trainer.into())
         }
         Kind::Unigram => {
@@ -195,12 +175,8 @@ pub fn train(texts: &[&str], opts: &TrainOptions) -> Result<Tokenizer> {
     };
     // The trainer counts words chunk by chunk on every core; chunks are cut
     // where the pre-tokenizer splits anyway, so the counts are those of the whole text.
-    let pieces: Vec<&str> = texts
-        .iter()
-        .flat_map(|t| chunks(t, CHUNK_BYTES / 4))
-        .collect();
-    tok.train(&mut trainer, pieces.into_iter())
-        .map_err(trained)?;
+    let pieces: Vec<&str> = texts.iter().flat_map(|t| chunks(t, CHUNK_BYTES / 4)).collect();
+    tok.train(&mut trainer, pieces.into_iter()).map_err(trained)?;
     if kind == Kind::WordPiece {
         let ModelWrapper::WordPiece(model) = tok.get_model().clone() else {
             unreachable!("a WordPiece trainer makes a WordPiece model")
@@ -217,18 +193,11 @@ pub fn train(texts: &[&str], opts: &TrainOptions) -> Result<Tokenizer> {
 /// No `▁` is added at the start of the text, so decoding gives back exactly
 /// the text.
 fn metaspace(model: impl Into<ModelWrapper>) -> Result<tokenizers::Tokenizer> {
-    let newlines = Split::new(
-        SplitPattern::Regex(NEWLINES.into()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map_err(|e| Error::Config(format!("newline splitter: {e}")))?;
+    let newlines = Split::new(SplitPattern::Regex(NEWLINES.into()), SplitDelimiterBehavior::Isolated, false)
+        .map_err(|e| Error::Config(format!("newline splitter: {e}")))?;
     let spaces = Metaspace::new('▁', PrependScheme::Never, true);
     let mut tok = tokenizers::Tokenizer::new(model);
-    tok.with_pre_tokenizer(Some(Sequence::new(vec![
-        newlines.into(),
-        spaces.clone().into(),
-    ])));
+    tok.with_pre_tokenizer(Some(Sequence::new(vec![newlines.into(), spaces.clone().into()])));
     tok.with_decoder(Some(spaces));
     Ok(tok)
 }

@@ -102,12 +102,7 @@ impl TrainConfig {
     }
 
     pub fn schedule(&self) -> LrSchedule {
-        LrSchedule {
-            lr: self.lr,
-            min_lr: self.min_lr,
-            warmup_steps: self.warmup_steps,
-            max_steps: self.max_steps,
-        }
+        LrSchedule { lr: self.lr, min_lr: self.min_lr, warmup_steps: self.warmup_steps, max_steps: self.max_steps }
     }
 }
 
@@ -143,15 +138,7 @@ impl Trainer {
         let opt = AdamW::new(config.adamw, &params);
         // batches and dropout draw from their own stream, separate from initialisation
         let rng = Rng::new(config.seed ^ 0xD1B5_4A32_D192_ED03);
-        Ok(Trainer {
-            model,
-            config,
-            opt,
-            data,
-            params,
-            rng,
-            step: 0,
-        })
+        Ok(Trainer { model, config, opt, data, params, rng, step: 0 })
     }
 
     /// Tokens per optimizer step.
@@ -170,17 +157,11 @@ impl Trainer {
         let mut loss_sum = 0.0;
         for _ in 0..self.config.grad_accum {
             let (x, y) = random_batch(&self.data.train, b, t, &mut self.rng);
-            let drop = Dropout {
-                p: self.model.config.dropout,
-                seed: Some(self.rng.next_u64()),
-            };
+            let drop = Dropout { p: self.model.config.dropout, seed: Some(self.rng.next_u64()) };
             let loss = self.model.loss(&x, &y, b, t, &drop)?;
             loss_sum += loss.item()?;
-            let scaled = if self.config.grad_accum > 1 {
-                loss.scale(1.0 / self.config.grad_accum as f32)
-            } else {
-                loss
-            };
+            let scaled =
+                if self.config.grad_accum > 1 { loss.scale(1.0 / self.config.grad_accum as f32) } else { loss };
             scaled.backward()?;
         }
         let grad_norm = if self.config.grad_clip > 0.0 {
@@ -197,33 +178,18 @@ impl Trainer {
                 self.step
             )));
         }
-        Ok(StepStats {
-            loss,
-            lr,
-            grad_norm,
-            tokens: self.tokens_per_step(),
-        })
+        Ok(StepStats { loss, lr, grad_norm, tokens: self.tokens_per_step() })
     }
 
     /// Mean loss (nats per token) on the validation split.
     pub fn evaluate(&self) -> Result<f32> {
-        evaluate(
-            &self.model,
-            &self.data.val,
-            self.config.batch_size,
-            self.config.eval_batches,
-        )
+        evaluate(&self.model, &self.data.val, self.config.batch_size, self.config.eval_batches)
     }
 }
 
 /// Mean next-token loss of `model` over consecutive windows of `data`, in
 /// no-grad mode (nothing is kept for backward).
-pub fn evaluate<D: TokenIds + ?Sized>(
-    model: &Gpt,
-    data: &D,
-    batch_size: usize,
-    max_batches: usize,
-) -> Result<f32> {
+pub fn evaluate<D: TokenIds + ?Sized>(model: &Gpt, data: &D, batch_size: usize, max_batches: usize) -> Result<f32> {
     let t = model.config.block_size;
     let batches = eval_batches(data, batch_size, t, max_batches);
     if batches.is_empty() {

@@ -22,12 +22,7 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        }
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
     }
 }
 
@@ -55,21 +50,12 @@ impl AdamW {
     /// `p ← p - lr/(1-β1ᵗ) · m / (√v/√(1-β2ᵗ) + ε)`.
     pub fn update(&mut self, params: &[NamedParam], lr: f32) {
         self.step += 1;
-        let AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.config;
+        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
         let step_size = lr / bc1;
         for ((p, m), v) in params.iter().zip(&mut self.m).zip(&mut self.v) {
-            let decay = if p.decay {
-                1.0 - lr * weight_decay
-            } else {
-                1.0
-            };
+            let decay = if p.decay { 1.0 - lr * weight_decay } else { 1.0 };
             p.param.update(|w, g| {
                 let Some(g) = g else { return };
                 const CHUNK: usize = 1 << 14;
@@ -99,11 +85,7 @@ impl AdamW {
 pub fn grad_norm(params: &[NamedParam]) -> f32 {
     let sq: f64 = params
         .iter()
-        .map(|p| {
-            p.param.with_grad(|g| {
-                g.map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
-            })
-        })
+        .map(|p| p.param.with_grad(|g| g.map_or(0.0, |g| g.iter().map(|&x| x as f64 * x as f64).sum::<f64>())))
         .sum();
     sq.sqrt() as f32
 }

@@ -35,11 +35,8 @@ impl Optimizer {
     /// gradient norm before clipping and the learning rate used.
     pub fn step(&mut self) -> (f32, f32) {
         let lr = self.schedule.at(self.step);
-        let norm = if self.grad_clip > 0.0 {
-            clip_grad_norm(&self.params, self.grad_clip)
-        } else {
-            grad_norm(&self.params)
-        };
+        let norm =
+            if self.grad_clip > 0.0 { clip_grad_norm(&self.params, self.grad_clip) } else { grad_norm(&self.params) };
         self.adamw.update(&self.params, lr);
         self.step += 1;
         (norm, lr)

@@ -122,19 +122,14 @@ pub fn prepare_new(dir: &Path, force: bool) -> Result<()> {
 fn not_a_run(dir: &Path, what: &str) -> Error {
     Error::checkpoint(
         dir,
-        format!(
-            "not a qkv run directory ({what}); train one with `qkv train --out-dir {}`",
-            dir.display()
-        ),
+        format!("not a qkv run directory ({what}); train one with `qkv train --out-dir {}`", dir.display()),
     )
 }
 
 pub fn read_config(dir: &Path) -> Result<RunConfig> {
     let p = dir.join(CONFIG);
-    let text =
-        std::fs::read_to_string(&p).map_err(|_| not_a_run(dir, "no readable config.json"))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::format(&p, format!("not a qkv run configuration: {e}")))
+    let text = std::fs::read_to_string(&p).map_err(|_| not_a_run(dir, "no readable config.json"))?;
+    serde_json::from_str(&text).map_err(|e| Error::format(&p, format!("not a qkv run configuration: {e}")))
 }
 
 pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
@@ -154,49 +149,27 @@ pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
 
 /// Parameters as named tensors, for saving.
 fn param_tensors(params: &[NamedParam]) -> Vec<(String, Tensor)> {
-    params
-        .iter()
-        .map(|p| (p.name.clone(), p.param.value()))
-        .collect()
+    params.iter().map(|p| (p.name.clone(), p.param.value())).collect()
 }
 
 /// Copy tensors from a checkpoint into the parameters: every parameter must
 /// be there with its shape, and nothing else may be.
-pub fn load_params(
-    path: &Path,
-    params: &[NamedParam],
-    tensors: &BTreeMap<String, Tensor>,
-    prefix: &str,
-) -> Result<()> {
+pub fn load_params(path: &Path, params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix: &str) -> Result<()> {
     for p in params {
         let key = format!("{prefix}{}", p.name);
-        let t = tensors.get(&key).ok_or_else(|| {
-            Error::checkpoint(
-                path,
-                format!("missing tensor {key:?} (shape {:?})", p.param.shape()),
-            )
-        })?;
+        let t = tensors
+            .get(&key)
+            .ok_or_else(|| Error::checkpoint(path, format!("missing tensor {key:?} (shape {:?})", p.param.shape())))?;
         if t.shape() != p.param.shape().as_slice() {
             return Err(Error::checkpoint(
                 path,
-                format!(
-                    "tensor {key:?} has shape {:?}, the model expects {:?}",
-                    t.shape(),
-                    p.param.shape()
-                ),
+                format!("tensor {key:?} has shape {:?}, the model expects {:?}", t.shape(), p.param.shape()),
             ));
         }
         p.param.set_value(t)?;
     }
-    let expected: std::collections::HashSet<String> = params
-        .iter()
-        .map(|p| format!("{prefix}{}", p.name))
-        .collect();
-    if let Some(extra) = tensors
-        .keys()
-        .filter(|k| k.starts_with(prefix))
-        .find(|k| !expected.contains(*k))
-    {
+    let expected: std::collections::HashSet<String> = params.iter().map(|p| format!("{prefix}{}", p.name)).collect();
+    if let Some(extra) = tensors.keys().filter(|k| k.starts_with(prefix)).find(|k| !expected.contains(*k)) {
         return Err(Error::checkpoint(
             path,
             format!("unexpected tensor {extra:?}: the checkpoint is of another model"),
@@ -214,22 +187,12 @@ fn step_meta(step: u64) -> BTreeMap<String, String> {
 
 /// Write model, optimizer and state for the trainer's current step.
 pub fn save_checkpoint(dir: &Path, tr: &Trainer, state: &TrainState) -> Result<()> {
-    safetensors::save(
-        &dir.join(MODEL),
-        &param_tensors(&tr.params),
-        &step_meta(tr.step),
-    )?;
+    safetensors::save(&dir.join(MODEL), &param_tensors(&tr.params), &step_meta(tr.step))?;
     let mut opt: Vec<(String, Tensor)> = Vec::new();
     for (i, p) in tr.params.iter().enumerate() {
         let shape = p.param.shape();
-        opt.push((
-            format!("m.{}", p.name),
-            Tensor::from_vec(tr.opt.m[i].clone(), &shape)?,
-        ));
-        opt.push((
-            format!("v.{}", p.name),
-            Tensor::from_vec(tr.opt.v[i].clone(), &shape)?,
-        ));
+        opt.push((format!("m.{}", p.name), Tensor::from_vec(tr.opt.m[i].clone(), &shape)?));
+        opt.push((format!("v.{}", p.name), Tensor::from_vec(tr.opt.v[i].clone(), &shape)?));
     }
     let mut meta = step_meta(tr.step);
     meta.insert("adam_step".into(), tr.opt.step.to_string());
@@ -241,12 +204,7 @@ pub fn save_checkpoint(dir: &Path, tr: &Trainer, state: &TrainState) -> Result<(
 fn meta_step(path: &Path, meta: &BTreeMap<String, String>) -> Result<u64> {
     meta.get("step")
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            Error::checkpoint(
-                path,
-                "no step in the file's metadata: not written by qkv train",
-            )
-        })
+        .ok_or_else(|| Error::checkpoint(path, "no step in the file's metadata: not written by qkv train"))
 }
 
 /// A trained model from a run directory, ready for generation or evaluation.
@@ -263,11 +221,7 @@ pub fn load_model(dir: &Path) -> Result<(RunConfig, Gpt, Tokenizer)> {
     if tok.vocab_size() != model.config.vocab_size {
         return Err(Error::checkpoint(
             dir,
-            format!(
-                "tokenizer has {} tokens but the model {}",
-                tok.vocab_size(),
-                model.config.vocab_size
-            ),
+            format!("tokenizer has {} tokens but the model {}", tok.vocab_size(), model.config.vocab_size),
         ));
     }
     Ok((config, model, tok))
@@ -276,10 +230,8 @@ pub fn load_model(dir: &Path) -> Result<(RunConfig, Gpt, Tokenizer)> {
 /// Restore the trainer's weights, optimizer, step and RNG from `dir`.
 pub fn restore(dir: &Path, tr: &mut Trainer) -> Result<TrainState> {
     let state_path = dir.join(STATE);
-    let text = std::fs::read_to_string(&state_path)
-        .map_err(|_| not_a_run(dir, "no state.json: no checkpoint yet"))?;
-    let state: TrainState =
-        serde_json::from_str(&text).map_err(|e| Error::format(&state_path, e.to_string()))?;
+    let text = std::fs::read_to_string(&state_path).map_err(|_| not_a_run(dir, "no state.json: no checkpoint yet"))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::format(&state_path, e.to_string()))?;
     let mpath = dir.join(MODEL);
     let model = safetensors::load(&mpath)?;
     let opath = dir.join(OPTIMIZER);
@@ -289,10 +241,7 @@ pub fn restore(dir: &Path, tr: &mut Trainer) -> Result<TrainState> {
         if s != state.step {
             return Err(Error::checkpoint(
                 p,
-                format!(
-                    "holds step {s} but state.json step {}: the last checkpoint was interrupted",
-                    state.step
-                ),
+                format!("holds step {s} but state.json step {}: the last checkpoint was interrupted", state.step),
             ));
         }
     }
@@ -300,18 +249,12 @@ pub fn restore(dir: &Path, tr: &mut Trainer) -> Result<TrainState> {
     for (i, p) in tr.params.iter().enumerate() {
         for (key, dst) in [("m", &mut tr.opt.m[i]), ("v", &mut tr.opt.v[i])] {
             let name = format!("{key}.{}", p.name);
-            let t = opt
-                .tensors
-                .get(&name)
-                .ok_or_else(|| Error::checkpoint(&opath, format!("missing tensor {name:?}")))?;
+            let t =
+                opt.tensors.get(&name).ok_or_else(|| Error::checkpoint(&opath, format!("missing tensor {name:?}")))?;
             if t.numel() != dst.len() {
                 return Err(Error::checkpoint(
                     &opath,
-                    format!(
-                        "tensor {name:?} has {} values, expected {}",
-                        t.numel(),
-                        dst.len()
-                    ),
+                    format!("tensor {name:?} has {} values, expected {}", t.numel(), dst.len()),
                 ));
             }
             *dst = t.to_vec();
@@ -330,11 +273,7 @@ pub fn restore(dir: &Path, tr: &mut Trainer) -> Result<TrainState> {
 pub fn append_metric(dir: &Path, m: &Metric) -> Result<()> {
     use std::io::Write;
     let p = dir.join(METRICS);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p)
-        .map_err(|e| Error::io(&p, e))?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| Error::io(&p, e))?;
     writeln!(f, "{}", serde_json::to_string(m).expect("serialisable")).map_err(|e| Error::io(&p, e))
 }
 
@@ -348,18 +287,13 @@ pub fn read_metrics(dir: &Path) -> Result<Vec<Metric>> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::format(&p, format!("line {}: {e}", i + 1)))
-        })
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::format(&p, format!("line {}: {e}", i + 1))))
         .collect()
 }
 
 /// Drop metric lines after `step` (written after the checkpoint a resume starts from).
 pub fn truncate_metrics(dir: &Path, step: u64) -> Result<()> {
-    let kept: Vec<Metric> = read_metrics(dir)?
-        .into_iter()
-        .filter(|m| m.step <= step)
-        .collect();
+    let kept: Vec<Metric> = read_metrics(dir)?.into_iter().filter(|m| m.step <= step).collect();
     let mut text = String::new();
     for m in &kept {
         text.push_str(&serde_json::to_string(m).expect("serialisable"));

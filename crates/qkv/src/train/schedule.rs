@@ -33,12 +33,7 @@ mod tests {
 
     #[test]
     fn warms_up_then_decays_to_the_floor() {
-        let s = LrSchedule {
-            lr: 1.0,
-            min_lr: 0.1,
-            warmup_steps: 9,
-            max_steps: 109,
-        };
+        let s = LrSchedule { lr: 1.0, min_lr: 0.1, warmup_steps: 9, max_steps: 109 };
         assert!((s.at(0) - 0.1).abs() < 1e-6);
         assert!((s.at(8) - 0.9).abs() < 1e-6);
         assert!((s.at(9) - 1.0).abs() < 1e-6);

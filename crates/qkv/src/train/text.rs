@@ -33,12 +33,7 @@ impl Specials {
                 ))
             })
         };
-        Ok(Specials {
-            cls: id("[CLS]")?,
-            sep: id("[SEP]")?,
-            pad: id("[PAD]")?,
-            mask: id("[MASK]")?,
-        })
+        Ok(Specials { cls: id("[CLS]")?, sep: id("[SEP]")?, pad: id("[PAD]")?, mask: id("[MASK]")? })
     }
 
     pub fn is_special(&self, id: u32) -> bool {
@@ -74,10 +69,12 @@ pub fn pad_batch(seqs: &[&[u32]], pad: u32) -> (Vec<u32>, Vec<bool>, usize) {
 /// (the last, shorter piece is dropped).
 pub fn mlm_sequences(stream: &[u32], max_len: usize, sp: &Specials) -> Vec<Vec<u32>> {
     let body = max_len.saturating_sub(2).max(1);
-    stream
-        .chunks_exact(body)
-        .map(|c| wrap(c, max_len, sp))
-        .collect()
+    stream.chunks_exact(body).map(|c| wrap(c, max_len, sp)).collect()
+}
+
+/// The masked positions (flat indices) and their original tokens.
+fn chosen(labels: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    labels.iter().enumerate().filter(|&(_, &l)| l != IGNORE).map(|(i, &l)| (i as u32, l)).unzip()
 }
 
 /// Masked language modelling.
@@ -124,81 +121,42 @@ impl MlmTrainer {
             )));
         }
         let specials = Specials::of(tok)?;
-        let ordinary: Vec<u32> = (0..tok.vocab_size() as u32)
-            .filter(|&i| !specials.is_special(i))
-            .collect();
+        let ordinary: Vec<u32> = (0..tok.vocab_size() as u32).filter(|&i| !specials.is_special(i)).collect();
         let opt = Optimizer::new(model.named_params(), &config);
         let rng = Rng::new(config.seed ^ 0x0A5C_0DE5);
-        Ok(MlmTrainer {
-            model,
-            opt,
-            config,
-            specials,
-            train,
-            test,
-            ordinary,
-            rule: MaskingRule::default(),
-            rng,
-        })
+        Ok(MlmTrainer { model, opt, config, specials, train, test, ordinary, rule: MaskingRule::default(), rng })
     }
 
-    fn masked_batch(
-        &self,
-        seqs: &[&Vec<u32>],
-        rng: &mut Rng,
-    ) -> (Vec<u32>, Vec<u32>, Vec<bool>, usize) {
+    fn masked_batch(&self, seqs: &[&Vec<u32>], rng: &mut Rng) -> (Vec<u32>, Vec<u32>, Vec<bool>, usize) {
         let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
         let (mut ids, mask, t) = pad_batch(&refs, self.specials.pad);
         let special: Vec<bool> = ids.iter().map(|&i| self.specials.is_special(i)).collect();
-        let labels = mask_tokens(
-            &mut ids,
-            &special,
-            self.specials.mask,
-            &self.ordinary,
-            &self.rule,
-            rng,
-        );
+        let labels = mask_tokens(&mut ids, &special, self.specials.mask, &self.ordinary, &self.rule, rng);
         (ids, labels, mask, t)
     }
 
     pub fn train_step(&mut self) -> Result<StepStats> {
         let b = self.config.batch_size.min(self.train.len());
         let mut rng = self.rng.fork();
-        let picks: Vec<&Vec<u32>> = (0..b)
-            .map(|_| &self.train[rng.below(self.train.len() as u64) as usize])
-            .collect();
+        let picks: Vec<&Vec<u32>> = (0..b).map(|_| &self.train[rng.below(self.train.len() as u64) as usize]).collect();
         let (ids, labels, mask, t) = self.masked_batch(&picks, &mut rng);
-        let drop = Dropout {
-            p: self.model.bert.config.hidden_dropout_prob,
-            seed: Some(rng.next_u64()),
-        };
+        let drop = Dropout { p: self.model.bert.config.hidden_dropout_prob, seed: Some(rng.next_u64()) };
         self.opt.zero_grad();
-        let logits = self.model.forward(
-            &Batch {
-                ids: &ids,
-                type_ids: None,
-                mask: &mask,
-                b,
-                t,
-            },
-            &drop,
-        )?;
-        let loss = qkv_tensor::cross_entropy(&logits, &labels, Some(IGNORE))?;
+        let (positions, targets) = chosen(&labels);
+        if positions.is_empty() {
+            // nothing was chosen in this (tiny) batch: no loss, no update
+            return Ok(StepStats { loss: 0.0, lr: 0.0, grad_norm: 0.0, tokens: b * t });
+        }
+        let batch = Batch { ids: &ids, type_ids: None, mask: &mask, b, t };
+        let logits = self.model.forward_at(&batch, &positions, &drop)?;
+        let loss = qkv_tensor::cross_entropy(&logits, &targets, None)?;
         let value = loss.item()?;
         loss.backward()?;
         let (grad_norm, lr) = self.opt.step();
         if !value.is_finite() {
-            return Err(Error::Data(format!(
-                "training diverged at step {}: loss {value}",
-                self.opt.step
-            )));
+            return Err(Error::Data(format!("training diverged at step {}: loss {value}", self.opt.step)));
         }
-        Ok(StepStats {
-            loss: value,
-            lr,
-            grad_norm,
-            tokens: b * t,
-        })
+        Ok(StepStats { loss: value, lr, grad_norm, tokens: b * t })
     }
 
     /// Masked-token accuracy on the held-out sequences (a fixed masking, so
@@ -219,31 +177,17 @@ impl MlmTrainer {
         no_grad(|| -> Result<()> {
             for chunk in seqs.chunks(self.config.batch_size.max(1)) {
                 let (ids, labels, mask, t) = self.masked_batch(chunk, &mut rng);
-                let b = chunk.len();
-                let logits = self.model.forward(
-                    &Batch {
-                        ids: &ids,
-                        type_ids: None,
-                        mask: &mask,
-                        b,
-                        t,
-                    },
-                    &Dropout::default(),
-                )?;
-                let n = labels.iter().filter(|&&l| l != IGNORE).count();
-                if n == 0 {
+                let (positions, targets) = chosen(&labels);
+                if positions.is_empty() {
                     continue;
                 }
-                loss_sum += qkv_tensor::cross_entropy(&logits, &labels, Some(IGNORE))?.item()?
-                    as f64
-                    * n as f64;
-                let pred = argmax_rows(&logits)?;
-                for (p, &l) in pred.iter().zip(&labels) {
-                    if l != IGNORE {
-                        total += 1;
-                        correct += (*p == l) as usize;
-                        unigram += (most_frequent == l) as usize;
-                    }
+                let batch = Batch { ids: &ids, type_ids: None, mask: &mask, b: chunk.len(), t };
+                let logits = self.model.forward_at(&batch, &positions, &Dropout::default())?;
+                loss_sum += qkv_tensor::cross_entropy(&logits, &targets, None)?.item()? as f64 * targets.len() as f64;
+                for (p, &l) in argmax_rows(&logits)?.iter().zip(&targets) {
+                    total += 1;
+                    correct += (*p == l) as usize;
+                    unigram += (most_frequent == l) as usize;
                 }
             }
             Ok(())
@@ -285,17 +229,7 @@ impl ClassifierTrainer {
         }
         let opt = Optimizer::new(model.named_params(), &config);
         let rng = Rng::new(config.seed ^ 0x0C1A_55E5);
-        Ok(ClassifierTrainer {
-            model,
-            opt,
-            config,
-            specials,
-            train,
-            test,
-            rng,
-            order: Vec::new(),
-            next: usize::MAX,
-        })
+        Ok(ClassifierTrainer { model, opt, config, specials, train, test, rng, order: Vec::new(), next: usize::MAX })
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -318,67 +252,31 @@ impl ClassifierTrainer {
         let labels: Vec<u32> = idx.iter().map(|&i| self.train[i].1).collect();
         let (ids, mask, t) = pad_batch(&seqs, self.specials.pad);
         let b = idx.len();
-        let drop = Dropout {
-            p: self.model.bert.config.hidden_dropout_prob,
-            seed: Some(self.rng.next_u64()),
-        };
+        let drop = Dropout { p: self.model.bert.config.hidden_dropout_prob, seed: Some(self.rng.next_u64()) };
         self.opt.zero_grad();
-        let logits = self.model.forward(
-            &Batch {
-                ids: &ids,
-                type_ids: None,
-                mask: &mask,
-                b,
-                t,
-            },
-            &drop,
-        )?;
+        let logits = self.model.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b, t }, &drop)?;
         let loss = qkv_tensor::cross_entropy(&logits, &labels, None)?;
         let value = loss.item()?;
         loss.backward()?;
         let (grad_norm, lr) = self.opt.step();
-        Ok(StepStats {
-            loss: value,
-            lr,
-            grad_norm,
-            tokens: b,
-        })
+        Ok(StepStats { loss: value, lr, grad_norm, tokens: b })
     }
 
     /// Accuracy and macro-F1 on the test split.
     pub fn evaluate(&self) -> Result<ClassificationReport> {
         let n_classes = self.model.classifier.d_out();
-        evaluate_classifier(
-            &self.model,
-            &self.test,
-            &self.specials,
-            self.config.batch_size,
-            n_classes,
-        )
+        evaluate_classifier(&self.model, &self.test, &self.specials, self.config.batch_size, n_classes)
     }
 }
 
 /// Predicted class ids for tokenised examples, in batches, without gradients.
-pub fn predict(
-    model: &BertClassifier,
-    seqs: &[&[u32]],
-    sp: &Specials,
-    batch: usize,
-) -> Result<Vec<Vec<f32>>> {
+pub fn predict(model: &BertClassifier, seqs: &[&[u32]], sp: &Specials, batch: usize) -> Result<Vec<Vec<f32>>> {
     let mut probs = Vec::with_capacity(seqs.len());
     no_grad(|| -> Result<()> {
         for chunk in seqs.chunks(batch.max(1)) {
             let (ids, mask, t) = pad_batch(chunk, sp.pad);
-            let logits = model.forward(
-                &Batch {
-                    ids: &ids,
-                    type_ids: None,
-                    mask: &mask,
-                    b: chunk.len(),
-                    t,
-                },
-                &Dropout::default(),
-            )?;
+            let logits = model
+                .forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b: chunk.len(), t }, &Dropout::default())?;
             let p = logits.softmax();
             let k = p.dim(-1)?;
             probs.extend(p.data().chunks(k).map(|r| r.to_vec()));
@@ -400,13 +298,7 @@ pub fn evaluate_classifier(
     let predicted: Vec<u32> = probs
         .iter()
         .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |m, (i, &v)| if v > m.1 { (i, v) } else { m },
-                )
-                .0 as u32
+            r.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &v)| if v > m.1 { (i, v) } else { m }).0 as u32
         })
         .collect();
     let truth: Vec<u32> = examples.iter().map(|(_, l)| *l).collect();

@@ -17,13 +17,7 @@ pub fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
         .data()
         .chunks(k)
         .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |m, (i, &v)| if v > m.1 { (i, v) } else { m },
-                )
-                .0 as u32
+            row.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &v)| if v > m.1 { (i, v) } else { m }).0 as u32
         })
         .collect())
 }
@@ -75,50 +69,21 @@ pub struct VitTrainer {
 }
 
 impl VitTrainer {
-    pub fn new(
-        model: Vit,
-        config: TrainConfig,
-        data: ImageData,
-        shift: usize,
-    ) -> Result<VitTrainer> {
+    pub fn new(model: Vit, config: TrainConfig, data: ImageData, shift: usize) -> Result<VitTrainer> {
         config.validate()?;
         let c = &model.config;
         if data.train.channels != c.num_channels || data.train.size != c.image_size {
             return Err(Error::Data(format!(
                 "images are {}×{}×{}, the model takes {}×{}×{}",
-                data.train.channels,
-                data.train.size,
-                data.train.size,
-                c.num_channels,
-                c.image_size,
-                c.image_size
+                data.train.channels, data.train.size, data.train.size, c.num_channels, c.image_size, c.image_size
             )));
         }
-        if let Some(&l) = data
-            .train
-            .labels
-            .iter()
-            .chain(&data.test.labels)
-            .find(|&&l| l as usize >= c.id2label.len())
-        {
-            return Err(Error::Data(format!(
-                "label {l} is outside the model's {} classes",
-                c.id2label.len()
-            )));
+        if let Some(&l) = data.train.labels.iter().chain(&data.test.labels).find(|&&l| l as usize >= c.id2label.len()) {
+            return Err(Error::Data(format!("label {l} is outside the model's {} classes", c.id2label.len())));
         }
         let opt = Optimizer::new(model.named_params(), &config);
         let rng = Rng::new(config.seed ^ 0x5EED_1A6E);
-        Ok(VitTrainer {
-            model,
-            opt,
-            data,
-            config,
-            shift,
-            rng,
-            order: Vec::new(),
-            next: usize::MAX,
-            epoch: 0,
-        })
+        Ok(VitTrainer { model, opt, data, config, shift, rng, order: Vec::new(), next: usize::MAX, epoch: 0 })
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -152,19 +117,10 @@ impl VitTrainer {
         let set = &self.data.train;
         let mut pixels = set.gather(&idx);
         if self.shift > 0 {
-            random_shift(
-                &mut pixels,
-                set.channels,
-                set.size,
-                self.shift,
-                &mut self.rng,
-            );
+            random_shift(&mut pixels, set.channels, set.size, self.shift, &mut self.rng);
         }
         let labels: Vec<u32> = idx.iter().map(|&i| set.labels[i]).collect();
-        let drop = Dropout {
-            p: self.model.config.hidden_dropout_prob,
-            seed: Some(self.rng.next_u64()),
-        };
+        let drop = Dropout { p: self.model.config.hidden_dropout_prob, seed: Some(self.rng.next_u64()) };
         self.opt.zero_grad();
         let logits = self.model.forward(&pixels, b, &drop)?;
         let loss = qkv_tensor::cross_entropy(&logits, &labels, None)?;
@@ -172,17 +128,9 @@ impl VitTrainer {
         loss.backward()?;
         let (grad_norm, lr) = self.opt.step();
         if !value.is_finite() {
-            return Err(Error::Data(format!(
-                "training diverged at step {}: loss {value}",
-                self.opt.step
-            )));
+            return Err(Error::Data(format!("training diverged at step {}: loss {value}", self.opt.step)));
         }
-        Ok(StepStats {
-            loss: value,
-            lr,
-            grad_norm,
-            tokens: b,
-        })
+        Ok(StepStats { loss: value, lr, grad_norm, tokens: b })
     }
 
     /// Accuracy, macro-F1 and mean loss on a set of images.
@@ -192,11 +140,7 @@ impl VitTrainer {
 }
 
 /// Accuracy, macro-F1 and mean cross-entropy of `model` on `set`, in no-grad mode.
-pub fn evaluate_vit(
-    model: &Vit,
-    set: &ImageSet,
-    batch: usize,
-) -> Result<(ClassificationReport, f32)> {
+pub fn evaluate_vit(model: &Vit, set: &ImageSet, batch: usize) -> Result<(ClassificationReport, f32)> {
     let n = set.len();
     let mut predicted = Vec::with_capacity(n);
     let mut total = 0.0f64;
@@ -205,8 +149,7 @@ pub fn evaluate_vit(
             let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
             let logits = model.forward(&set.gather(&idx), idx.len(), &Dropout::default())?;
             let labels: Vec<u32> = idx.iter().map(|&i| set.labels[i]).collect();
-            total += qkv_tensor::cross_entropy(&logits, &labels, None)?.item()? as f64
-                * idx.len() as f64;
+            total += qkv_tensor::cross_entropy(&logits, &labels, None)?.item()? as f64 * idx.len() as f64;
             predicted.extend(argmax_rows(&logits)?);
         }
         Ok(())

@@ -26,14 +26,8 @@ fn smooth(xs: &[(f64, f64)], keep: f64) -> Vec<(f64, f64)> {
 
 /// Draw `metrics` to an SVG file (written atomically).
 pub fn write_svg(path: &Path, metrics: &[Metric], title: &str) -> Result<()> {
-    let train: Vec<(f64, f64)> = metrics
-        .iter()
-        .map(|m| (m.step as f64, m.train_loss as f64))
-        .collect();
-    let val: Vec<(f64, f64)> = metrics
-        .iter()
-        .filter_map(|m| m.val_loss.map(|v| (m.step as f64, v as f64)))
-        .collect();
+    let train: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.train_loss as f64)).collect();
+    let val: Vec<(f64, f64)> = metrics.iter().filter_map(|m| m.val_loss.map(|v| (m.step as f64, v as f64))).collect();
     let smoothed = smooth(&train, 0.9);
     let all = train.iter().chain(&val);
     let x_max = all.clone().map(|p| p.0).fold(1.0, f64::max);
@@ -42,9 +36,7 @@ pub fn write_svg(path: &Path, metrics: &[Metric], title: &str) -> Result<()> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
-        let draw = |e: &dyn std::fmt::Display| {
-            Error::format(path, format!("cannot draw the loss curve: {e}"))
-        };
+        let draw = |e: &dyn std::fmt::Display| Error::format(path, format!("cannot draw the loss curve: {e}"));
         root.fill(&WHITE).map_err(|e| draw(&e))?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
@@ -61,9 +53,7 @@ pub fn write_svg(path: &Path, metrics: &[Metric], title: &str) -> Result<()> {
             .draw()
             .map_err(|e| draw(&e))?;
         let light = RGBColor(150, 180, 230);
-        chart
-            .draw_series(LineSeries::new(train.iter().copied(), light))
-            .map_err(|e| draw(&e))?;
+        chart.draw_series(LineSeries::new(train.iter().copied(), light)).map_err(|e| draw(&e))?;
         chart
             .draw_series(LineSeries::new(smoothed, BLUE.stroke_width(2)))
             .map_err(|e| draw(&e))?
@@ -75,9 +65,7 @@ pub fn write_svg(path: &Path, metrics: &[Metric], title: &str) -> Result<()> {
                 .map_err(|e| draw(&e))?
                 .label("validation")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-            chart
-                .draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled())))
-                .map_err(|e| draw(&e))?;
+            chart.draw_series(val.iter().map(|&p| Circle::new(p, 3, RED.filled()))).map_err(|e| draw(&e))?;
         }
         chart
             .configure_series_labels()

@@ -1,0 +1,144 @@
+//! Hugging Face model directories made by `transformers` itself
+//! (`scripts/make_hf_fixtures.py`: random GPT-2, BERT and ViT models with
+//! awkward sizes) run in qkv with the same numbers.
+
+use std::path::PathBuf;
+
+use qkv::generate::{Sampling, generate};
+use qkv::io::safetensors::{Loaded, load};
+use qkv::models::bert::{Batch, Bert, BertConfig};
+use qkv::models::gpt2_hf;
+use qkv::models::load::{Encoder, open};
+use qkv::nn::{Dropout, Module};
+use qkv_tensor::{Tensor, no_grad};
+
+fn dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+}
+
+fn reference(name: &str) -> Loaded {
+    load(&dir(name).join("reference.safetensors")).expect("regenerate with scripts/make_hf_fixtures.py")
+}
+
+fn ids_of(t: &Tensor) -> Vec<u32> {
+    t.to_vec().iter().map(|&v| v as u32).collect()
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.max_abs_diff(b).unwrap()
+}
+
+#[test]
+fn gpt2_logits_and_greedy_continuations_match_transformers() {
+    for name in ["gpt2-3heads", "gpt2-odd", "gpt2-untied"] {
+        let r = reference(name);
+        let model = gpt2_hf::load(&dir(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (b, t) = r.tensors["ids"].dims2().unwrap();
+        let logits = no_grad(|| model.forward(&ids_of(&r.tensors["ids"]), b, t, &Dropout::default())).unwrap();
+        let d = max_abs(&logits, &r.tensors["logits"]);
+        assert!(d <= 1e-4, "{name}: logits differ by {d}");
+        let greedy = Sampling { greedy: true, ..Default::default() };
+        let expected = ids_of(&r.tensors["greedy"]);
+        let ours = generate(&model, &ids_of(&r.tensors["prompt"]), expected.len(), &greedy, |_| Ok(true)).unwrap();
+        assert_eq!(ours, expected, "{name}: greedy continuation");
+    }
+}
+
+#[test]
+fn gpt2_round_trip_through_export() {
+    let model = gpt2_hf::load(&dir("gpt2-odd")).unwrap();
+    let out = std::env::temp_dir().join(format!("qkv-export-{}", std::process::id()));
+    gpt2_hf::export(&model, &out, &[]).unwrap();
+    let again = gpt2_hf::load(&out).unwrap();
+    let ids = [1u32, 5, 9, 2];
+    let a = no_grad(|| model.forward(&ids, 1, 4, &Dropout::default())).unwrap();
+    let b = no_grad(|| again.forward(&ids, 1, 4, &Dropout::default())).unwrap();
+    assert_eq!(a.to_vec(), b.to_vec());
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bert_masked_lm_classifier_and_bare_encoder_match_transformers() {
+    for name in ["bert-mlm", "bert-classifier", "bert-bare"] {
+        let r = reference(name);
+        let (b, t) = r.tensors["ids"].dims2().unwrap();
+        let ids = ids_of(&r.tensors["ids"]);
+        let mask: Vec<bool> = r.tensors["attention_mask"].to_vec().iter().map(|&v| v > 0.5).collect();
+        let batch = Batch { ids: &ids, type_ids: None, mask: &mask, b, t };
+        let out = if name == "bert-bare" {
+            let config: BertConfig =
+                serde_json::from_str(&std::fs::read_to_string(dir(name).join("config.json")).unwrap()).unwrap();
+            let bert = Bert::new(config, true, &mut qkv_tensor::Rng::new(0)).unwrap();
+            let tensors = qkv::io::hf::read_weights(&dir(name)).unwrap();
+            qkv::io::hf::assign(&dir(name), &bert.named_params(), &tensors, "").unwrap();
+            no_grad(|| bert.forward(&batch, &Dropout::default())).unwrap()
+        } else {
+            match open(&dir(name)).unwrap_or_else(|e| panic!("{name}: {e}")) {
+                Encoder::MaskedLm { model, .. } => no_grad(|| model.forward(&batch, &Dropout::default())).unwrap(),
+                Encoder::TextClassifier { model, labels, .. } => {
+                    assert_eq!(labels, vec!["neg", "neu", "pos"]);
+                    no_grad(|| model.forward(&batch, &Dropout::default())).unwrap()
+                }
+                _ => panic!("{name}: wrong kind"),
+            }
+        };
+        let d = max_abs(&out, &r.tensors["output"]);
+        assert!(d <= 1e-4, "{name}: outputs differ by {d}");
+    }
+}
+
+#[test]
+fn vit_classifier_matches_transformers() {
+    let r = reference("vit-classifier");
+    let Encoder::ImageClassifier { model, labels } = open(&dir("vit-classifier")).unwrap() else {
+        panic!("not an image classifier");
+    };
+    assert_eq!(labels.len(), 4);
+    let b = r.tensors["images"].shape()[0];
+    let logits = no_grad(|| model.forward(&r.tensors["images"].to_vec(), b, &Dropout::default())).unwrap();
+    let d = max_abs(&logits, &r.tensors["output"]);
+    assert!(d <= 1e-4, "logits differ by {d}");
+}
+
+#[test]
+fn broken_directories_name_what_is_wrong() {
+    let tmp = std::env::temp_dir().join(format!("qkv-hf-bad-{}", std::process::id()));
+    let copy = |name: &str| {
+        let d = tmp.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(dir(name).join(f), d.join(f)).unwrap();
+        }
+        d
+    };
+    // a tensor of the wrong shape
+    let d = copy("gpt2-3heads");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    cfg["n_positions"] = serde_json::json!(40);
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let e = gpt2_hf::load(&d).err().unwrap().to_string();
+    assert!(e.contains("transformer.wpe.weight") && e.contains("[32, 48]") && e.contains("[40, 48]"), "{e}");
+    // an option qkv does not support
+    cfg["n_positions"] = serde_json::json!(32);
+    cfg["scale_attn_by_inverse_layer_idx"] = serde_json::json!(true);
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let e = gpt2_hf::load(&d).err().unwrap().to_string();
+    assert!(e.contains("scale_attn_by_inverse_layer_idx"), "{e}");
+    // a truncated weights file
+    let d = copy("vit-classifier");
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() - 100]).unwrap();
+    let e = open(&d).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    // an architecture qkv does not run
+    let d = copy("bert-mlm");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    cfg["architectures"] = serde_json::json!(["BertForQuestionAnswering"]);
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    let e = open(&d).err().unwrap().to_string();
+    assert!(e.contains("BertForQuestionAnswering"), "{e}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
