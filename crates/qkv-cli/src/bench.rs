@@ -31,6 +31,10 @@ pub enum Suite {
     /// BERT forward, batch 8 × 128 tokens, at all-MiniLM-L6-v2 shapes and at
     /// BERT-base shapes: sequences/s.
     Encoder,
+    /// GPT-2 124M generation (random weights), B=1, 32-token prompt, 128 new
+    /// tokens, greedy, KV cache: new tokens/s and the fraction of the
+    /// memory-bandwidth bound.
+    InferGpt2,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -53,6 +57,9 @@ pub struct BenchArgs {
     /// Timed repetitions per case (median reported); default depends on the suite.
     #[arg(long)]
     pub reps: Option<usize>,
+    /// Encoder only: also time this BERT directory's real weights (e.g. all-MiniLM-L6-v2).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -62,6 +69,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Suite::TrainSmall => train("train-small", 4, 4, 256, 128, 16, args),
         Suite::TrainMid => train("train-mid", 6, 6, 384, 256, 8, args),
         Suite::Encoder => encoder(args),
+        Suite::InferGpt2 => infer_gpt2(args),
     }
 }
 
@@ -320,5 +328,80 @@ fn encoder(args: &BenchArgs) -> Result<()> {
             "sequences_per_s": b as f64 / secs, "ms_per_batch": secs * 1e3,
         }));
     }
+    Ok(())
+}
+
+/// Bytes per second one pass over a large buffer reads (all threads, each
+/// summing its share): the memory-bandwidth bound's denominator.
+fn read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let buf = vec![1.0f32; 256 << 20 >> 2]; // 256 MiB, far beyond the caches
+    let pass = || buf.par_chunks(1 << 16).map(|c| qkv_tensor::simd::dispatch(|| qkv_tensor::simd::sum(c))).sum::<f32>();
+    std::hint::black_box(pass());
+    let reps = 5;
+    let start = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(pass());
+    }
+    (buf.len() * 4 * reps) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// GPT-2 124M shapes (12 layers, 12 heads, C=768, vocabulary 50257, context
+/// 1024) with random weights: a 32-token prompt, then 128 greedy tokens with
+/// the KV cache. New tokens/s counts the whole call (prompt included), as the
+/// twin does; the decode-only rate and the bandwidth bound are reported beside.
+fn infer_gpt2(args: &BenchArgs) -> Result<()> {
+    use qkv::generate::{Sampling, generate};
+    use qkv::nn::block::Placement;
+    use qkv::nn::norm::NormKind;
+    use qkv::nn::positional::Positions;
+    let config = GptConfig {
+        vocab_size: 50257,
+        block_size: 1024,
+        n_layer: 12,
+        n_head: 12,
+        n_embd: 768,
+        mlp_ratio: 4.0,
+        activation: Activation::GeluTanh,
+        norm: NormKind::LayerNorm,
+        norm_placement: Placement::Pre,
+        norm_eps: 1e-5,
+        positions: Positions::Learned,
+        bias: true,
+        dropout: 0.0,
+        tie_embeddings: true,
+    };
+    let model = Gpt::new(config, 0)?;
+    let mut rng = Rng::new(1);
+    let prompt: Vec<u32> = (0..32).map(|_| rng.below(50257) as u32).collect();
+    let new = 128;
+    let greedy = Sampling { greedy: true, ..Sampling::default() };
+    let reps = args.reps.unwrap_or(3);
+    let mut first = None;
+    let secs = time(reps, || {
+        let t0 = Instant::now();
+        let mut n = 0;
+        generate(&model, &prompt, new, &greedy, |_| {
+            n += 1;
+            if n == 1 {
+                first = Some(t0.elapsed().as_secs_f64());
+            }
+            Ok(true)
+        })?;
+        Ok(())
+    })?;
+    let prefill = first.unwrap_or(0.0);
+    // per new token every weight is read once (the tied head is the embedding);
+    // the position table is read one row at a time
+    let weight_bytes = (model.num_params() - 1024 * 768) as f64 * 4.0;
+    let bw = read_bandwidth();
+    let bound = bw / weight_bytes;
+    let decode = (new - 1) as f64 / (secs - prefill);
+    emit(json!({
+        "suite": "infer-gpt2", "case": "124M-32+128", "impl": "qkv", "threads": qkv_tensor::num_threads(),
+        "tokens_per_s": new as f64 / secs, "decode_tokens_per_s": decode, "prefill_ms": prefill * 1e3,
+        "weight_mb": weight_bytes / 1e6, "read_gb_per_s": bw / 1e9, "bound_tokens_per_s": bound,
+        "fraction_of_bound": decode / bound,
+    }));
     Ok(())
 }

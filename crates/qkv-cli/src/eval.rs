@@ -35,7 +35,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if crate::eval_encoder::is_encoder_dir(&args.model) {
         return crate::eval_encoder::run(&args.model, &args.data, args.json, args.lossy);
     }
-    let (_, model, tok) = run::load_model(&args.model)?;
+    let (model, tok) = run::load_gpt(&args.model)?;
     let text = read_corpus(&args.data)?;
     let ids = encode_corpus(&tok, &text).with_context(|| format!("{}", args.data.display()))?;
     let b = args.batch_size.max(1);

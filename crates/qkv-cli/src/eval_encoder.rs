@@ -8,11 +8,12 @@ use serde_json::json;
 
 use qkv::data::classify::{label_ids, read_labeled};
 use qkv::data::images;
-use qkv::data::text::read_corpus;
 use qkv::models::load::{Encoder, need_tokenizer, open};
 use qkv::train::TrainConfig;
-use qkv::train::text::{MlmTrainer, Specials, evaluate_classifier, mlm_sequences, wrap};
+use qkv::train::text::{MlmTrainer, Specials, evaluate_classifier, wrap};
 use qkv::train::vision::evaluate_vit;
+
+use crate::train_encoder::{is_table, mlm_data};
 
 /// True when `dir` holds an encoder (a Hugging Face style `config.json`).
 pub fn is_encoder_dir(dir: &Path) -> bool {
@@ -51,12 +52,12 @@ pub fn run(dir: &Path, data: &Path, as_json: bool, lossy: bool) -> Result<()> {
         }
         Encoder::MaskedLm { model, tokenizer, extras } => {
             let tokenizer = need_tokenizer(tokenizer, dir)?;
-            let text = read_corpus(data)?;
-            let ids = tokenizer.encode(&text)?;
-            let cut = ids.len() - ids.len() / 10;
-            let sp = Specials::of(&tokenizer)?;
-            let train = mlm_sequences(&ids[..cut], extras.max_len, &sp);
-            let test = mlm_sequences(&ids[cut..], extras.max_len, &sp);
+            let split = extras.split.as_ref().filter(|_| is_table(data));
+            let (train, test, _) = mlm_data(Some(data), &tokenizer, extras.max_len, split, lossy)?;
+            let held_out = match split {
+                Some(_) => "held-out test rows",
+                None => "last 10 % of the text",
+            };
             let tr = MlmTrainer::new(
                 model,
                 TrainConfig { batch_size: 32, ..TrainConfig::default() },
@@ -65,7 +66,7 @@ pub fn run(dir: &Path, data: &Path, as_json: bool, lossy: bool) -> Result<()> {
                 test,
             )?;
             let r = tr.evaluate(usize::MAX)?;
-            json!({"masked_token_accuracy": r.accuracy, "unigram_accuracy": r.unigram_accuracy, "loss": r.loss, "masked_tokens": r.masked, "split": "last 10 % of the text"})
+            json!({"masked_token_accuracy": r.accuracy, "unigram_accuracy": r.unigram_accuracy, "loss": r.loss, "masked_tokens": r.masked, "split": held_out})
         }
     };
     if as_json {

@@ -15,7 +15,7 @@ use qkv::train::run;
   echo \"To be\" | qkv generate --model runs/gpt --greedy --max-new-tokens 100
   qkv generate --model runs/gpt --prompt \"KING:\" --temperature 0.8 --top-k 40 --seed 1")]
 pub struct GenerateArgs {
-    /// Run directory of a trained model (from `qkv train`)
+    /// Run directory of a trained model (from `qkv train`), or a Hugging Face GPT-2 directory
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Text to continue [default: read standard input]
@@ -45,7 +45,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let (_, mut model, tok) = run::load_model(&args.model)?;
+    let (mut model, tok) = run::load_gpt(&args.model)?;
     if let Some(bs) = args.block_size {
         if bs > model.config.block_size {
             bail!(

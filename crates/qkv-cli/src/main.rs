@@ -1,8 +1,10 @@
 //! `qkv`: train, run and inspect transformers from the command line.
 
 mod bench;
+mod embed;
 mod eval;
 mod eval_encoder;
+mod export;
 mod generate;
 mod predict;
 mod tokenizer;
@@ -42,6 +44,10 @@ enum Cmd {
     Classify(predict::ClassifyArgs),
     /// Classify images (PNG, JPEG) with a trained Vision Transformer.
     ClassifyImage(predict::ClassifyImageArgs),
+    /// Sentence embeddings from a BERT directory (e.g. sentence-transformers' all-MiniLM-L6-v2), as JSON.
+    Embed(embed::EmbedArgs),
+    /// Write a trained GPT as a Hugging Face GPT-2 directory that `transformers` loads.
+    Export(export::ExportArgs),
     /// Measure speed; prints one JSON line per case (compare with PyTorch via bench/compare.sh).
     Bench(bench::BenchArgs),
     /// Train a tokenizer (BPE, byte-level BPE, WordPiece, Unigram, characters), and see text
@@ -70,6 +76,8 @@ fn run_command(command: Cmd) -> Result<()> {
         Cmd::Classify(args) => predict::classify(&args),
         Cmd::ClassifyImage(args) => predict::classify_image(&args),
         Cmd::Eval(args) => eval::run(&args),
+        Cmd::Embed(args) => embed::run(&args),
+        Cmd::Export(args) => export::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Tokenizer(args) => tokenizer::run(&args),
     }

@@ -250,40 +250,58 @@ fn tokenizer_for(args: &TrainArgs) -> Result<Tokenizer> {
     Ok(Tokenizer::load(spec)?)
 }
 
+/// Whether a data file is a table (CSV/TSV/JSONL) rather than plain text.
+pub(crate) fn is_table(p: &Path) -> bool {
+    p.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "csv" | "tsv" | "jsonl" | "json" | "ndjson"))
+}
+
+/// MLM training and test sequences, shared by `train` and `eval` so both see the same split.
+/// A table's texts (labels unused) are split exactly as `--task classify` splits them, so a
+/// classifier fine-tuned from this model never saw its test rows; plain text holds out its
+/// last 10 %, as for the GPT.
+/// Training sequences, test sequences, and where they came from (for messages).
+pub(crate) type MlmData = (Vec<Vec<u32>>, Vec<Vec<u32>>, String);
+
+pub(crate) fn mlm_data(
+    data: Option<&Path>,
+    tok: &Tokenizer,
+    max_len: usize,
+    split: Option<&SplitInfo>,
+    lossy: bool,
+) -> Result<MlmData> {
+    let specials = Specials::of(tok)?;
+    if let (Some(p), Some(split)) = (data, split) {
+        let mut d = read_labeled(p, &split.text_column, &split.label_column, lossy)?;
+        d.dedup();
+        let (tr, te) = d.split(split.test_fraction, split.seed);
+        let enc = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
+            texts.iter().map(|t| Ok(wrap(&tok.encode(t)?, max_len, &specials))).collect()
+        };
+        return Ok((enc(&tr.texts)?, enc(&te.texts)?, format!("the texts of {}", p.display())));
+    }
+    let (text, source) = match data {
+        Some(p) => (read_corpus(p)?, p.display().to_string()),
+        None => (SHAKESPEARE.to_string(), "bundled Shakespeare".into()),
+    };
+    let ids = tok.encode(&text)?;
+    let cut = ids.len() - ids.len() / 10;
+    Ok((mlm_sequences(&ids[..cut], max_len, &specials), mlm_sequences(&ids[cut..], max_len, &specials), source))
+}
+
 fn run_mlm(args: &TrainArgs) -> Result<()> {
     let e = &args.encoder;
     let tok = tokenizer_for(args)?;
-    let specials = Specials::of(&tok)?;
     let max_len = e.max_len.or(args.block_size).unwrap_or(128);
     if max_len < 8 {
         bail!("--max-len {max_len} is too short for BERT sequences ([CLS] … [SEP])");
     }
-    let is_table = |p: &Path| {
-        p.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "csv" | "tsv" | "jsonl" | "json" | "ndjson"))
-    };
-    let (train, test, source) = match &args.data {
-        // texts of a labelled file (labels unused): split exactly as `--task classify`
-        // splits it, so a classifier fine-tuned from this model never saw its test rows
-        Some(p) if is_table(p) => {
-            let mut d = read_labeled(p, &e.text_column, &e.label_column, e.lossy)?;
-            d.dedup();
-            let (tr, te) = d.split(e.test_fraction, args.seed.unwrap_or(1337));
-            let enc = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
-                texts.iter().map(|t| Ok(wrap(&tok.encode(t)?, max_len, &specials))).collect()
-            };
-            (enc(&tr.texts)?, enc(&te.texts)?, format!("the texts of {} (its training split)", p.display()))
-        }
-        data => {
-            let (text, source) = match data {
-                Some(p) => (read_corpus(p)?, p.display().to_string()),
-                None => (SHAKESPEARE.to_string(), "bundled Shakespeare".into()),
-            };
-            let ids = tok.encode(&text)?;
-            // the last 10 % of the text is held out, as for the GPT
-            let cut = ids.len() - ids.len() / 10;
-            (mlm_sequences(&ids[..cut], max_len, &specials), mlm_sequences(&ids[cut..], max_len, &specials), source)
-        }
-    };
+    let split = args.data.as_deref().filter(|p| is_table(p)).map(|_| SplitInfo {
+        seed: args.seed.unwrap_or(1337),
+        test_fraction: e.test_fraction,
+        text_column: e.text_column.clone(),
+        label_column: e.label_column.clone(),
+    });
+    let (train, test, source) = mlm_data(args.data.as_deref(), &tok, max_len, split.as_ref(), e.lossy)?;
     let cfg = bert_config(args, tok.vocab_size(), max_len);
     let tc = train_config(args, 1e-3, 32);
     let model = BertForMaskedLm::new(cfg.clone(), tc.seed)?;
@@ -302,7 +320,7 @@ fn run_mlm(args: &TrainArgs) -> Result<()> {
     let steps = args.max_steps.unwrap_or(2000);
     let tc = TrainConfig { max_steps: steps, ..tc };
     let mut tr = MlmTrainer::new(model, tc.clone(), &tok, train, test)?;
-    let extras = QkvExtras { pooling: Pooling::Cls, max_len, split: None };
+    let extras = QkvExtras { pooling: Pooling::Cls, max_len, split };
     let config = with_arch(
         serde_json::to_value(&cfg)?,
         "BertForMaskedLM",

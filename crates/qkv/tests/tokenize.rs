@@ -335,3 +335,19 @@ fn run_directories_keep_their_character_tokenizer() {
     tok.save(&p).unwrap();
     assert_eq!(Tokenizer::from_file(&p).unwrap().encode("a").unwrap(), [2]);
 }
+
+/// A character tokenizer exported as Hugging Face's `tokenizer.json` (for a
+/// GPT exported to `transformers`) gives the same ids on the whole bundled
+/// corpus, decodes back to it, and refuses a character it does not know.
+#[test]
+fn char_tokenizer_as_hugging_face_gives_the_same_ids() {
+    let ours: Tokenizer = CharTokenizer::from_text(SHAKESPEARE).into();
+    let hf = ours.to_hugging_face().unwrap();
+    assert!(hf.as_hf().is_some(), "a Hugging Face pipeline");
+    assert_eq!(hf.vocab_size(), ours.vocab_size());
+    let ids = ours.encode(SHAKESPEARE).unwrap();
+    assert_eq!(hf.encode(SHAKESPEARE).unwrap(), ids);
+    assert_eq!(hf.decode(&ids).unwrap(), SHAKESPEARE);
+    assert_eq!(hf.encode(" \n\n  ").unwrap(), ours.encode(" \n\n  ").unwrap(), "whitespace is kept, char by char");
+    assert!(hf.encode("€").is_err(), "a character outside the vocabulary is an error");
+}

@@ -193,6 +193,14 @@ pub unsafe fn matmul_raw_with(
         }
         return;
     }
+    // one row (a generated token): stream the weights once instead of packing them
+    if m == 1 && (b.cs == 1 || b.rs == 1) {
+        let x: Vec<f32> = (0..k).map(|p| a.at(0, p)).collect();
+        // SAFETY: forwarded contract; `c` is the 1 × N row.
+        if unsafe { super::gemv::gemv(c, &x, b, s, accumulate, threads == Threads::All) } {
+            return;
+        }
+    }
     match backend {
         Backend::Gemm => {
             let parallelism = match threads {

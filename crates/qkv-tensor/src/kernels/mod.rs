@@ -5,6 +5,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod gemm;
+pub mod gemv;
 pub mod norm;
 pub mod softmax;
 pub mod tile;

@@ -54,13 +54,23 @@ pub struct Loaded {
 }
 
 /// Read every tensor of `path`. F32, F16 and BF16 are converted to f32;
-/// other dtypes are an error naming the tensor.
+/// integer tensors (index buffers such as BERT's `position_ids`, never
+/// weights) are skipped; other dtypes are an error naming the tensor.
+///
+/// The file is memory-mapped, so each weight is copied once, from the page
+/// cache straight into its f32 tensor; the safetensors crate checks the header
+/// against the file's length, so a truncated file is an error, not an
+/// out-of-bounds read.
 pub fn load(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::format(path, format!("not a valid safetensors file ({e})")))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and lives only inside this function; a file
+    // changed underneath us by another process while loading is outside what
+    // qkv can guard against (as for every program that maps model files).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let bytes: &[u8] = &map;
+    let bad = |e: safetensors::SafeTensorError| Error::format(path, format!("not a valid safetensors file ({e})"));
+    let st = SafeTensors::deserialize(bytes).map_err(bad)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
     let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
@@ -69,6 +79,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
             Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::I64 | Dtype::I32 | Dtype::I16 | Dtype::I8 | Dtype::U8 | Dtype::BOOL => continue,
             other => {
                 return Err(Error::format(
                     path,

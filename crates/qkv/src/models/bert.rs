@@ -106,6 +106,14 @@ impl BertConfig {
             return bad(format!("hidden_dropout_prob {} must be in [0, 1)", self.hidden_dropout_prob));
         }
         self.activation()?;
+        if let Some(kind) = self.extra.get("position_embedding_type").and_then(|v| v.as_str())
+            && kind != "absolute"
+        {
+            return bad(format!("position_embedding_type {kind:?} is not supported (absolute)"));
+        }
+        if self.extra.get("is_decoder").and_then(|v| v.as_bool()) == Some(true) {
+            return bad("is_decoder = true (a causal BERT) is not supported; qkv's BERT is an encoder".into());
+        }
         Ok(())
     }
 

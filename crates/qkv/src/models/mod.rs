@@ -4,4 +4,5 @@ pub mod bert;
 pub mod gpt;
 pub mod gpt2_hf;
 pub mod load;
+pub mod sentence;
 pub mod vit;

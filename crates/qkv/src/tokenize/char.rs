@@ -1,5 +1,5 @@
 //! The character-level tokenizer: one token per distinct character of the
-//! training text (65 for the bundled Shakespeare), ids in sorted order.
+//! training text (77 for the bundled Shakespeare), ids in sorted order.
 
 use std::collections::HashMap;
 
@@ -71,6 +71,27 @@ impl CharTokenizer {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(&Stored { kind: "char".into(), chars: self.chars.iter().collect() })
             .expect("serialisable")
+    }
+
+    /// The same tokenizer as a Hugging Face `tokenizer.json`, for models
+    /// exported to `transformers`: every character split off on its own
+    /// (`Split` on the regex `[\s\S]`, one code point), looked up in a
+    /// word-level vocabulary, and joined back with the `Fuse` decoder.
+    pub fn to_hf_json(&self) -> String {
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            self.chars.iter().enumerate().map(|(i, c)| (c.to_string(), serde_json::json!(i))).collect();
+        let v = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[\\s\\S]"}, "behavior": "Isolated", "invert": false},
+            "post_processor": null,
+            "decoder": {"type": "Fuse"},
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+        });
+        serde_json::to_string_pretty(&v).expect("serialisable")
     }
 
     pub fn from_json(json: &str) -> std::result::Result<CharTokenizer, String> {

@@ -276,6 +276,18 @@ impl Tokenizer {
         }
     }
 
+    /// This tokenizer in Hugging Face's format (what `transformers` loads):
+    /// a character tokenizer becomes the equivalent word-level pipeline, the
+    /// others are already in it.
+    pub fn to_hugging_face(&self) -> Result<Tokenizer> {
+        match &self.inner {
+            Inner::Char(c) => {
+                Tokenizer::from_json(&c.to_hf_json(), Path::new("(character tokenizer as tokenizer.json)"))
+            }
+            Inner::Hf(_) => Ok(self.clone()),
+        }
+    }
+
     /// A fingerprint of everything that decides the ids (FNV-1a of the compact
     /// JSON): two tokenizers with the same fingerprint encode alike.
     pub fn fingerprint(&self) -> u64 {

@@ -227,6 +227,34 @@ pub fn load_model(dir: &Path) -> Result<(RunConfig, Gpt, Tokenizer)> {
     Ok((config, model, tok))
 }
 
+/// A GPT ready for generation or evaluation, from a qkv run directory or a
+/// Hugging Face GPT-2 directory (`config.json` with `model_type: "gpt2"`,
+/// `model.safetensors`, and its tokenizer files).
+pub fn load_gpt(dir: &Path) -> Result<(Gpt, Tokenizer)> {
+    let hf_config = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter(crate::models::gpt2_hf::is_gpt2);
+    if hf_config.is_none() {
+        let (_, model, tok) = load_model(dir)?;
+        return Ok((model, tok));
+    }
+    let model = crate::models::gpt2_hf::load(dir)?;
+    let tok = Tokenizer::load(&dir.to_string_lossy()).map_err(|e| {
+        Error::format(
+            dir,
+            format!("a GPT-2 directory needs its tokenizer (tokenizer.json, or vocab.json + merges.txt): {e}"),
+        )
+    })?;
+    if tok.vocab_size() > model.config.vocab_size {
+        return Err(Error::checkpoint(
+            dir,
+            format!("tokenizer has {} tokens but the model only {}", tok.vocab_size(), model.config.vocab_size),
+        ));
+    }
+    Ok((model, tok))
+}
+
 /// Restore the trainer's weights, optimizer, step and RNG from `dir`.
 pub fn restore(dir: &Path, tr: &mut Trainer) -> Result<TrainState> {
     let state_path = dir.join(STATE);

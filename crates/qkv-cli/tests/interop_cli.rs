@@ -1,0 +1,110 @@
+//! Hugging Face interop from the command line: `qkv export` writes a GPT as
+//! GPT-2, `qkv generate`/`qkv eval` run such a directory and give what the
+//! run gives, inexpressible models are refused with the reason, and `qkv
+//! embed` refuses what is not a BERT.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn qkv(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qkv")).args(args).output().expect("the qkv binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qkv-interop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "qkv failed: {}", stderr(o));
+}
+
+fn fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected a failure, got success: {err}");
+    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+fn corpus(dir: &Path) -> PathBuf {
+    let p = dir.join("corpus.txt");
+    let text: String = (0..400).map(|i| format!("line {i}: to be or not to be, that is the question.\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn train(data: &Path, out: &Path, extra: &[&str]) {
+    #[rustfmt::skip]
+    let mut args = vec![
+        "--threads", "2", "train", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+        "--batch-size", "4", "--eval-batches", "2", "--warmup-steps", "2", "--sample-chars", "0", "--quiet",
+        "--max-steps", "15", "--data", data.to_str().unwrap(), "--out-dir", out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    ok(&qkv(&args));
+}
+
+#[test]
+fn exported_gpt_generates_and_scores_exactly_as_its_run() {
+    let d = scratch("export");
+    let data = corpus(&d);
+    let run = d.join("run");
+    train(&data, &run, &[]);
+    let out = d.join("hf");
+    let (run_s, out_s) = (run.to_str().unwrap(), out.to_str().unwrap());
+    ok(&qkv(&["export", "--model", run_s, "--format", "hf-gpt2", "-o", out_s]));
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(out.join(f).exists(), "export wrote no {f}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "GPT2LMHeadModel");
+    assert_eq!(config["n_positions"], 16);
+    assert!(config["eos_token_id"].is_null(), "a character vocabulary has no <|endoftext|>");
+    // the exported directory is a model qkv runs: same greedy text, same loss
+    let greedy = |m: &str| {
+        let o = qkv(&["generate", "--model", m, "--prompt", "to be", "--greedy", "--max-new-tokens", "40"]);
+        ok(&o);
+        o.stdout
+    };
+    assert_eq!(greedy(run_s), greedy(out_s), "greedy continuations differ");
+    let loss = |m: &str| {
+        let o = qkv(&["eval", "--model", m, "--data", data.to_str().unwrap(), "--json"]);
+        ok(&o);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["loss"].as_f64().unwrap()
+    };
+    let (a, b) = (loss(run_s), loss(out_s));
+    assert!((a - b).abs() < 1e-6, "loss of the run {a} vs the exported model {b}");
+    // an existing export is not overwritten by accident
+    fails_with(&qkv(&["export", "--model", run_s, "-o", out_s]), &["already holds a model", "--force"]);
+    ok(&qkv(&["export", "--model", run_s, "-o", out_s, "--force"]));
+}
+
+#[test]
+fn inexpressible_gpts_and_wrong_models_are_refused() {
+    let d = scratch("refuse");
+    let data = corpus(&d);
+    let rope = d.join("rope");
+    train(&data, &rope, &["--positions", "rope"]);
+    let o = qkv(&["export", "--model", rope.to_str().unwrap(), "-o", d.join("x").to_str().unwrap()]);
+    fails_with(&o, &["cannot export", "learned positions"]);
+    assert!(!d.join("x").join("config.json").exists(), "nothing written for a refused export");
+    // a GPT is not a sentence encoder
+    fails_with(&qkv(&["embed", "--model", rope.to_str().unwrap(), "hello"]), &["not a BERT"]);
+    // a GPT-2 directory without tokenizer files says what is missing
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qkv/tests/fixtures/hf/gpt2-odd");
+    let o = qkv(&["generate", "--model", fixture.to_str().unwrap(), "--prompt", "hi", "--max-new-tokens", "3"]);
+    fails_with(&o, &["tokenizer"]);
+    fails_with(
+        &qkv(&["export", "--model", d.to_str().unwrap(), "-o", d.join("y").to_str().unwrap()]),
+        &["config.json"],
+    );
+}
