@@ -298,13 +298,12 @@ fn train(
 /// C=384, 12 heads, F=1536; `base` = 12 layers, C=768, 12 heads, F=3072; both
 /// with vocabulary 30522, batch 8 × 128 tokens, no padding.
 fn encoder(args: &BenchArgs) -> Result<()> {
-    use qkv::models::bert::{Batch, Bert, BertConfig};
+    use qkv::models::bert::{Bert, BertConfig};
+    if args.case.is_some() {
+        bail!("the encoder suite has named cases; run it without --case");
+    }
     let cases = [("minilm", 6, 384, 12, 1536), ("base", 12, 768, 12, 3072)];
-    let (b, t) = (8, 128);
     for (name, layers, c, heads, f) in cases {
-        if args.case.is_some() {
-            bail!("the encoder suite has two named cases; run it without --case");
-        }
         let config = BertConfig {
             num_hidden_layers: layers,
             hidden_size: c,
@@ -313,21 +312,35 @@ fn encoder(args: &BenchArgs) -> Result<()> {
             ..BertConfig::default()
         };
         let bert = Bert::new(config, true, &mut Rng::new(0))?;
-        let mut rng = Rng::new(1);
-        let ids: Vec<u32> = (0..b * t).map(|_| rng.below(30522) as u32).collect();
-        let mask = vec![true; b * t];
         let reps = args.reps.unwrap_or(if name == "minilm" { 10 } else { 4 });
-        let secs = time(reps, || {
-            no_grad(|| {
-                bert.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b, t }, &qkv::nn::Dropout::default())
-            })?;
-            Ok(())
-        })?;
-        emit(json!({
-            "suite": "encoder", "case": format!("{name}-{b}x{t}"), "impl": "qkv", "threads": qkv_tensor::num_threads(),
-            "sequences_per_s": b as f64 / secs, "ms_per_batch": secs * 1e3,
-        }));
+        encoder_case(name, &bert, reps)?;
     }
+    // the real weights (e.g. all-MiniLM-L6-v2), when given
+    if let Some(dir) = &args.model {
+        let enc = qkv::models::sentence::SentenceEncoder::open(dir)?;
+        encoder_case("real", &enc.bert, args.reps.unwrap_or(10))?;
+    }
+    Ok(())
+}
+
+/// One encoder case: forward passes without gradients over 8 × 128 random ids.
+fn encoder_case(name: &str, bert: &qkv::models::bert::Bert, reps: usize) -> Result<()> {
+    use qkv::models::bert::Batch;
+    let (b, t) = (8, 128);
+    let mut rng = Rng::new(1);
+    let vocab = bert.config.vocab_size as u64;
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.below(vocab) as u32).collect();
+    let mask = vec![true; b * t];
+    let secs = time(reps, || {
+        no_grad(|| {
+            bert.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b, t }, &qkv::nn::Dropout::default())
+        })?;
+        Ok(())
+    })?;
+    emit(json!({
+        "suite": "encoder", "case": format!("{name}-{b}x{t}"), "impl": "qkv", "threads": qkv_tensor::num_threads(),
+        "sequences_per_s": b as f64 / secs, "ms_per_batch": secs * 1e3,
+    }));
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use qkv::data::images::load_image;
+use qkv::data::images::load_image_noting;
 use qkv::models::bert::Batch;
 use qkv::models::load::{Encoder, need_tokenizer, open};
 use qkv::nn::Dropout;
@@ -150,7 +150,10 @@ pub fn classify_image(args: &ClassifyImageArgs) -> Result<()> {
     let (ch, size) = (model.config.num_channels, model.config.image_size);
     let mut results = Vec::new();
     for path in &args.images {
-        let pixels = load_image(path, ch, size)?;
+        let (pixels, note) = load_image_noting(path, ch, size)?;
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
         let logits = no_grad(|| model.forward(&pixels, 1, &Dropout::default()))?;
         let p = logits.softmax().to_vec();
         let best = top(&p, args.top_k.max(1));

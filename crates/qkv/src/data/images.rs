@@ -201,11 +201,33 @@ fn digits_csv(path: &Path, channels: usize, size: usize) -> Result<ImageSet> {
 
 /// One image file, decoded and converted to the model's channels and size.
 pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
+    Ok(load_image_noting(path, channels, size)?.0)
+}
+
+/// [`load_image`], plus a note saying how the image was changed to fit the
+/// model (resized, colour to grey, grey to colour), if it was.
+pub fn load_image_noting(path: &Path, channels: usize, size: usize) -> Result<(Vec<f32>, Option<String>)> {
     let img = image::open(path).map_err(|e| Error::format(path, format!("cannot read the image: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(Error::format(path, "the image is empty"));
     }
+    let colour = img.color().has_color();
+    let mut changes = Vec::new();
+    if (w, h) != (size, size) {
+        changes.push(format!("resized from {w}×{h} to the model's {size}×{size}"));
+    }
+    match (colour, channels) {
+        (true, 1) => changes.push("converted from colour to grey (the model reads 1 channel)".to_string()),
+        (false, 3) => changes.push("converted from grey to RGB (the model reads 3 channels)".to_string()),
+        _ => {}
+    }
+    let note = (!changes.is_empty()).then(|| format!("{}: {}", path.display(), changes.join(", ")));
+    Ok((load_image_pixels(&img, channels, size), note))
+}
+
+fn load_image_pixels(img: &image::DynamicImage, channels: usize, size: usize) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
     let (ch, raw): (usize, Vec<f32>) = if channels == 1 {
         (1, img.to_luma8().into_raw().iter().map(|&v| v as f32 / 255.0).collect())
     } else {
@@ -219,7 +241,7 @@ pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>>
         }
         (3, planes)
     };
-    Ok(convert(&raw, ch, h, w, channels, size))
+    convert(&raw, ch, h, w, channels, size)
 }
 
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -1,0 +1,190 @@
+//! The encoder commands end to end: a BERT classifier trained on a CSV,
+//! scored by `qkv eval` and used by `qkv classify`; an MLM used by `qkv
+//! fill-mask`; a ViT trained on class folders of PNGs and used by `qkv
+//! classify-image`; and the bad input each one must refuse clearly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn qkv(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qkv")).args(args).output().expect("the qkv binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qkv-enc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "qkv failed: {}", stderr(o));
+}
+
+fn fails_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected a failure, got success: {err}");
+    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+fn vocab() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../qkv/tests/fixtures/tokenizers/bert-uncased-vocab.txt")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Sentences whose label is the verb they contain.
+fn reviews(path: &Path, extra_label: Option<&str>) {
+    let mut csv = String::from("id,text,label\n");
+    let things = ["movie", "film", "book", "song", "show", "play", "meal", "game"];
+    for i in 0..240 {
+        let (verb, label) = if i % 2 == 0 { ("love", "pos") } else { ("hate", "neg") };
+        csv.push_str(&format!("{i},\"i {verb} this {} number {i}\",{label}\n", things[i % things.len()]));
+    }
+    if let Some(l) = extra_label {
+        for i in 0..60 {
+            csv.push_str(&format!("{},\"something else entirely {i}\",{l}\n", 1000 + i));
+        }
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+#[rustfmt::skip]
+const TINY_BERT: &[&str] = &[
+    "--threads", "2", "train", "--model", "bert", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+    "--max-len", "16", "--quiet",
+];
+
+#[test]
+fn bert_classifier_trains_on_a_csv_and_is_scored_on_its_held_out_rows() {
+    let d = scratch("cls");
+    let data = d.join("reviews.csv");
+    reviews(&data, None);
+    let run = d.join("run");
+    let v = vocab();
+    let mut args: Vec<&str> = TINY_BERT.to_vec();
+    #[rustfmt::skip]
+    args.extend([
+        "--task", "classify", "--data", s(&data), "--tokenizer", &v, "--text-column", "text",
+        "--label-column", "label", "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", "--out-dir", s(&run),
+    ]);
+    ok(&qkv(&args));
+    let e = qkv(&["eval", "--model", s(&run), "--data", s(&data), "--json"]);
+    ok(&e);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    let (acc, f1) = (r["accuracy"].as_f64().unwrap(), r["macro_f1"].as_f64().unwrap());
+    assert!(acc >= 0.9 && f1 >= 0.9, "love/hate should be learnt: accuracy {acc}, macro-F1 {f1}");
+    // the held-out split is the tenth qkv set aside, not the training rows
+    let n = r["examples"].as_u64().unwrap();
+    assert!((20..=30).contains(&n), "{n} test rows of 240");
+    let c = qkv(&["classify", "--model", s(&run), "--json", "i love this meal", "i hate this game"]);
+    ok(&c);
+    let out: serde_json::Value = serde_json::from_str(&stdout(&c)).unwrap();
+    assert_eq!(out[0]["label"], "pos", "{out}");
+    assert_eq!(out[1]["label"], "neg", "{out}");
+    let p = &out[0]["probabilities"];
+    assert!((p["pos"].as_f64().unwrap() + p["neg"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+
+    // bad input: a missing column, a label the model never saw, a model of the wrong kind
+    let bad_dir = d.join("bad");
+    let mut bad: Vec<&str> = TINY_BERT.to_vec();
+    #[rustfmt::skip]
+    bad.extend([
+        "--task", "classify", "--data", s(&data), "--tokenizer", &v, "--text-column", "text",
+        "--label-column", "sentiment", "--out-dir", s(&bad_dir),
+    ]);
+    fails_with(&qkv(&bad), &["sentiment"]);
+    let unseen = d.join("unseen.csv");
+    reviews(&unseen, Some("meh"));
+    fails_with(&qkv(&["eval", "--model", s(&run), "--data", s(&unseen)]), &["meh"]);
+    fails_with(&qkv(&["fill-mask", "--model", s(&run), "a [MASK]"]), &["not a masked-language model"]);
+}
+
+#[test]
+fn mlm_fills_masks_and_refuses_text_without_one() {
+    let d = scratch("mlm");
+    let data = d.join("corpus.txt");
+    let text: String = (0..300).map(|i| format!("to be or not to be, that is the question {i}.\n")).collect();
+    std::fs::write(&data, text).unwrap();
+    let run = d.join("mlm");
+    let v = vocab();
+    let mut args: Vec<&str> = TINY_BERT.to_vec();
+    args.extend(["--task", "mlm", "--data", s(&data), "--tokenizer", &v, "--max-steps", "30", "--out-dir", s(&run)]);
+    ok(&qkv(&args));
+    let f = qkv(&["fill-mask", "--model", s(&run), "--json", "--top-k", "3", "to be or not to [MASK] ."]);
+    ok(&f);
+    let out: serde_json::Value = serde_json::from_str(&stdout(&f)).unwrap();
+    let cands = out["masks"][0].as_array().unwrap();
+    assert_eq!(cands.len(), 3);
+    let probs: Vec<f64> = cands.iter().map(|c| c["probability"].as_f64().unwrap()).collect();
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs[0] <= 1.0, "{probs:?}");
+    fails_with(&qkv(&["fill-mask", "--model", s(&run), "no mask here"]), &["[MASK]"]);
+    let e = qkv(&["eval", "--model", s(&run), "--data", s(&data), "--json"]);
+    ok(&e);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    assert!(r["masked_token_accuracy"].as_f64().is_some() && r["unigram_accuracy"].as_f64().is_some(), "{r}");
+}
+
+/// A 12×12 grey picture: class "left" is bright on the left half, "right" on the right.
+fn picture(path: &Path, left: bool, seed: u32) {
+    let img = image::GrayImage::from_fn(12, 12, |x, y| {
+        let bright = (x < 6) == left;
+        let noise = ((x * 7 + y * 13 + seed * 31) % 40) as u8;
+        image::Luma([if bright { 200 + noise / 2 } else { noise }])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn vit_trains_on_class_folders_and_classifies_pictures_of_other_sizes() {
+    let d = scratch("vit");
+    let data = d.join("pictures");
+    for (class, left) in [("left", true), ("right", false)] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..30 {
+            picture(&data.join(class).join(format!("{i}.png")), left, i);
+        }
+    }
+    let run = d.join("vit");
+    #[rustfmt::skip]
+    ok(&qkv(&[
+        "--threads", "2", "train", "--model", "vit", "--data", s(&data), "--image-size", "12", "--patch-size", "4",
+        "--channels", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--epochs", "8",
+        "--batch-size", "8", "--lr", "3e-3", "--quiet", "--out-dir", s(&run),
+    ]));
+    // a bigger colour picture is resized and converted, and says so
+    let big = d.join("big.png");
+    let rgb =
+        image::RgbImage::from_fn(
+            24,
+            24,
+            |x, _| if x < 12 { image::Rgb([230, 220, 210]) } else { image::Rgb([5, 5, 5]) },
+        );
+    rgb.save(&big).unwrap();
+    let c = qkv(&["classify-image", "--model", s(&run), "--json", s(&big)]);
+    ok(&c);
+    let err = stderr(&c);
+    assert!(err.contains("resized from 24×24") && err.contains("colour to grey"), "{err}");
+    let out: serde_json::Value = serde_json::from_str(&stdout(&c)).unwrap();
+    assert_eq!(out[0]["top"][0]["label"], "left", "{out}");
+    // not an image at all
+    let junk = d.join("junk.png");
+    std::fs::write(&junk, b"not a picture").unwrap();
+    fails_with(&qkv(&["classify-image", "--model", s(&run), s(&junk)]), &["junk.png", "cannot read the image"]);
+}
