@@ -412,7 +412,7 @@ fn infer_gpt2(args: &BenchArgs) -> Result<()> {
     let decode = (new - 1) as f64 / (secs - prefill);
     emit(json!({
         "suite": "infer-gpt2", "case": "124M-32+128", "impl": "qkv", "threads": qkv_tensor::num_threads(),
-        "tokens_per_s": new as f64 / secs, "decode_tokens_per_s": decode, "prefill_ms": prefill * 1e3,
+        "tokens_per_s": new as f64 / secs, "decode_tokens_per_s": decode, "ms_prefill": prefill * 1e3,
         "weight_mb": weight_bytes / 1e6, "read_gb_per_s": bw / 1e9, "bound_tokens_per_s": bound,
         "fraction_of_bound": decode / bound,
     }));
