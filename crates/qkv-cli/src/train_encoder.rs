@@ -385,17 +385,29 @@ fn run_classify(args: &TrainArgs) -> Result<()> {
     let tc = train_config(args, if e.init_from.is_some() { 1e-4 } else { 5e-4 }, 32);
     let (model, tok, max_len, init_note) = match &e.init_from {
         Some(dir) => {
-            let Encoder::MaskedLm { model: mlm, tokenizer, extras } = qkv::models::load::open(dir)? else {
-                bail!("--init-from {}: not a masked-language model (BertForMaskedLM)", dir.display());
+            // an MLM run (or BertForMaskedLM), or a bare BertModel such as all-MiniLM-L6-v2
+            let bare = qkv::io::hf::architecture(&qkv::io::hf::read_config(dir)?).as_deref() == Some("BertModel");
+            let (bert, tokenizer, default_len) = if bare {
+                let enc = qkv::models::sentence::SentenceEncoder::open(dir)?;
+                (enc.bert, enc.tokenizer, enc.max_len.min(128))
+            } else {
+                let Encoder::MaskedLm { model: mlm, tokenizer, extras } = qkv::models::load::open(dir)? else {
+                    bail!(
+                        "--init-from {}: not a masked-language model (BertForMaskedLM) or a BertModel",
+                        dir.display()
+                    );
+                };
+                (mlm.bert, qkv::models::load::need_tokenizer(tokenizer, dir)?, extras.max_len)
             };
-            let tokenizer = qkv::models::load::need_tokenizer(tokenizer, dir)?;
             let pooling = e.pooling.unwrap_or(Pooling::Cls);
-            let mut cls = BertClassifier::new(mlm.bert.config.clone(), labels.len(), pooling, tc.seed)?;
-            // the pre-trained encoder, with the new classifier's fresh pooler (an MLM has none)
-            let pooler = cls.bert.pooler.take();
-            cls.bert = mlm.bert;
-            cls.bert.pooler = pooler;
-            let max_len = e.max_len.unwrap_or(extras.max_len).min(cls.bert.config.max_position_embeddings);
+            let mut cls = BertClassifier::new(bert.config.clone(), labels.len(), pooling, tc.seed)?;
+            // the pre-trained encoder; its own pooler if it has one, else the classifier's fresh one
+            let fresh = cls.bert.pooler.take();
+            cls.bert = bert;
+            if cls.bert.pooler.is_none() || pooling == Pooling::Mean {
+                cls.bert.pooler = fresh;
+            }
+            let max_len = e.max_len.unwrap_or(default_len).min(cls.bert.config.max_position_embeddings);
             (cls, tokenizer, max_len, format!("fine-tuned from {}", dir.display()))
         }
         None => {

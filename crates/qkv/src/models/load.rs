@@ -141,6 +141,11 @@ pub fn open(dir: &Path) -> Result<Encoder> {
             hf::assign(&dir.join(hf::WEIGHTS), &model.named_params(), &tensors, "")?;
             Ok(Encoder::ImageClassifier { model, labels })
         }
+        "BertModel" => Err(Error::Config(format!(
+            "{}: a bare BertModel has no task head (masked-LM or classifier); use `qkv embed` for its \
+             sentence embeddings, or fine-tune it with `qkv train --model bert --task classify --init-from`",
+            dir.display()
+        ))),
         other => Err(Error::Config(format!(
             "{}: architecture {other:?} is not an encoder qkv can run here (BertForMaskedLM, \
              BertForSequenceClassification, ViTForImageClassification)",
