@@ -24,6 +24,8 @@ use rayon::prelude::*;
 pub enum Backend {
     Gemm,
     MatrixMultiply,
+    /// qkv's own blocked GEMM ([`super::packed`]), AVX2+FMA only.
+    Packed,
 }
 
 impl Backend {
@@ -32,6 +34,7 @@ impl Backend {
         *CHOICE.get_or_init(|| match std::env::var("QKV_GEMM").as_deref() {
             Ok("gemm") => Backend::Gemm,
             Ok("matrixmultiply") => Backend::MatrixMultiply,
+            Ok("packed") if super::packed::available() => Backend::Packed,
             _ => {
                 #[cfg(target_arch = "x86_64")]
                 if is_x86_feature_detected!("avx512f") {
@@ -46,6 +49,7 @@ impl Backend {
         match self {
             Backend::Gemm => "gemm",
             Backend::MatrixMultiply => "matrixmultiply",
+            Backend::Packed => "packed",
         }
     }
 }
@@ -233,6 +237,10 @@ pub unsafe fn matmul_raw_with(
                 );
             }
         }
+        Backend::Packed => {
+            // SAFETY: forwarded contract; `available()` was checked when choosing it.
+            unsafe { super::packed::gemm(c, a, b, s, accumulate, threads == Threads::All) }
+        }
         Backend::MatrixMultiply => {
             // Split C into `parts` bands along its longer side, one task each.
             let work = m * n * k;
@@ -346,12 +354,16 @@ mod tests {
                 let b = if tb { Mat::rows(&b_data, n, k).t() } else { Mat::rows(&b_data, k, n) };
                 let mut c1 = random(m * n, &mut rng);
                 let mut c2 = c1.clone();
-                for (threads, backend) in [
+                let mut backends = vec![
                     (Threads::One, Backend::Gemm),
                     (Threads::All, Backend::Gemm),
                     (Threads::One, Backend::MatrixMultiply),
                     (Threads::All, Backend::MatrixMultiply),
-                ] {
+                ];
+                if super::super::packed::available() {
+                    backends.extend([(Threads::One, Backend::Packed), (Threads::All, Backend::Packed)]);
+                }
+                for (threads, backend) in backends {
                     for acc in [false, true] {
                         let raw = RawMatMut { ptr: c1.as_mut_ptr(), rows: m, cols: n, rs: n, cs: 1 };
                         // SAFETY: c1 is m × n, packed, and not used during the call.

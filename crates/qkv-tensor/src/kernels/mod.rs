@@ -7,5 +7,6 @@ pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
 pub mod norm;
+pub mod packed;
 pub mod softmax;
 pub mod tile;
