@@ -21,7 +21,7 @@ const MR: usize = 6;
 const NR: usize = 16;
 /// Depth of a slice of K: a 16-wide panel of B (16 KB) stays in L1.
 const KC: usize = 256;
-/// Rows of A per task: the packed block (96 KB) stays in L2.
+/// Most rows of A per task: the packed block (96 KB) stays in L2.
 const MC: usize = 96;
 
 /// Whether this CPU can run the kernel.
@@ -72,14 +72,17 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
         let packed_b = &packed_b[..panels * kc * NR];
         // the first slice writes C (adding to it only when asked), later ones add
         let add = accumulate || k0 > 0;
-        // tasks: blocks of MC rows × groups of panels (more groups when M is small)
-        let m_blocks = m.div_ceil(MC);
+        // tasks: blocks of at most MC rows, as many per thread, × groups of
+        // panels (more groups when M is small)
         let threads = if parallel { rayon::current_num_threads() } else { 1 };
+        let m_blocks = threads * m.div_ceil(threads * MC);
+        let mc_rows = m.div_ceil(m_blocks).next_multiple_of(MR);
+        let m_blocks = m.div_ceil(mc_rows);
         let groups = if m_blocks >= 2 * threads { 1 } else { (2 * threads).div_ceil(m_blocks).min(panels) };
         let per_group = panels.div_ceil(groups);
         let task = |t: usize| {
             let (mb, g) = (t / groups, t % groups);
-            let (i0, mc) = (mb * MC, MC.min(m - mb * MC));
+            let (i0, mc) = (mb * mc_rows, mc_rows.min(m - mb * mc_rows));
             let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
             if p0 >= p1 {
                 return;
