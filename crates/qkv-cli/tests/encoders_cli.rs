@@ -188,3 +188,52 @@ fn vit_trains_on_class_folders_and_classifies_pictures_of_other_sizes() {
     std::fs::write(&junk, b"not a picture").unwrap();
     fails_with(&qkv(&["classify-image", "--model", s(&run), s(&junk)]), &["junk.png", "cannot read the image"]);
 }
+
+/// `--init-from` a bare Hugging Face `BertModel` (as sentence-transformers
+/// ships): its encoder and tokenizer are used, and a classifier is trained on top.
+#[test]
+fn a_bare_bert_model_is_fine_tuned_with_init_from() {
+    let d = scratch("bare");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qkv/tests/fixtures/hf/bert-bare");
+    let model = d.join("bert");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), model.join(f)).unwrap();
+    }
+    // a WordPiece vocabulary of exactly the fixture's 97 ids
+    let words = ["i", "love", "hate", "the", "red", "blue", "green", "big", "small", "movie", "book", "song", "game"];
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(String::from).to_vec();
+    vocab.extend(words.iter().map(|w| w.to_string()));
+    vocab.extend((vocab.len()..97).map(|i| format!("unused{i}")));
+    std::fs::write(model.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+    let mut csv = String::from("text,label\n");
+    for verb in ["love", "hate"] {
+        for adj in ["red", "blue", "green", "big", "small"] {
+            for noun in ["movie", "book", "song", "game"] {
+                for det in ["the", "i"] {
+                    let label = if verb == "love" { "pos" } else { "neg" };
+                    csv.push_str(&format!("i {verb} {det} {adj} {noun},{label}\n"));
+                }
+            }
+        }
+    }
+    let data = d.join("data.csv");
+    std::fs::write(&data, csv).unwrap();
+    let run = d.join("run");
+    #[rustfmt::skip]
+    let o = qkv(&[
+        "--threads", "2", "train", "--model", "bert", "--task", "classify", "--init-from", s(&model),
+        "--data", s(&data), "--text-column", "text", "--label-column", "label", "--epochs", "3",
+        "--batch-size", "8", "--max-len", "16", "--out-dir", s(&run), "--quiet",
+    ]);
+    ok(&o);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["hidden_size"], 36, "the encoder's own size, not the command line's default");
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    let c = qkv(&["classify", "--model", s(&run), "--json", "i love the red game"]);
+    ok(&c);
+    let out: serde_json::Value = serde_json::from_str(&stdout(&c)).unwrap();
+    assert!(out[0]["probabilities"]["pos"].as_f64().is_some(), "{out}");
+    ok(&qkv(&["eval", "--model", s(&run), "--data", s(&data), "--json"]));
+}
