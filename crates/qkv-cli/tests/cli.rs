@@ -2,25 +2,12 @@
 //! evaluation work on a trained run, and bad input gets one clear error line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use qkv::io::safetensors::load;
 
-fn qkv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qkv")).args(args).output().expect("the qkv binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qkv-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{fails_with, ok, qkv, scratch, stderr};
 
 /// A small corpus with some structure (so the loss moves).
 fn corpus(dir: &Path) -> PathBuf {
@@ -45,20 +32,6 @@ fn train(extra: &[&str]) -> Output {
         args.extend(["--n-head", "2"]);
     }
     qkv(&args)
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "qkv failed: {}", stderr(o));
-}
-
-/// Fails with exit code 1 and one line that contains every `needle`.
-fn fails_with(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected a failure, got success: {err}");
-    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
-    for n in needles {
-        assert!(err.contains(n), "error should mention {n:?}: {err}");
-    }
 }
 
 #[test]

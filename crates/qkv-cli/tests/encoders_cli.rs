@@ -3,40 +3,10 @@
 //! fill-mask`; a ViT trained on class folders of PNGs and used by `qkv
 //! classify-image`; and the bad input each one must refuse clearly.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn qkv(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qkv")).args(args).output().expect("the qkv binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qkv-enc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "qkv failed: {}", stderr(o));
-}
-
-fn fails_with(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected a failure, got success: {err}");
-    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
-    for n in needles {
-        assert!(err.contains(n), "error should mention {n:?}: {err}");
-    }
-}
+mod common;
+use common::{fails_with, ok, qkv, scratch, stderr, stdout};
 
 fn vocab() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -9,6 +9,9 @@ use std::process::{Command, Output, Stdio};
 
 use qkv::io::safetensors::load;
 
+mod common;
+use common::{fails_with, ok, qkv, scratch, stderr, stdout};
+
 /// Run `qkv` with the token cache in `cache` (never the user's), feeding `stdin`.
 fn qkv_in(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_qkv"))
@@ -23,39 +26,6 @@ fn qkv_in(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     pipe.write_all(stdin.unwrap_or_default()).unwrap();
     drop(pipe);
     child.wait_with_output().unwrap()
-}
-
-fn qkv(args: &[&str]) -> Output {
-    qkv_in(&std::env::temp_dir().join("qkv-tok-cli-cache"), args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output) {
-    assert!(o.status.success(), "qkv failed: {}", stderr(o));
-}
-
-/// Fails with exit code 1 and a message that contains every `needle`, no panic.
-fn fails_with(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "expected an error: {err}");
-    assert!(!err.contains("panicked"), "a panic instead of an error: {err}");
-    for n in needles {
-        assert!(err.contains(n), "error should mention {n:?}: {err}");
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qkv-tokcli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A small corpus with some structure (as in cli.rs).
