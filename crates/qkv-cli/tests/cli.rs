@@ -1,24 +1,13 @@
 //! The `qkv` command end to end: training resumes exactly, generation and
 //! evaluation work on a trained run, and bad input gets one clear error line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use qkv::io::safetensors::load;
 
 mod common;
-use common::{fails_with, ok, qkv, scratch, stderr};
-
-/// A small corpus with some structure (so the loss moves).
-fn corpus(dir: &Path) -> PathBuf {
-    let p = dir.join("corpus.txt");
-    let mut text = String::new();
-    for i in 0..600 {
-        text.push_str(&format!("line {i}: to be or not to be, that is the question.\n"));
-    }
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{corpus, fails_with, ok, qkv, scratch, stderr};
 
 #[rustfmt::skip]
 const TINY: &[&str] = &[

@@ -3,17 +3,10 @@
 //! run gives, inexpressible models are refused with the reason, and `qkv
 //! embed` refuses what is not a BERT.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
-use common::{fails_with, ok, qkv, scratch};
-
-fn corpus(dir: &Path) -> PathBuf {
-    let p = dir.join("corpus.txt");
-    let text: String = (0..400).map(|i| format!("line {i}: to be or not to be, that is the question.\n")).collect();
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use common::{corpus, fails_with, ok, qkv, scratch};
 
 fn train(data: &Path, out: &Path, extra: &[&str]) {
     #[rustfmt::skip]

@@ -4,13 +4,13 @@
 //! input refused with one clear line.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use qkv::io::safetensors::load;
 
 mod common;
-use common::{fails_with, ok, qkv, scratch, stderr, stdout};
+use common::{corpus, fails_with, ok, qkv, scratch, stderr, stdout};
 
 /// Run `qkv` with the token cache in `cache` (never the user's), feeding `stdin`.
 fn qkv_in(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -26,17 +26,6 @@ fn qkv_in(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     pipe.write_all(stdin.unwrap_or_default()).unwrap();
     drop(pipe);
     child.wait_with_output().unwrap()
-}
-
-/// A small corpus with some structure (as in cli.rs).
-fn corpus(dir: &Path) -> PathBuf {
-    let p = dir.join("corpus.txt");
-    let mut text = String::new();
-    for i in 0..600 {
-        text.push_str(&format!("line {i}: to be or not to be, that is the question.\n"));
-    }
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 fn json(o: &Output) -> serde_json::Value {

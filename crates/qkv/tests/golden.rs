@@ -3,10 +3,7 @@
 //! Each test loads the same parameters and inputs, runs qkv, and compares the
 //! outputs and every gradient.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use qkv::io::safetensors::{Loaded, load};
+use qkv::io::safetensors::Loaded;
 use qkv::models::gpt::{Gpt, GptConfig};
 use qkv::nn::attention::SelfAttention;
 use qkv::nn::block::{Block, Naming, Placement};
@@ -17,30 +14,11 @@ use qkv::nn::{Dropout, Module, NamedParam};
 use qkv::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
 use qkv_tensor::{AttentionKernel, Param, Rng, Tensor};
 
-fn fixture(name: &str) -> Loaded {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    load(&p).unwrap_or_else(|e| panic!("{e} (regenerate with scripts/make_fixtures.py)"))
-}
+mod common;
+use common::{assert_close, fixture, set_params};
 
 fn meta_usize(f: &Loaded, key: &str) -> usize {
     f.metadata[key].parse().unwrap()
-}
-
-/// Set each parameter from `tensors[prefix + name]`.
-fn set_params(params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix: &str) {
-    for p in params {
-        let key = format!("{prefix}{}", p.name);
-        let t = tensors.get(&key).unwrap_or_else(|| panic!("fixture lacks {key}"));
-        p.param.set_value(t).unwrap();
-    }
-}
-
-/// |a - e| <= tol·(1 + |e|) everywhere.
-fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
-    assert_eq!(actual.shape(), expected.shape(), "{what}: shape");
-    let (a, e) = (actual.to_vec(), expected.to_vec());
-    let worst = a.iter().zip(&e).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
-    assert!(worst <= tol, "{what}: worst relative difference {worst:e} > {tol:e}");
 }
 
 /// Forward x through `forward`, backprop `dy`, compare y, dx and every param gradient.

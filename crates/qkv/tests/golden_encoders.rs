@@ -4,10 +4,8 @@
 //! `DataCollatorForLanguageModeling`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use qkv::data::mlm::{IGNORE, MaskingRule, mask_tokens};
-use qkv::io::safetensors::{Loaded, load};
 use qkv::models::bert::{Batch, BertConfig, BertForMaskedLm};
 use qkv::models::vit::{Vit, VitConfig};
 use qkv::nn::attention::SelfAttention;
@@ -15,32 +13,11 @@ use qkv::nn::block::{Block, Naming, Placement};
 use qkv::nn::mlp::{Activation, Mlp};
 use qkv::nn::norm::{Norm, NormKind};
 use qkv::nn::patch::PatchEmbedding;
-use qkv::nn::{Dropout, Module, NamedParam};
+use qkv::nn::{Dropout, Module};
 use qkv_tensor::{Param, Rng, Tensor};
 
-fn fixture(name: &str) -> Loaded {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    load(&p).unwrap_or_else(|e| panic!("{e} (regenerate with scripts/make_fixtures.py)"))
-}
-
-fn set_params(params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix: &str) {
-    for p in params {
-        let key = format!("{prefix}{}", p.name);
-        let t = tensors.get(&key).unwrap_or_else(|| panic!("fixture lacks {key}"));
-        p.param.set_value(t).unwrap();
-    }
-}
-
-fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
-    assert_eq!(actual.shape(), expected.shape(), "{what}: shape");
-    let worst = actual
-        .to_vec()
-        .iter()
-        .zip(expected.to_vec())
-        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
-        .fold(0.0f32, f32::max);
-    assert!(worst <= tol, "{what}: worst relative difference {worst:e} > {tol:e}");
-}
+mod common;
+use common::{assert_close, fixture, set_params};
 
 #[test]
 fn bert_layer_with_padding_matches_transformers() {

@@ -39,3 +39,11 @@ pub fn fails_with(o: &Output, needles: &[&str]) {
         assert!(err.contains(n), "error should mention {n:?}: {err}");
     }
 }
+
+/// A small corpus with some structure (so the loss moves), written into `dir`.
+pub fn corpus(dir: &std::path::Path) -> PathBuf {
+    let p = dir.join("corpus.txt");
+    let text: String = (0..600).map(|i| format!("line {i}: to be or not to be, that is the question.\n")).collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}

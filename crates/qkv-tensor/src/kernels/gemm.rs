@@ -199,9 +199,16 @@ pub unsafe fn matmul_raw_with(
     }
     // one row (a generated token): stream the weights once instead of packing them
     if m == 1 && (b.cs == 1 || b.rs == 1) {
-        let x: Vec<f32> = (0..k).map(|p| a.at(0, p)).collect();
+        // the row of A as a slice: borrowed when contiguous, gathered otherwise
+        let gathered: Vec<f32>;
+        let x = if a.cs == 1 {
+            &a.data[a.offset..a.offset + k]
+        } else {
+            gathered = (0..k).map(|p| a.at(0, p)).collect();
+            &gathered
+        };
         // SAFETY: forwarded contract; `c` is the 1 × N row.
-        if unsafe { super::gemv::gemv(c, &x, b, s, accumulate, threads == Threads::All) } {
+        if unsafe { super::gemv::gemv(c, x, b, s, accumulate, threads == Threads::All) } {
             return;
         }
     }

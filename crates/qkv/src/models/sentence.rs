@@ -19,6 +19,7 @@ use crate::io::hf;
 use crate::models::bert::{Batch, Bert, BertConfig};
 use crate::nn::{Dropout, Module, NamedParam};
 use crate::tokenize::Tokenizer;
+use crate::train::text::{Specials, pad_batch, wrap};
 
 /// How token vectors become one sentence vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,23 +130,6 @@ impl SentenceEncoder {
         Ok(SentenceEncoder { bert, tokenizer, pooling, normalize, max_len })
     }
 
-    /// `[CLS] tokens [SEP]`, cut to `max_len`.
-    fn ids(&self, text: &str) -> Result<Vec<u32>> {
-        let id = |t: &str| {
-            self.tokenizer
-                .token_to_id(t)
-                .ok_or_else(|| Error::Config(format!("the tokenizer has no {t} token, which BERT input needs")))
-        };
-        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
-        let body = self.tokenizer.encode(text)?;
-        let keep = body.len().min(self.max_len.saturating_sub(2));
-        let mut ids = Vec::with_capacity(keep + 2);
-        ids.push(cls);
-        ids.extend_from_slice(&body[..keep]);
-        ids.push(sep);
-        Ok(ids)
-    }
-
     /// One embedding per sentence, computed as one padded batch.
     ///
     /// # Shapes
@@ -154,15 +138,13 @@ impl SentenceEncoder {
         if sentences.is_empty() {
             return Err(Error::Data("no sentences to embed".into()));
         }
-        let seqs: Vec<Vec<u32>> = sentences.iter().map(|s| self.ids(s)).collect::<Result<_>>()?;
-        let (b, t) = (seqs.len(), seqs.iter().map(Vec::len).max().unwrap_or(2));
-        let pad = self.bert.config.pad_token_id;
-        let mut ids = vec![pad; b * t];
-        let mut mask = vec![false; b * t];
-        for (i, s) in seqs.iter().enumerate() {
-            ids[i * t..i * t + s.len()].copy_from_slice(s);
-            mask[i * t..i * t + s.len()].iter_mut().for_each(|m| *m = true);
-        }
+        // `[CLS] tokens [SEP]`, cut to max_len, padded to the longest: as the classifiers batch text
+        let sp = Specials::of(&self.tokenizer)?;
+        let seqs: Vec<Vec<u32>> =
+            sentences.iter().map(|s| Ok(wrap(&self.tokenizer.encode(s)?, self.max_len, &sp))).collect::<Result<_>>()?;
+        let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+        let (ids, mask, t) = pad_batch(&refs, sp.pad);
+        let b = seqs.len();
         let batch = Batch { ids: &ids, type_ids: None, mask: &mask, b, t };
         no_grad(|| {
             let h = self.bert.forward(&batch, &Dropout::default())?; // [B, T, C]

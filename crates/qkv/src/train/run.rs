@@ -155,21 +155,8 @@ fn param_tensors(params: &[NamedParam]) -> Vec<(String, Tensor)> {
 /// Copy tensors from a checkpoint into the parameters: every parameter must
 /// be there with its shape, and nothing else may be.
 pub fn load_params(path: &Path, params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix: &str) -> Result<()> {
-    for p in params {
-        let key = format!("{prefix}{}", p.name);
-        let t = tensors
-            .get(&key)
-            .ok_or_else(|| Error::checkpoint(path, format!("missing tensor {key:?} (shape {:?})", p.param.shape())))?;
-        if t.shape() != p.param.shape().as_slice() {
-            return Err(Error::checkpoint(
-                path,
-                format!("tensor {key:?} has shape {:?}, the model expects {:?}", t.shape(), p.param.shape()),
-            ));
-        }
-        p.param.set_value(t)?;
-    }
-    let expected: std::collections::HashSet<String> = params.iter().map(|p| format!("{prefix}{}", p.name)).collect();
-    if let Some(extra) = tensors.keys().filter(|k| k.starts_with(prefix)).find(|k| !expected.contains(*k)) {
+    let unused = crate::io::hf::assign(path, params, tensors, prefix)?;
+    if let Some(extra) = unused.iter().find(|k| k.starts_with(prefix)) {
         return Err(Error::checkpoint(
             path,
             format!("unexpected tensor {extra:?}: the checkpoint is of another model"),
