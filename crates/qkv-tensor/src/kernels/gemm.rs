@@ -244,12 +244,10 @@ pub unsafe fn matmul_raw_with(
                 );
             }
         }
-        Backend::Packed => {
-            // SAFETY: forwarded contract; `available()` was checked when choosing it.
-            unsafe { super::packed::gemm(c, a, b, s, accumulate, threads == Threads::All) }
-        }
-        Backend::MatrixMultiply => {
-            // Split C into `parts` bands along its longer side, one task each.
+        Backend::Packed | Backend::MatrixMultiply => {
+            // Split C into `parts` bands along its longer side, one
+            // single-threaded product each: every task packs its own copy of
+            // the shared operand, and the threads never wait on each other.
             let work = m * n * k;
             let parts = match threads {
                 Threads::One => 1,
@@ -273,22 +271,30 @@ pub unsafe fn matmul_raw_with(
                 };
                 // SAFETY: views checked above; each task writes its own band of C.
                 unsafe {
-                    matrixmultiply::sgemm(
-                        mi,
-                        k,
-                        ni,
-                        s,
-                        ap.get().add(a_off),
-                        a.rs as isize,
-                        a.cs as isize,
-                        bp.get().add(b_off),
-                        b.rs as isize,
-                        b.cs as isize,
-                        if accumulate { 1.0 } else { 0.0 },
-                        cp.get().add(c_off),
-                        c.rs as isize,
-                        c.cs as isize,
-                    );
+                    let ci = RawMatMut { ptr: cp.get().add(c_off), rows: mi, cols: ni, ..c };
+                    if backend == Backend::Packed {
+                        // `available()` was checked when choosing it
+                        let ai = Mat { rows: mi, offset: a_off, ..a };
+                        let bi = Mat { cols: ni, offset: b_off, ..b };
+                        super::packed::gemm(ci, ai, bi, s, accumulate, false);
+                    } else {
+                        matrixmultiply::sgemm(
+                            mi,
+                            k,
+                            ni,
+                            s,
+                            ap.get().add(a_off),
+                            a.rs as isize,
+                            a.cs as isize,
+                            bp.get().add(b_off),
+                            b.rs as isize,
+                            b.cs as isize,
+                            if accumulate { 1.0 } else { 0.0 },
+                            ci.ptr,
+                            c.rs as isize,
+                            c.cs as isize,
+                        );
+                    }
                 }
             };
             if parts == 1 {
@@ -352,7 +358,19 @@ mod tests {
     #[test]
     fn fast_matches_naive_on_awkward_shapes_and_transposes() {
         let mut rng = Rng::new(0);
-        for &(m, k, n) in &[(1, 1, 1), (1, 7, 1), (3, 5, 2), (17, 33, 9), (64, 64, 64), (65, 31, 129), (2, 300, 3)] {
+        // the last two are large enough to be split into bands, one per thread
+        // (by rows, then by columns)
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 1),
+            (3, 5, 2),
+            (17, 33, 9),
+            (64, 64, 64),
+            (65, 31, 129),
+            (2, 300, 3),
+            (151, 70, 41),
+            (39, 101, 300),
+        ] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a_data = random(m * k, &mut rng);
                 let b_data = random(k * n, &mut rng);

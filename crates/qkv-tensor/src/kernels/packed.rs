@@ -57,10 +57,13 @@ impl SendPtr {
 pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let panels = n.div_ceil(NR);
-    let mut packed_b = vec![0.0f32; KC * panels * NR];
+    let mut packed_b_buf = vec![0.0f32; KC * panels * NR + 16];
+    let packed_b = aligned(&mut packed_b_buf);
     let cp = SendPtr(c.ptr);
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
+    // slices of K as even as possible (384 = 2 × 192, not 256 + 128)
+    let slice = k.div_ceil(k.div_ceil(KC).max(1)).max(1);
+    for k0 in (0..k).step_by(slice) {
+        let kc = slice.min(k - k0);
         // pack B[k0..k0+kc, :] panel by panel: panel j holds kc rows of 16 columns
         let pack_panel = |(jp, dst): (usize, &mut [f32])| pack_b(dst, b, k0, kc, jp * NR);
         let used = &mut packed_b[..panels * kc * NR];
@@ -75,21 +78,24 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
         // tasks: blocks of at most MC rows, as many per thread, × groups of
         // panels (more groups when M is small)
         let threads = if parallel { rayon::current_num_threads() } else { 1 };
-        let m_blocks = threads * m.div_ceil(threads * MC);
-        let mc_rows = m.div_ceil(m_blocks).next_multiple_of(MR);
-        let m_blocks = m.div_ceil(mc_rows);
+        // blocks of whole 6-row panels, a multiple of the thread count, their
+        // sizes differing by at most one panel so no thread waits on another
+        let m_panels = m.div_ceil(MR);
+        let m_blocks = (threads * m.div_ceil(threads * MC)).min(m_panels);
         let groups = if m_blocks >= 2 * threads { 1 } else { (2 * threads).div_ceil(m_blocks).min(panels) };
         let per_group = panels.div_ceil(groups);
         let task = |t: usize| {
             let (mb, g) = (t / groups, t % groups);
-            let (i0, mc) = (mb * mc_rows, mc_rows.min(m - mb * mc_rows));
+            let (ip0, ip1) = (mb * m_panels / m_blocks, (mb + 1) * m_panels / m_blocks);
+            let (i0, mc) = (ip0 * MR, (ip1 * MR).min(m) - ip0 * MR);
             let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
-            if p0 >= p1 {
+            if p0 >= p1 || mc == 0 {
                 return;
             }
             // pack A[i0..i0+mc, k0..k0+kc] into 6-row panels: kc steps of 6 values
             let a_panels = mc.div_ceil(MR);
-            let mut packed_a = vec![0.0f32; a_panels * kc * MR];
+            let mut packed_a_buf = vec![0.0f32; a_panels * kc * MR + 16];
+            let packed_a = &mut aligned(&mut packed_a_buf)[..a_panels * kc * MR];
             for (ip, dst) in packed_a.chunks_mut(kc * MR).enumerate() {
                 pack_a(dst, a, i0 + ip * MR, MR.min(mc - ip * MR), k0, kc);
             }
@@ -116,6 +122,13 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
     }
 }
 
+/// The part of `buf` that starts on a 64-byte boundary (a cache line), so no
+/// 8-lane load from a packed panel straddles two lines.
+fn aligned(buf: &mut [f32]) -> &mut [f32] {
+    let skip = buf.as_ptr().align_offset(64).min(16);
+    &mut buf[skip..]
+}
+
 /// Panel of 16 columns of `B` starting at column `j0`, rows `k0..k0+kc`:
 /// `dst[p·16 + col] = B[k0+p, j0+col]`, zeros past the last column.
 fn pack_b(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, j0: usize) {
@@ -123,24 +136,30 @@ fn pack_b(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, j0: usize) {
     if cols < NR {
         dst.fill(0.0);
     }
+    let dst = &mut dst[..kc * NR];
     if b.cs == 1 {
         // rows of B are contiguous: copy 16 at a time
-        for (p, row) in dst.chunks_exact_mut(NR).take(kc).enumerate() {
+        for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
             let at = b.offset + (k0 + p) * b.rs + j0;
             row[..cols].copy_from_slice(&b.data[at..at + cols]);
         }
+    } else if b.rs == 1 && cols == NR {
+        // columns are contiguous (B = Wᵀ, a weight stored out × in): read the
+        // 16 columns side by side so the panel is written in order
+        let col = |c: usize| {
+            let at = b.offset + (j0 + c) * b.cs + k0;
+            &b.data[at..at + kc]
+        };
+        let src: [&[f32]; NR] = std::array::from_fn(col);
+        for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
+            for (d, s) in row.iter_mut().zip(&src) {
+                *d = s[p];
+            }
+        }
     } else {
-        // columns are contiguous (B is a transposed view when rs == 1): read each along k
-        for col in 0..cols {
-            let at = b.offset + (j0 + col) * b.cs + k0 * b.rs;
-            if b.rs == 1 {
-                for (p, &v) in b.data[at..at + kc].iter().enumerate() {
-                    dst[p * NR + col] = v;
-                }
-            } else {
-                for p in 0..kc {
-                    dst[p * NR + col] = b.data[at + p * b.rs];
-                }
+        for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
+            for (c, d) in row[..cols].iter_mut().enumerate() {
+                *d = b.data[b.offset + (k0 + p) * b.rs + (j0 + c) * b.cs];
             }
         }
     }
@@ -149,19 +168,27 @@ fn pack_b(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, j0: usize) {
 /// Panel of `rows` (≤ 6) rows of `A` starting at row `i0`, columns
 /// `k0..k0+kc`: `dst[p·6 + r] = A[i0+r, k0+p]`, zeros past the last row.
 fn pack_a(dst: &mut [f32], a: Mat<'_>, i0: usize, rows: usize, k0: usize, kc: usize) {
+    let dst = &mut dst[..kc * MR];
+    if a.cs == 1 && rows == MR {
+        // rows of A are contiguous (the usual case): read the 6 side by side
+        let row = |r: usize| {
+            let at = a.offset + (i0 + r) * a.rs + k0;
+            &a.data[at..at + kc]
+        };
+        let src: [&[f32]; MR] = std::array::from_fn(row);
+        for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
+            for (d, s) in step.iter_mut().zip(&src) {
+                *d = s[p];
+            }
+        }
+        return;
+    }
     if rows < MR {
         dst.fill(0.0);
     }
-    for r in 0..rows {
-        let at = a.offset + (i0 + r) * a.rs + k0 * a.cs;
-        if a.cs == 1 {
-            for (p, &v) in a.data[at..at + kc].iter().enumerate() {
-                dst[p * MR + r] = v;
-            }
-        } else {
-            for p in 0..kc {
-                dst[p * MR + r] = a.data[at + p * a.cs];
-            }
+    for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
+        for (r, d) in step[..rows].iter_mut().enumerate() {
+            *d = a.data[a.offset + (i0 + r) * a.rs + (k0 + p) * a.cs];
         }
     }
 }
@@ -185,6 +212,13 @@ mod avx2 {
         // SAFETY (whole body): reads stay inside the panels (p < kc); writes
         // inside the tile, as the caller guarantees.
         unsafe {
+            // fetch the tile of C now, so its cache misses overlap the products
+            // instead of stalling the stores at the end
+            for r in 0..c.rows {
+                let row = c.ptr.add(r * c.rs);
+                _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(row.add((c.cols - 1) * c.cs) as *const i8);
+            }
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
             for p in 0..kc {
                 let b0 = _mm256_loadu_ps(bp.add(p * NR));
