@@ -15,7 +15,7 @@
 
 use qkv_tensor::{AttentionKernel, AttentionOpts, Result, Rng, Tensor, attention, attention_qkv};
 
-use super::linear::Linear;
+use super::linear::{Linear, WeightLayout};
 use super::positional::{Positions, alibi_slopes, apply_rope, rope_tables};
 use super::{Module, NamedParam};
 
@@ -100,8 +100,15 @@ impl QkvProjection {
         match self {
             QkvProjection::Fused(l) => l.forward(x),
             QkvProjection::Separate { query, key, value } => {
-                // one matmul against the three weights side by side
-                let w = Tensor::concat(&[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?], 1)?;
+                // one matmul against the three weights side by side. Weights
+                // stored out × in (as nn.Linear, BERT, ViT) are stacked as rows
+                // — a plain copy — and the product reads the stack transposed.
+                let trio = [query, key, value];
+                let w = if trio.iter().all(|l| l.layout == WeightLayout::OutIn) {
+                    Tensor::concat(&[&query.weight.value(), &key.weight.value(), &value.weight.value()], 0)?.t()?
+                } else {
+                    Tensor::concat(&[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?], 1)?
+                };
                 let y = x.matmul(&w)?;
                 match (&query.bias, &key.bias, &value.bias) {
                     (Some(bq), Some(bk), Some(bv)) => {
