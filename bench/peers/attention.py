@@ -13,7 +13,7 @@ SIZES = [512, 1024, 2048, 4096, 8192, 16384]
 args = parse(__doc__)
 
 if args.case is None or args.mode is None:
-    for t in [args.case] if args.case else SIZES:
+    for t in [int(args.case)] if args.case else SIZES:
         line = {"suite": "attention", "case": str(t), "impl": "pytorch"}
         for mode in ["fwd", "fwd-bwd"]:
             cmd = [sys.executable, __file__, "--threads", str(args.threads), "--case", str(t), "--mode", mode]
@@ -24,7 +24,7 @@ if args.case is None or args.mode is None:
         emit(line)
     sys.exit(0)
 
-t, b, h, d = args.case, 1, 8, 64
+t, b, h, d = int(args.case), 1, 8, 64
 g = torch.Generator().manual_seed(0)
 q, k, v, do = (torch.randn(b, h, t, d, generator=g) for _ in range(4))
 sdpa = torch.nn.functional.scaled_dot_product_attention

@@ -9,7 +9,7 @@ import time
 def parse(description, extra=None):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
-    p.add_argument("--case", type=int, help="run one case only")
+    p.add_argument("--case", help="run one case only: a size (gemm, attention) or a name (encoder: minilm, base, real)")
     p.add_argument("--mode", choices=["fwd", "fwd-bwd"], help="attention: one mode in this process")
     p.add_argument("--reps", type=int, help="timed repetitions (median reported)")
     if extra:

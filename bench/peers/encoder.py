@@ -26,9 +26,12 @@ def run(name, model, reps):
           "sequences_per_s": b / secs, "ms_per_batch": secs * 1e3})
 
 
+wanted = args.case.removesuffix(f"-{b}x{t}") if args.case else None
 for name, layers, c, heads, f in cases:
+    if wanted and wanted != name:
+        continue
     torch.manual_seed(0)
     cfg = BertConfig(num_hidden_layers=layers, hidden_size=c, num_attention_heads=heads, intermediate_size=f)
     run(name, BertModel(cfg).eval(), args.reps or (10 if name == "minilm" else 4))
-if args.model:
+if args.model and wanted in (None, "real"):
     run("real", BertModel.from_pretrained(args.model).eval(), args.reps or 10)

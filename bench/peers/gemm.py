@@ -4,7 +4,7 @@ import torch
 from common import emit, parse, timed
 
 args = parse(__doc__)
-for n in [args.case] if args.case else [1024, 2048]:
+for n in [int(args.case)] if args.case else [1024, 2048]:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g)
     b = torch.randn(n, n, generator=g)

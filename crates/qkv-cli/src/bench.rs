@@ -48,9 +48,10 @@ pub struct BenchArgs {
     /// Which suite to run.
     #[arg(value_enum)]
     pub suite: Suite,
-    /// Run one case only (a size, e.g. 2048); default: every case of the suite.
+    /// Run one case only: a size for gemm (e.g. 2048) and attention (e.g. 4096), a
+    /// name for encoder (minilm, base, real); default: every case of the suite.
     #[arg(long)]
-    pub case: Option<usize>,
+    pub case: Option<String>,
     /// Attention only: run one mode in this process (memory is measured per process).
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
@@ -95,8 +96,16 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(median(times))
 }
 
+/// `--case` as a size, for the suites whose cases are sizes.
+fn size_case(args: &BenchArgs) -> Result<Option<usize>> {
+    args.case
+        .as_deref()
+        .map(|c| c.parse().with_context(|| format!("--case {c:?}: this suite's cases are sizes, e.g. --case 2048")))
+        .transpose()
+}
+
 fn gemm(args: &BenchArgs) -> Result<()> {
-    let sizes = match args.case {
+    let sizes = match size_case(args)? {
         Some(n) => vec![n],
         None => vec![1024, 2048],
     };
@@ -138,10 +147,11 @@ fn reset_peak() {
 }
 
 fn attention(args: &BenchArgs) -> Result<()> {
-    let (Some(t), Some(mode)) = (args.case, args.mode) else {
+    let case = size_case(args)?;
+    let (Some(t), Some(mode)) = (case, args.mode) else {
         // Each (T, mode) in its own process, so peak memory is its own.
         let exe = std::env::current_exe().context("cannot find the qkv executable to re-run")?;
-        let sizes = args.case.map_or(ATTN_SIZES.to_vec(), |t| vec![t]);
+        let sizes = case.map_or(ATTN_SIZES.to_vec(), |t| vec![t]);
         for t in sizes {
             let mut line = json!({"suite": "attention", "case": t.to_string(), "impl": "qkv"});
             for name in ["fwd", "fwd-bwd"] {
@@ -299,11 +309,21 @@ fn train(
 /// with vocabulary 30522, batch 8 × 128 tokens, no padding.
 fn encoder(args: &BenchArgs) -> Result<()> {
     use qkv::models::bert::{Bert, BertConfig};
-    if args.case.is_some() {
-        bail!("the encoder suite has named cases; run it without --case");
+    // `--case minilm` (or its full label, `minilm-8x128`) runs that case alone
+    let wanted = args.case.as_deref().map(|c| c.strip_suffix("-8x128").unwrap_or(c));
+    if let Some(w) = wanted
+        && !["minilm", "base", "real"].contains(&w)
+    {
+        bail!("--case {w:?}: the encoder suite's cases are minilm, base and real");
+    }
+    if wanted == Some("real") && args.model.is_none() {
+        bail!("--case real times a real BERT directory: give it with --model DIR");
     }
     let cases = [("minilm", 6, 384, 12, 1536), ("base", 12, 768, 12, 3072)];
     for (name, layers, c, heads, f) in cases {
+        if wanted.is_some_and(|w| w != name) {
+            continue;
+        }
         let config = BertConfig {
             num_hidden_layers: layers,
             hidden_size: c,
@@ -316,7 +336,7 @@ fn encoder(args: &BenchArgs) -> Result<()> {
         encoder_case(name, &bert, reps)?;
     }
     // the real weights (e.g. all-MiniLM-L6-v2), when given
-    if let Some(dir) = &args.model {
+    if let Some(dir) = args.model.as_ref().filter(|_| wanted.is_none_or(|w| w == "real")) {
         let enc = qkv::models::sentence::SentenceEncoder::open(dir)?;
         encoder_case("real", &enc.bert, args.reps.unwrap_or(10))?;
     }

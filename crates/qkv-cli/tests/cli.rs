@@ -166,3 +166,11 @@ fn unknown_options_and_config_fields_are_errors() {
     assert_eq!(saved["train"]["max_steps"], 2);
     assert_eq!(saved["model"]["n_layer"], 1, "flags override the file only when given");
 }
+
+#[test]
+fn bench_cases_are_checked_before_anything_runs() {
+    fails_with(&qkv(&["bench", "encoder", "--case", "large"]), &["minilm, base and real"]);
+    fails_with(&qkv(&["bench", "encoder", "--case", "real"]), &["--model DIR"]);
+    fails_with(&qkv(&["bench", "gemm", "--case", "big"]), &["sizes", "--case 2048"]);
+    fails_with(&qkv(&["bench", "attention", "--case", "4k"]), &["sizes"]);
+}
