@@ -21,8 +21,11 @@ const MR: usize = 6;
 const NR: usize = 16;
 /// Depth of a slice of K: a 16-wide panel of B (16 KB) stays in L1.
 const KC: usize = 256;
-/// Most rows of A per task: the packed block (96 KB) stays in L2.
-const MC: usize = 96;
+/// Most rows of A per task (the packed block, 48 KB, stays in L2). Few rows
+/// also keep the tiles of C that one column panel visits on few pages, so
+/// their addresses stay in the L1 TLB: 48 rows measured ~5 % faster than 96
+/// on one thread (N up to 3072).
+const MC: usize = 48;
 
 /// Whether this CPU can run the kernel.
 pub fn available() -> bool {
