@@ -59,6 +59,7 @@ impl SendPtr {
 /// sizes, and that `a` and `b` lie inside their slices.
 pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    debug_assert!(m > 0 && k > 0 && n > 0, "matmul_raw handles empty products");
     let panels = n.div_ceil(NR);
     let mut packed_b_buf = vec![0.0f32; KC * panels * NR + 16];
     let packed_b = aligned(&mut packed_b_buf);
@@ -92,7 +93,7 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
             let (ip0, ip1) = (mb * m_panels / m_blocks, (mb + 1) * m_panels / m_blocks);
             let (i0, mc) = (ip0 * MR, (ip1 * MR).min(m) - ip0 * MR);
             let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
-            if p0 >= p1 || mc == 0 {
+            if p0 >= p1 {
                 return;
             }
             // pack A[i0..i0+mc, k0..k0+kc] into 6-row panels: kc steps of 6 values
@@ -132,6 +133,16 @@ fn aligned(buf: &mut [f32]) -> &mut [f32] {
     &mut buf[skip..]
 }
 
+/// `dst[p·W + r] = src[r][p]`: `W` contiguous runs written side by side, the
+/// order the micro-kernel reads a packed panel in.
+fn interleave<const W: usize>(dst: &mut [f32], src: [&[f32]; W]) {
+    for (p, step) in dst.chunks_exact_mut(W).enumerate() {
+        for (d, s) in step.iter_mut().zip(&src) {
+            *d = s[p];
+        }
+    }
+}
+
 /// Panel of 16 columns of `B` starting at column `j0`, rows `k0..k0+kc`:
 /// `dst[p·16 + col] = B[k0+p, j0+col]`, zeros past the last column.
 fn pack_b(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, j0: usize) {
@@ -153,12 +164,7 @@ fn pack_b(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, j0: usize) {
             let at = b.offset + (j0 + c) * b.cs + k0;
             &b.data[at..at + kc]
         };
-        let src: [&[f32]; NR] = std::array::from_fn(col);
-        for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
-            for (d, s) in row.iter_mut().zip(&src) {
-                *d = s[p];
-            }
-        }
+        interleave::<NR>(dst, std::array::from_fn(col));
     } else {
         for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
             for (c, d) in row[..cols].iter_mut().enumerate() {
@@ -178,12 +184,7 @@ fn pack_a(dst: &mut [f32], a: Mat<'_>, i0: usize, rows: usize, k0: usize, kc: us
             let at = a.offset + (i0 + r) * a.rs + k0;
             &a.data[at..at + kc]
         };
-        let src: [&[f32]; MR] = std::array::from_fn(row);
-        for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
-            for (d, s) in step.iter_mut().zip(&src) {
-                *d = s[p];
-            }
-        }
+        interleave::<MR>(dst, std::array::from_fn(row));
         return;
     }
     if rows < MR {
