@@ -27,6 +27,7 @@
 
 use rayon::prelude::*;
 
+use super::SharedMut;
 use super::tile::TileProduct;
 use crate::simd;
 
@@ -233,20 +234,6 @@ pub fn attention_backward_naive(
 // ------------------------------------------------------------------ flash
 
 /// A raw pointer that parallel tasks share; each writes its own elements.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tasks write disjoint elements (documented at each use).
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// Taking `self` whole makes closures capture the `Send` wrapper, not the raw field.
-    #[inline]
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Apply masking/bias to a tile of scores `s` (`br × bc`, row stride `bc`)
 /// for query rows `i0..` and keys `j0..`. Returns quickly when nothing applies.
 #[allow(clippy::too_many_arguments)]
@@ -345,7 +332,7 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
     let mut lse = crate::pool::take(bn * hn * tq);
     let block = block_rows(tq);
     let nq = tq.div_ceil(block);
-    let (out_ptr, lse_ptr) = (Shared(out.as_mut_ptr()), Shared(lse.as_mut_ptr()));
+    let (out_ptr, lse_ptr) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
     (0..bn * hn * nq).into_par_iter().for_each(move |task| {
         let (b, h, qb) = (task / (hn * nq), task / nq % hn, task % nq);
         let i0 = qb * block;
@@ -445,9 +432,9 @@ pub fn attention_flash_backward(
     let mut dk = crate::pool::take(bn * tk * hn * d);
     let mut dv = crate::pool::take(bn * tk * hn * d);
     let grads = GradsOut {
-        dq: Shared(dq.as_mut_ptr()),
-        dk: Shared(dk.as_mut_ptr()),
-        dv: Shared(dv.as_mut_ptr()),
+        dq: SharedMut(dq.as_mut_ptr()),
+        dk: SharedMut(dk.as_mut_ptr()),
+        dv: SharedMut(dv.as_mut_ptr()),
         q_rs: hn * d,
         kv_rs: hn * d,
     };
@@ -479,7 +466,13 @@ pub fn attention_flash_backward_packed(
     let base = g.as_mut_ptr();
     // SAFETY: offsets c and 2c stay inside each 3c-wide row of `g`.
     let grads = unsafe {
-        GradsOut { dq: Shared(base), dk: Shared(base.add(c)), dv: Shared(base.add(2 * c)), q_rs: 3 * c, kv_rs: 3 * c }
+        GradsOut {
+            dq: SharedMut(base),
+            dk: SharedMut(base.add(c)),
+            dv: SharedMut(base.add(2 * c)),
+            q_rs: 3 * c,
+            kv_rs: 3 * c,
+        }
     };
     // SAFETY: rows of 3c, of which each of dq/dk/dv owns its c columns; dq zeroed.
     unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
@@ -489,9 +482,9 @@ pub fn attention_flash_backward_packed(
 /// Where the backward pass writes: element `(b, t, h, x)` of dq at
 /// `dq + (b·Tq + t)·q_rs + h·D + x`, of dk and dv likewise with `kv_rs`.
 struct GradsOut {
-    dq: Shared,
-    dk: Shared,
-    dv: Shared,
+    dq: SharedMut,
+    dk: SharedMut,
+    dv: SharedMut,
     q_rs: usize,
     kv_rs: usize,
 }

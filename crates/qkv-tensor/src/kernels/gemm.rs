@@ -19,6 +19,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::SharedMut;
+
 /// Which crate multiplies matrices in this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -256,7 +258,7 @@ pub unsafe fn matmul_raw_with(
             let split_rows = m >= n;
             let len = if split_rows { m } else { n };
             let band = len.div_ceil(parts);
-            let (cp, ap, bp) = (SendPtr(c.ptr), SendConst(a.data.as_ptr()), SendConst(b.data.as_ptr()));
+            let cp = SharedMut(c.ptr);
             let run = move |i: usize| {
                 let start = i * band;
                 if start >= len {
@@ -271,7 +273,7 @@ pub unsafe fn matmul_raw_with(
                 };
                 // SAFETY: views checked above; each task writes its own band of C.
                 unsafe {
-                    let ci = RawMatMut { ptr: cp.get().add(c_off), rows: mi, cols: ni, ..c };
+                    let ci = RawMatMut { ptr: cp.ptr().add(c_off), rows: mi, cols: ni, ..c };
                     if backend == Backend::Packed {
                         // `available()` was checked when choosing it
                         let ai = Mat { rows: mi, offset: a_off, ..a };
@@ -283,10 +285,10 @@ pub unsafe fn matmul_raw_with(
                             k,
                             ni,
                             s,
-                            ap.get().add(a_off),
+                            a.data.as_ptr().add(a_off),
                             a.rs as isize,
                             a.cs as isize,
-                            bp.get().add(b_off),
+                            b.data.as_ptr().add(b_off),
                             b.rs as isize,
                             b.cs as isize,
                             if accumulate { 1.0 } else { 0.0 },
@@ -303,29 +305,6 @@ pub unsafe fn matmul_raw_with(
                 (0..parts).into_par_iter().for_each(run);
             }
         }
-    }
-}
-
-/// Raw pointers that parallel tasks share (each touches its own band).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-#[derive(Clone, Copy)]
-struct SendConst(*const f32);
-// SAFETY: only used for disjoint bands of C and read-only A and B.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendConst {}
-unsafe impl Sync for SendConst {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-impl SendConst {
-    fn get(self) -> *const f32 {
-        self.0
     }
 }
 

@@ -15,6 +15,7 @@
 
 use rayon::prelude::*;
 
+use super::SharedMut;
 use super::gemm::{Mat, RawMatMut};
 
 const MR: usize = 6;
@@ -39,19 +40,6 @@ pub fn available() -> bool {
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint tiles of C through it.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// A method, so closures capture the whole (Send) wrapper, not its raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `C (+)= s·A·B`.
 ///
 /// # Safety
@@ -63,7 +51,7 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
     let panels = n.div_ceil(NR);
     let mut packed_b_buf = vec![0.0f32; KC * panels * NR + 16];
     let packed_b = aligned(&mut packed_b_buf);
-    let cp = SendPtr(c.ptr);
+    let cp = SharedMut(c.ptr);
     // slices of K as even as possible (384 = 2 × 192, not 256 + 128)
     let slice = k.div_ceil(k.div_ceil(KC).max(1)).max(1);
     for k0 in (0..k).step_by(slice) {
@@ -111,7 +99,7 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
                     let (i, mr) = (i0 + ip * MR, MR.min(mc - ip * MR));
                     // SAFETY: the tile (i..i+mr, j..j+nr) lies in C and belongs to this task alone.
                     unsafe {
-                        let tile = RawMatMut { ptr: cp.get().add(i * c.rs + j * c.cs), rows: mr, cols: nr, ..c };
+                        let tile = RawMatMut { ptr: cp.ptr().add(i * c.rs + j * c.cs), rows: mr, cols: nr, ..c };
                         avx2::tile(tile, apanel, bpanel, kc, s, add);
                     }
                 }

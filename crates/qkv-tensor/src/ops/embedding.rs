@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::SharedMut;
 use crate::tensor::Tensor;
 
 /// Rows of `table` (`[V, C]`) for each id; `ids_shape` is the shape of the ids
@@ -35,7 +36,7 @@ pub fn embedding(table: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Ten
         // Each task owns a band of columns, so no two tasks write the same element.
         let band = c.div_ceil(rayon::current_num_threads()).max(16).min(c.max(1));
         let bands: Vec<(usize, usize)> = (0..c).step_by(band).map(|s| (s, (s + band).min(c))).collect();
-        let dw_ptr = SharedPtr(dw.as_mut_ptr());
+        let dw_ptr = SharedMut(dw.as_mut_ptr());
         bands.par_iter().for_each(|&(s, e)| {
             let p = dw_ptr;
             for (pos, &id) in ids.iter().enumerate() {
@@ -47,16 +48,4 @@ pub fn embedding(table: &Tensor, ids: &[u32], ids_shape: &[usize]) -> Result<Ten
         });
         Ok(vec![Some(Tensor::from_vec(dw, &[v, c])?)])
     }))
-}
-
-#[derive(Clone, Copy)]
-struct SharedPtr(*mut f32);
-// SAFETY: used only for disjoint column bands (see above).
-unsafe impl Send for SharedPtr {}
-unsafe impl Sync for SharedPtr {}
-
-impl SharedPtr {
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
