@@ -428,7 +428,7 @@ pub fn attention_flash_backward(
     scale: f32,
 ) -> AttnGrads {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
-    let mut dq = crate::pool::take_zeroed(bn * tq * hn * d);
+    let mut dq = crate::pool::take(bn * tq * hn * d);
     let mut dk = crate::pool::take(bn * tk * hn * d);
     let mut dv = crate::pool::take(bn * tk * hn * d);
     let grads = GradsOut {
@@ -439,7 +439,7 @@ pub fn attention_flash_backward(
         kv_rs: hn * d,
     };
     // SAFETY: the three buffers have exactly the [B, T, H, D] sizes that the
-    // row strides describe, and dq is zeroed.
+    // row strides describe.
     unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
     AttnGrads { dq, dk, dv }
 }
@@ -462,7 +462,7 @@ pub fn attention_flash_backward_packed(
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
     assert_eq!(tq, tk, "packed QKV means self-attention");
     let c = hn * d;
-    let mut g = crate::pool::take_zeroed(bn * tq * 3 * c);
+    let mut g = crate::pool::take(bn * tq * 3 * c);
     let base = g.as_mut_ptr();
     // SAFETY: offsets c and 2c stay inside each 3c-wide row of `g`.
     let grads = unsafe {
@@ -474,7 +474,7 @@ pub fn attention_flash_backward_packed(
             kv_rs: 3 * c,
         }
     };
-    // SAFETY: rows of 3c, of which each of dq/dk/dv owns its c columns; dq zeroed.
+    // SAFETY: rows of 3c, of which each of dq/dk/dv owns its c columns.
     unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
     g
 }
@@ -490,8 +490,8 @@ struct GradsOut {
 }
 
 /// # Safety
-/// `grads` must point at buffers large enough for its strides, with the dq
-/// elements zeroed, and not otherwise in use during the call.
+/// `grads` must point at buffers large enough for its strides, not otherwise
+/// in use during the call. Every element of dq, dk and dv is written.
 #[allow(clippy::too_many_arguments)]
 unsafe fn flash_backward(
     q: &Heads,
@@ -528,6 +528,10 @@ unsafe fn flash_backward(
         let mut vt = vec![0.0f32; d * block];
         let mut dkb = vec![0.0f32; block * d];
         let mut dvb = vec![0.0f32; block * d];
+        // dQ of this head, contiguous `[Tq, D]`, copied out once at the end:
+        // the rows of `dq` itself lie `q_rs` floats apart (2 KiB and more), so
+        // a tile of them crowds into a few L1 sets on every accumulation.
+        let mut dqh = crate::pool::take_zeroed(tq * d);
         let mut j0 = 0;
         while j0 < tk {
             let bc = block.min(tk - j0);
@@ -580,12 +584,12 @@ unsafe fn flash_backward(
                         }
                     },
                 );
-                // dQ_i += scale · dS · K_j, straight into dq[b, i0.., h, :]
-                let t =
-                    TileProduct { m: br, n: d, k: bc, ar: bc, ac: 1, ldb: k_st, ldc: q_rs, s: scale, accumulate: true };
-                // SAFETY: only task (b, h) touches head h of batch b in dq; the
-                // rows i0..i0+br of that head lie inside dq.
-                unsafe { t.run_raw(dq_ptr.ptr().add((b * tq + i0) * q_rs + h * d), ds, kj) };
+                // dQ_i += scale · dS · K_j
+                TileProduct { m: br, n: d, k: bc, ar: bc, ac: 1, ldb: k_st, ldc: d, s: scale, accumulate: true }.run(
+                    &mut dqh[i0 * d..(i0 + br) * d],
+                    ds,
+                    kj,
+                );
                 // dK_j += scale · dSᵀ · Q_i
                 TileProduct { m: bc, n: d, k: br, ar: 1, ac: bc, ldb: q_st, ldc: d, s: scale, accumulate: true }.run(
                     &mut dkb[..bc * d],
@@ -604,6 +608,14 @@ unsafe fn flash_backward(
             }
             j0 += bc;
         }
+        // SAFETY: only task (b, h) touches head h of batch b in dq; row i of
+        // that head lies inside dq by the caller's contract.
+        unsafe {
+            for (i, row) in dqh.chunks_exact(d).enumerate() {
+                std::ptr::copy_nonoverlapping(row.as_ptr(), dq_ptr.ptr().add((b * tq + i) * q_rs + h * d), d);
+            }
+        }
+        crate::pool::give(dqh);
     });
 }
 
