@@ -6,6 +6,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod gemm;
 pub mod gemv;
+pub mod gemv_f16;
 pub mod norm;
 pub mod packed;
 pub mod softmax;
