@@ -408,37 +408,49 @@ fn infer_gpt2(args: &BenchArgs) -> Result<()> {
         dropout: 0.0,
         tie_embeddings: true,
     };
-    let model = Gpt::new(config, 0)?;
+    let mut model = Gpt::new(config, 0)?;
     let mut rng = Rng::new(1);
     let prompt: Vec<u32> = (0..32).map(|_| rng.below(50257) as u32).collect();
     let new = 128;
     let greedy = Sampling { greedy: true, ..Sampling::default() };
     let reps = args.reps.unwrap_or(3);
-    let mut first = None;
-    let secs = time(reps, || {
-        let t0 = Instant::now();
-        let mut n = 0;
-        generate(&model, &prompt, new, &greedy, |_| {
-            n += 1;
-            if n == 1 {
-                first = Some(t0.elapsed().as_secs_f64());
-            }
-            Ok(true)
+    // (seconds for the prompt and all new tokens, seconds to the first new token)
+    let run = |model: &Gpt| -> Result<(f64, f64)> {
+        let mut first = None;
+        let secs = time(reps, || {
+            let t0 = Instant::now();
+            let mut n = 0;
+            generate(model, &prompt, new, &greedy, |_| {
+                n += 1;
+                if n == 1 {
+                    first = Some(t0.elapsed().as_secs_f64());
+                }
+                Ok(true)
+            })?;
+            Ok(())
         })?;
-        Ok(())
-    })?;
-    let prefill = first.unwrap_or(0.0);
+        Ok((secs, first.unwrap_or(0.0)))
+    };
+    let (secs, prefill) = run(&model)?;
     // per new token every weight is read once (the tied head is the embedding);
     // the position table is read one row at a time
     let weight_bytes = (model.num_params() - 1024 * 768) as f64 * 4.0;
     let bw = read_bandwidth();
     let bound = bw / weight_bytes;
     let decode = (new - 1) as f64 / (secs - prefill);
+    // the same with 16-bit copies of the weights (`qkv generate --f16-weights`):
+    // qkv only, as f32 is PyTorch's fastest CPU setting (its f16 and bf16
+    // generation ran ~6x slower than its f32 here)
+    model.keep_f16_copies()?;
+    let (secs16, prefill16) = run(&model)?;
+    let decode16 = (new - 1) as f64 / (secs16 - prefill16);
     emit(json!({
         "suite": "infer-gpt2", "case": "124M-32+128", "impl": "qkv", "threads": qkv_tensor::num_threads(),
         "tokens_per_s": new as f64 / secs, "decode_tokens_per_s": decode, "ms_prefill": prefill * 1e3,
         "weight_mb": weight_bytes / 1e6, "read_gb_per_s": bw / 1e9, "bound_tokens_per_s": bound,
         "fraction_of_bound": decode / bound,
+        "f16_tokens_per_s": new as f64 / secs16, "f16_decode_tokens_per_s": decode16,
+        "f16_fraction_of_bound": decode16 / (2.0 * bound),
     }));
     Ok(())
 }

@@ -37,12 +37,16 @@ fn exported_gpt_generates_and_scores_exactly_as_its_run() {
     assert_eq!(config["n_positions"], 16);
     assert!(config["eos_token_id"].is_null(), "a character vocabulary has no <|endoftext|>");
     // the exported directory is a model qkv runs: same greedy text, same loss
-    let greedy = |m: &str| {
-        let o = qkv(&["generate", "--model", m, "--prompt", "to be", "--greedy", "--max-new-tokens", "40"]);
+    let greedy = |m: &str, extra: &[&str]| {
+        let mut args = vec!["generate", "--model", m, "--prompt", "to be", "--greedy", "--max-new-tokens", "40"];
+        args.extend(extra);
+        let o = qkv(&args);
         ok(&o);
         o.stdout
     };
-    assert_eq!(greedy(run_s), greedy(out_s), "greedy continuations differ");
+    assert_eq!(greedy(run_s, &[]), greedy(out_s, &[]), "greedy continuations differ");
+    // 16-bit weights for the generated tokens: the same text here (the logits move ~1e-4)
+    assert_eq!(greedy(out_s, &[]), greedy(out_s, &["--f16-weights"]), "--f16-weights changed the greedy text");
     let loss = |m: &str| {
         let o = qkv(&["eval", "--model", m, "--data", data.to_str().unwrap(), "--json"]);
         ok(&o);

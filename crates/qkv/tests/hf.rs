@@ -46,6 +46,36 @@ fn gpt2_logits_and_greedy_continuations_match_transformers() {
 }
 
 #[test]
+fn gpt2_with_f16_weights_decodes_close_to_transformers() {
+    for name in ["gpt2-3heads", "gpt2-odd", "gpt2-untied"] {
+        let r = reference(name);
+        let mut model = gpt2_hf::load(&dir(name)).unwrap();
+        let (_, t) = r.tensors["ids"].dims2().unwrap();
+        let ids = ids_of(&r.tensors["ids"]);
+        let want = r.tensors["logits"].narrow(0, 0, 1).unwrap().reshape(&[t, model.config.vocab_size]).unwrap();
+        // training and full passes keep using the f32 weights, bit for bit
+        let before = model.forward(&ids[..t], 1, t, &Dropout::default()).unwrap();
+        model.keep_f16_copies().unwrap();
+        let after = model.forward(&ids[..t], 1, t, &Dropout::default()).unwrap();
+        assert_eq!(before.to_vec(), after.to_vec(), "{name}: a pass with gradients must not read the f16 copies");
+        // one token at a time through the cache: every product reads f16 weights
+        let mut caches = model.new_caches(1);
+        let mut worst = 0.0f32;
+        for pos in 0..t {
+            let got = no_grad(|| model.next_logits(&ids[pos..pos + 1], 1, 1, &mut caches)).unwrap();
+            let d = max_abs(&got.reshape(&[1, model.config.vocab_size]).unwrap(), &want.narrow(0, pos, 1).unwrap());
+            worst = worst.max(d);
+        }
+        // f16 rounding (2^-11 relative per weight) moves the logits, but only a little
+        assert!(worst > 0.0 && worst < 2e-3, "{name}: f16 logits differ by {worst}");
+        let greedy = Sampling { greedy: true, ..Default::default() };
+        let expected = ids_of(&r.tensors["greedy"]);
+        let ours = generate(&model, &ids_of(&r.tensors["prompt"]), expected.len(), &greedy, |_| Ok(true)).unwrap();
+        assert_eq!(ours, expected, "{name}: greedy continuation with f16 weights");
+    }
+}
+
+#[test]
 fn gpt2_round_trip_through_export() {
     let model = gpt2_hf::load(&dir("gpt2-odd")).unwrap();
     let out = std::env::temp_dir().join(format!("qkv-export-{}", std::process::id()));

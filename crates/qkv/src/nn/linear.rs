@@ -1,6 +1,6 @@
 //! A projection: `y = x · W + b`.
 
-use qkv_tensor::{Param, Result, Rng, Tensor};
+use qkv_tensor::{F16Matrix, Param, Result, Rng, Tensor, is_grad_enabled};
 
 use super::{Module, NamedParam};
 
@@ -22,6 +22,10 @@ pub struct Linear {
     pub weight: Param,
     pub bias: Option<Param>,
     pub layout: WeightLayout,
+    /// A 16-bit copy of `weight` for generation ([`Linear::keep_f16_copy`]);
+    /// used for one-row inputs without gradients. Not a parameter: training
+    /// and saving see only `weight`.
+    pub f16: Option<F16Matrix>,
 }
 
 impl Linear {
@@ -31,6 +35,7 @@ impl Linear {
             weight: Param::new(Tensor::randn(&[d_in, d_out], std, rng)),
             bias: bias.then(|| Param::new(Tensor::zeros(&[d_out]))),
             layout: WeightLayout::InOut,
+            f16: None,
         }
     }
 
@@ -40,6 +45,7 @@ impl Linear {
             weight: Param::new(Tensor::randn(&[d_out, d_in], std, rng)),
             bias: bias.then(|| Param::new(Tensor::zeros(&[d_out]))),
             layout: WeightLayout::OutIn,
+            f16: None,
         }
     }
 
@@ -68,8 +74,22 @@ impl Linear {
 
     /// # Shapes
     /// x `[.., in]` → `[.., out]`
+    /// Keep a 16-bit copy of the weight, which one-row products without
+    /// gradients (generating a token) then read instead: half the bytes per
+    /// token, each weight rounded to f16 (relative error ≤ 2⁻¹¹).
+    pub fn keep_f16_copy(&mut self) -> Result<()> {
+        self.f16 = Some(F16Matrix::from_tensor(&self.weight.value())?);
+        Ok(())
+    }
+
+    /// # Shapes
+    /// x `[.., d_in]` → `[.., d_out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.w_in_out()?)?;
+        let one_row = x.numel() == self.d_in();
+        let y = match &self.f16 {
+            Some(w) if one_row && !is_grad_enabled() => x.matmul_f16(w, self.layout == WeightLayout::OutIn)?,
+            _ => x.matmul(&self.w_in_out()?)?,
+        };
         match &self.bias {
             Some(b) => y.add(&b.value()),
             None => Ok(y),
