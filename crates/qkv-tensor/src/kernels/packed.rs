@@ -175,6 +175,15 @@ fn pack_a(dst: &mut [f32], a: Mat<'_>, i0: usize, rows: usize, k0: usize, kc: us
         interleave::<MR>(dst, std::array::from_fn(row));
         return;
     }
+    if a.rs == 1 && rows == MR {
+        // columns are contiguous (A = Xᵀ in a weight gradient): the 6 values
+        // of one step are side by side already
+        for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
+            let at = a.offset + i0 + (k0 + p) * a.cs;
+            step.copy_from_slice(&a.data[at..at + MR]);
+        }
+        return;
+    }
     if rows < MR {
         dst.fill(0.0);
     }
