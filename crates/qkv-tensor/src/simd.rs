@@ -56,8 +56,32 @@ pub fn instruction_set() -> &'static str {
 /// (so masked scores, set to -inf, vanish), +inf above 88.7. (Cephes `expf`.)
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    let y = exp_core(x.clamp(-87.0, 88.0));
+    if x < -87.3 {
+        0.0
+    } else if x > 88.7 {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+/// [`exp`] for arguments that cannot overflow — a value minus the maximum it
+/// was taken from, as in every softmax (x ≤ 0, up to rounding; any x ≤ 88
+/// works). Same accuracy above -87; 0 for -inf and below -87.7; NaN stays
+/// NaN. Cheaper than [`exp`], which matters in attention's innermost loop:
+/// one `max` replaces the clamp and both range tests, because at x = -88 the
+/// power of two built from the exponent bits is exactly 0.0 (n = -127).
+#[inline(always)]
+pub fn exp_shifted(x: f32) -> f32 {
+    // `x < -88 ? -88 : x` keeps a NaN (one vmaxps with this operand order)
+    exp_core(if x < -88.0 { -88.0 } else { x })
+}
+
+/// e^x for x in [-87, 88] (no range handling).
+#[inline(always)]
+fn exp_core(xc: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let xc = x.clamp(-87.0, 88.0);
     let t = xc * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     let r = n.mul_add(-1.428_606_8e-6, n.mul_add(-0.693_145_75, xc));
@@ -70,14 +94,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p.mul_add(r * r, r) + 1.0;
     // 2^n built from its exponent bits; n sits in the low mantissa bits of t.
     let pow2 = f32::from_bits(((t.to_bits() as i32 - 0x4B40_0000 + 127) << 23) as u32);
-    let y = p * pow2;
-    if x < -87.3 {
-        0.0
-    } else if x > 88.7 {
-        f32::INFINITY
-    } else {
-        y
-    }
+    p * pow2
 }
 
 /// The error function, absolute error below 3e-7, used by exact GELU.
@@ -204,6 +221,23 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(-1000.0), 0.0);
         assert_eq!(exp(1000.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn exp_shifted_matches_std_where_softmax_calls_it() {
+        for x in grid().map(|x| x * 4.0).filter(|&x| x <= 80.0) {
+            let (a, b) = (exp_shifted(x), x.exp());
+            assert!(((a - b) / b).abs() < 3e-7, "exp_shifted({x}) = {a}, std {b}");
+        }
+        assert_eq!(exp_shifted(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_shifted(-1000.0), 0.0);
+        assert_eq!(exp_shifted(-88.0), 0.0);
+        // between -87 and -88: tiny, never negative, never NaN
+        for x in [-87.1f32, -87.5, -87.9] {
+            let y = exp_shifted(x);
+            assert!((0.0..2e-38).contains(&y), "exp_shifted({x}) = {y}");
+        }
+        assert!(exp_shifted(f32::NAN).is_nan());
     }
 
     #[test]

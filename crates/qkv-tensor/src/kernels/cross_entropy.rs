@@ -39,10 +39,10 @@ pub fn cross_entropy_forward(logits: &[f32], v: usize, targets: &[u32], ignore: 
                     let rest = chunks.remainder();
                     for c in chunks {
                         for i in 0..8 {
-                            acc[i] += simd::exp(c[i] - m);
+                            acc[i] += simd::exp_shifted(c[i] - m);
                         }
                     }
-                    let s = simd::sum(&acc) + rest.iter().map(|&x| simd::exp(x - m)).sum::<f32>();
+                    let s = simd::sum(&acc) + rest.iter().map(|&x| simd::exp_shifted(x - m)).sum::<f32>();
                     m + s.ln()
                 },
             )
@@ -79,7 +79,7 @@ pub fn cross_entropy_backward(
         }
         let l = lse[r];
         for (d, &z) in dz.iter_mut().zip(z) {
-            *d = simd::exp(z - l) * scale;
+            *d = simd::exp_shifted(z - l) * scale;
         }
         dz[t as usize] -= scale;
     });

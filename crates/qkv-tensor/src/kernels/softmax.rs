@@ -16,7 +16,7 @@ pub fn softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
             return;
         }
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = simd::exp(x - m);
+            *y = simd::exp_shifted(x - m);
         }
         let inv = 1.0 / simd::sum(y);
         for y in y.iter_mut() {
@@ -50,7 +50,7 @@ pub fn log_softmax_rows(x: &[f32], n: usize) -> Vec<f32> {
             return;
         }
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = simd::exp(x - m);
+            *y = simd::exp_shifted(x - m);
         }
         let lse = m + simd::sum(y).ln();
         for (y, &x) in y.iter_mut().zip(x) {
@@ -68,7 +68,7 @@ pub fn log_softmax_rows_backward(y: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
         let (y, dy) = yd.split_at(n);
         let s = simd::sum(dy);
         for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-            *dx = dy - simd::exp(y) * s;
+            *dx = dy - simd::exp_shifted(y) * s;
         }
     });
     dx
