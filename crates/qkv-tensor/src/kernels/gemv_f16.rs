@@ -61,9 +61,10 @@ fn rows_axpy(x: &[f32], w: &[f16], k: usize, n: usize, threads: usize) -> Vec<f3
         return partial(0);
     }
     let parts: Vec<Vec<f32>> = starts.into_par_iter().map(partial).collect();
-    let mut y = parts[0].clone();
-    for p in &parts[1..] {
-        y.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    let mut parts = parts.into_iter();
+    let mut y = parts.next().expect("two or more bands");
+    for p in parts {
+        y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
     }
     y
 }

@@ -70,9 +70,10 @@ impl Tensor {
             ));
         }
         let x = self.data();
-        let mut out = Vec::with_capacity(x.len() / k.max(1) * n);
+        let rows: usize = self.shape()[..r - 1].iter().product();
+        let mut out = Vec::with_capacity(rows * n);
         if k == 0 {
-            out.resize(self.numel() / self.shape()[r - 1].max(1) * n, 0.0);
+            out.resize(rows * n, 0.0); // empty sums
         } else {
             for row in x.chunks_exact(k) {
                 out.extend(gemv_f16(row, &w.data, k, n, transposed, true));
@@ -120,6 +121,10 @@ mod tests {
         let e = no_grad(|| x.matmul_f16(&w, true)).unwrap_err().to_string();
         assert!(e.contains("K = 3, read transposed"), "{e}");
         assert!(F16Matrix::from_tensor(&Tensor::ones(&[4])).is_err());
+        // K = 0: every output is an empty sum
+        let empty = F16Matrix::from_tensor(&Tensor::zeros(&[0, 2])).unwrap();
+        let y = no_grad(|| Tensor::zeros(&[3, 0]).matmul_f16(&empty, false)).unwrap();
+        assert_eq!((y.shape(), y.to_vec()), (&[3, 2][..], vec![0.0; 6]));
         let e = F16Matrix::from_tensor(&Tensor::full(&[1, 2], 1e6)).unwrap_err().to_string();
         assert!(e.contains("range"), "{e}");
     }
