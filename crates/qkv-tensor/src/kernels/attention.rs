@@ -377,22 +377,20 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
                     m_new.copy_from_slice(&m);
                     for row in st.chunks_exact(br) {
                         for (mn, &x) in m_new.iter_mut().zip(row) {
-                            // always store (a conditional store becomes a slow masked store);
-                            // a plain compare is one vmaxps (f32::max adds NaN handling; a NaN
-                            // score still reaches the output through exp)
-                            *mn = if x > *mn { x } else { *mn };
+                            // always store (a conditional store becomes a slow masked store)
+                            *mn = mn.max(x);
                         }
                     }
                     // a query that sees nothing yet keeps m = -inf; exp against 0 then gives 0, not NaN
                     for ((mn, a), &mo) in m_new.iter_mut().zip(alpha.iter_mut()).zip(m.iter()) {
                         let safe = if *mn == f32::NEG_INFINITY { 0.0 } else { *mn };
-                        *a = simd::exp_shifted(mo - safe);
+                        *a = simd::exp(mo - safe);
                         *mn = safe;
                     }
                     tile_sum.fill(0.0);
                     for row in st.chunks_exact_mut(br) {
                         for ((x, &mn), s) in row.iter_mut().zip(m_new.iter()).zip(tile_sum.iter_mut()) {
-                            *x = simd::exp_shifted(*x - mn);
+                            *x = simd::exp(*x - mn);
                             *s += *x;
                         }
                     }
