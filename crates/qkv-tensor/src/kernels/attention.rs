@@ -56,8 +56,7 @@ pub fn block_rows(t: usize) -> usize {
 /// T = 16384 its 4 MiB per thread would lift peak memory above PyTorch's.
 const DQ_BUFFER_MAX: usize = 1 << 19;
 
-/// Whether the backward pass accumulates dQ in place (see [`DQ_BUFFER_MAX`]);
-/// dQ must then start zeroed.
+/// Whether the backward pass accumulates dQ in place (see [`DQ_BUFFER_MAX`]).
 fn dq_in_place(tq: usize, d: usize) -> bool {
     tq * d > DQ_BUFFER_MAX
 }
@@ -442,9 +441,7 @@ pub fn attention_flash_backward(
     scale: f32,
 ) -> AttnGrads {
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
-    let in_place = dq_in_place(tq, d);
-    let mut dq =
-        if in_place { crate::pool::take_zeroed(bn * tq * hn * d) } else { crate::pool::take(bn * tq * hn * d) };
+    let mut dq = crate::pool::take(bn * tq * hn * d);
     let mut dk = crate::pool::take(bn * tk * hn * d);
     let mut dv = crate::pool::take(bn * tk * hn * d);
     let grads = GradsOut {
@@ -453,10 +450,10 @@ pub fn attention_flash_backward(
         dv: SharedMut(dv.as_mut_ptr()),
         q_rs: hn * d,
         kv_rs: hn * d,
-        dq_in_place: in_place,
+        dq_in_place: dq_in_place(tq, d),
     };
     // SAFETY: the three buffers have exactly the [B, T, H, D] sizes that the
-    // row strides describe; dq is zeroed when it is accumulated in place.
+    // row strides describe.
     unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
     AttnGrads { dq, dk, dv }
 }
@@ -479,8 +476,7 @@ pub fn attention_flash_backward_packed(
     let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
     assert_eq!(tq, tk, "packed QKV means self-attention");
     let c = hn * d;
-    let in_place = dq_in_place(tq, d);
-    let mut g = if in_place { crate::pool::take_zeroed(bn * tq * 3 * c) } else { crate::pool::take(bn * tq * 3 * c) };
+    let mut g = crate::pool::take(bn * tq * 3 * c);
     let base = g.as_mut_ptr();
     // SAFETY: offsets c and 2c stay inside each 3c-wide row of `g`.
     let grads = unsafe {
@@ -490,11 +486,10 @@ pub fn attention_flash_backward_packed(
             dv: SharedMut(base.add(2 * c)),
             q_rs: 3 * c,
             kv_rs: 3 * c,
-            dq_in_place: in_place,
+            dq_in_place: dq_in_place(tq, d),
         }
     };
-    // SAFETY: rows of 3c, of which each of dq/dk/dv owns its c columns; zeroed
-    // when dq is accumulated in place.
+    // SAFETY: rows of 3c, of which each of dq/dk/dv owns its c columns.
     unsafe { flash_backward(q, k, v, out, lse, dout, mask, scale, grads) };
     g
 }
@@ -507,14 +502,14 @@ struct GradsOut {
     dv: SharedMut,
     q_rs: usize,
     kv_rs: usize,
-    /// Accumulate dQ straight into `dq` (zeroed) instead of a per-head buffer.
+    /// Accumulate dQ straight into `dq` instead of a per-head buffer.
     dq_in_place: bool,
 }
 
 /// # Safety
 /// `grads` must point at buffers large enough for its strides, not otherwise
-/// in use during the call, with dq zeroed when `grads.dq_in_place`. Every element
-/// of dq, dk and dv is written.
+/// in use during the call. Every element of dq, dk and dv is written (none
+/// needs zeroing first).
 #[allow(clippy::too_many_arguments)]
 unsafe fn flash_backward(
     q: &Heads,
@@ -554,6 +549,15 @@ unsafe fn flash_backward(
         // dQ of this head, contiguous `[Tq, D]`, copied out once at the end
         // (empty when dQ is accumulated in place: see DQ_BUFFER_MAX)
         let mut dqh = if in_place { Vec::new() } else { crate::pool::take_zeroed(tq * d) };
+        if in_place {
+            // SAFETY: only task (b, h) touches head h of batch b in dq; its
+            // rows lie inside dq by the caller's contract.
+            unsafe {
+                for i in 0..tq {
+                    std::ptr::write_bytes(dq_ptr.ptr().add((b * tq + i) * q_rs + h * d), 0, d);
+                }
+            }
+        }
         let mut j0 = 0;
         while j0 < tk {
             let bc = block.min(tk - j0);
@@ -694,8 +698,9 @@ mod tests {
         close(&gf.dq, &gn.dq, "dq");
         close(&gf.dk, &gn.dk, "dk");
         close(&gf.dv, &gn.dv, "dv");
-        // dQ accumulated in place (what sequences past DQ_BUFFER_MAX take)
-        let mut dq = vec![0.0f32; b * tq * h * d];
+        // dQ accumulated in place (what sequences past DQ_BUFFER_MAX take),
+        // into a buffer holding stale values: the kernel zeroes what it adds to
+        let mut dq = vec![f32::NAN; b * tq * h * d];
         let (mut dk, mut dv) = (vec![0.0f32; b * tk * h * d], vec![0.0f32; b * tk * h * d]);
         let grads = GradsOut {
             dq: SharedMut(dq.as_mut_ptr()),
@@ -705,7 +710,7 @@ mod tests {
             kv_rs: h * d,
             dq_in_place: true,
         };
-        // SAFETY: [B, T, H, D] buffers for those strides, dq zeroed.
+        // SAFETY: [B, T, H, D] buffers for those strides.
         unsafe { flash_backward(&q, &k, &v, &flash.out, &flash.lse, &dout, &mask, scale, grads) };
         close(&dq, &gn.dq, "dq in place");
         close(&dk, &gn.dk, "dk (dq in place)");
