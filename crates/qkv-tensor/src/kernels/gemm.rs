@@ -5,15 +5,20 @@
 //! [`matmul_naive`] is the obviously-correct triple loop the fast path is
 //! tested against.
 //!
-//! The fast path calls a GEMM crate — cache blocking, packing and SIMD
-//! micro-kernels are their craft — chosen once per process ([`Backend`]):
+//! The fast path is chosen once per process ([`Backend`]):
 //!
 //! - `gemm` on CPUs with AVX-512 (its AVX-512 kernels are the fastest we measured there);
-//! - `matrixmultiply` elsewhere: on an AVX2 EPYC it ran 1024³–2048³ about 10 %
-//!   faster than `gemm`'s AVX2 kernels, on par with MKL. It runs one thread
-//!   per call, so the rows (or columns) of `C` are split across the rayon pool.
+//! - on AVX2+FMA CPUs, qkv's own blocked GEMM ([`super::packed`]) where it
+//!   measured faster than `matrixmultiply` — A with contiguous rows, K ≥ 128
+//!   and N ≥ 512: 1024³ and 2048³ 3–13 % ahead, the encoder's and GPT's
+//!   widening projections (N = 3C, 4C) 4–24 %, in alternating runs on a 2-core
+//!   EPYC — and `matrixmultiply` elsewhere: with a transposed A (weight
+//!   gradients Xᵀ·dY), N ≤ 384 or a thin K it was level or up to 10 % ahead;
+//! - `matrixmultiply` on other CPUs. It runs one thread per call, as does the
+//!   packed GEMM here, so the rows (or columns) of `C` are split across the
+//!   rayon pool.
 //!
-//! `QKV_GEMM=gemm` or `QKV_GEMM=matrixmultiply` overrides the choice.
+//! `QKV_GEMM=gemm`, `QKV_GEMM=matrixmultiply` or `QKV_GEMM=packed` forces one.
 
 use std::sync::OnceLock;
 
@@ -28,6 +33,9 @@ pub enum Backend {
     MatrixMultiply,
     /// qkv's own blocked GEMM ([`super::packed`]), AVX2+FMA only.
     Packed,
+    /// `Packed` for the shapes where it measured faster, `MatrixMultiply`
+    /// for the rest ([`Backend::for_shape`]); the default on AVX2+FMA.
+    PackedWhereFaster,
 }
 
 impl Backend {
@@ -42,7 +50,7 @@ impl Backend {
                 if is_x86_feature_detected!("avx512f") {
                     return Backend::Gemm;
                 }
-                Backend::MatrixMultiply
+                if super::packed::available() { Backend::PackedWhereFaster } else { Backend::MatrixMultiply }
             }
         })
     }
@@ -52,6 +60,18 @@ impl Backend {
             Backend::Gemm => "gemm",
             Backend::MatrixMultiply => "matrixmultiply",
             Backend::Packed => "packed",
+            Backend::PackedWhereFaster => "packed+matrixmultiply",
+        }
+    }
+
+    /// The backend that runs an `m × k` by `k × n` product `A·B`.
+    /// `PackedWhereFaster` picks the packed GEMM when A's rows are contiguous,
+    /// K ≥ 128 and N ≥ 512 (see the module notes).
+    pub fn for_shape(self, a: &Mat<'_>, k: usize, n: usize) -> Backend {
+        match self {
+            Backend::PackedWhereFaster if a.cs == 1 && k >= 128 && n >= 512 => Backend::Packed,
+            Backend::PackedWhereFaster => Backend::MatrixMultiply,
+            other => other,
         }
     }
 }
@@ -214,6 +234,7 @@ pub unsafe fn matmul_raw_with(
             return;
         }
     }
+    let backend = backend.for_shape(&a, k, n);
     match backend {
         Backend::Gemm => {
             let parallelism = match threads {
@@ -246,7 +267,8 @@ pub unsafe fn matmul_raw_with(
                 );
             }
         }
-        Backend::Packed | Backend::MatrixMultiply => {
+        // (`for_shape` resolved `PackedWhereFaster` to one of the other two)
+        Backend::Packed | Backend::MatrixMultiply | Backend::PackedWhereFaster => {
             // Split C into `parts` bands along its longer side, one
             // single-threaded product each: every task packs its own copy of
             // the shared operand, and the threads never wait on each other.
@@ -337,8 +359,8 @@ mod tests {
     #[test]
     fn fast_matches_naive_on_awkward_shapes_and_transposes() {
         let mut rng = Rng::new(0);
-        // the last two are large enough to be split into bands, one per thread
-        // (by rows, then by columns)
+        // the last three are large enough to be split into bands, one per
+        // thread (by rows, then by columns)
         for &(m, k, n) in &[
             (1, 1, 1),
             (1, 7, 1),
@@ -349,6 +371,8 @@ mod tests {
             (2, 300, 3),
             (151, 70, 41),
             (39, 101, 300),
+            // wide enough for `PackedWhereFaster` to choose the packed GEMM
+            (20, 130, 520),
         ] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a_data = random(m * k, &mut rng);
@@ -365,7 +389,11 @@ mod tests {
                     (Threads::All, Backend::MatrixMultiply),
                 ];
                 if super::super::packed::available() {
-                    backends.extend([(Threads::One, Backend::Packed), (Threads::All, Backend::Packed)]);
+                    backends.extend([
+                        (Threads::One, Backend::Packed),
+                        (Threads::All, Backend::Packed),
+                        (Threads::All, Backend::PackedWhereFaster),
+                    ]);
                 }
                 for (threads, backend) in backends {
                     for acc in [false, true] {
@@ -380,6 +408,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packed_where_faster_picks_by_shape() {
+        let data = vec![0.0f32; 600 * 600];
+        let rows = Mat::rows(&data, 600, 600);
+        let pick = |a: &Mat, k, n| Backend::PackedWhereFaster.for_shape(a, k, n);
+        assert_eq!(pick(&rows, 600, 600), Backend::Packed);
+        // a transposed A (a weight gradient), a narrow N, a thin K
+        assert_eq!(pick(&rows.t(), 600, 600), Backend::MatrixMultiply);
+        assert_eq!(pick(&rows, 600, 384), Backend::MatrixMultiply);
+        assert_eq!(pick(&rows, 65, 600), Backend::MatrixMultiply);
+        // a forced backend stays what it is
+        assert_eq!(Backend::MatrixMultiply.for_shape(&rows, 600, 600), Backend::MatrixMultiply);
+        assert_eq!(Backend::Packed.for_shape(&rows.t(), 600, 64), Backend::Packed);
     }
 
     #[test]

@@ -139,8 +139,14 @@ fn pack_b(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, j0: usize) {
         dst.fill(0.0);
     }
     let dst = &mut dst[..kc * NR];
-    if b.cs == 1 {
-        // rows of B are contiguous: copy 16 at a time
+    if b.cs == 1 && cols == NR {
+        // rows of B are contiguous: copy 16 at a time (a fixed-size copy is
+        // two vector moves; a slice copy of run-time length calls memmove)
+        for (p, row) in dst.as_chunks_mut::<NR>().0.iter_mut().enumerate() {
+            let at = b.offset + (k0 + p) * b.rs + j0;
+            *row = b.data[at..at + NR].try_into().expect("a whole panel row");
+        }
+    } else if b.cs == 1 {
         for (p, row) in dst.chunks_exact_mut(NR).enumerate() {
             let at = b.offset + (k0 + p) * b.rs + j0;
             row[..cols].copy_from_slice(&b.data[at..at + cols]);
@@ -178,9 +184,9 @@ fn pack_a(dst: &mut [f32], a: Mat<'_>, i0: usize, rows: usize, k0: usize, kc: us
     if a.rs == 1 && rows == MR {
         // columns are contiguous (A = Xᵀ in a weight gradient): the 6 values
         // of one step are side by side already
-        for (p, step) in dst.chunks_exact_mut(MR).enumerate() {
+        for (p, step) in dst.as_chunks_mut::<MR>().0.iter_mut().enumerate() {
             let at = a.offset + i0 + (k0 + p) * a.cs;
-            step.copy_from_slice(&a.data[at..at + MR]);
+            *step = a.data[at..at + MR].try_into().expect("a whole panel step");
         }
         return;
     }
