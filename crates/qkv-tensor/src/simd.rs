@@ -131,6 +131,26 @@ pub fn erf(x: f32) -> f32 {
     if a < 1.0 { series } else { tail }
 }
 
+/// The standard normal CDF Φ(x) = ½(1 + erf(x/√2)) and the Gaussian factor
+/// e^(-x²/2) it was built from (GELU's derivative needs both), absolute error
+/// below 3e-7. Only the Abramowitz & Stegun 7.1.26 formula — one reciprocal,
+/// a degree-5 polynomial and one `exp`, about half of [`erf`]'s work: its
+/// absolute error (1.5e-7) is small next to Φ ≥ ½ near zero, where `erf`
+/// needs its series to stay accurate relative to erf(x) itself.
+#[inline(always)]
+pub fn normal_cdf_and_gauss(x: f32) -> (f32, f32) {
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / 0.327_591_1f32.mul_add(z, 1.0);
+    let poly = t * 1.061_405_4f32
+        .mul_add(t, -1.453_152_1)
+        .mul_add(t, 1.421_413_7)
+        .mul_add(t, -0.284_496_74)
+        .mul_add(t, 0.254_829_6);
+    let gauss = exp_shifted(-z * z); // e^(-x²/2): 0 for |x| = ∞
+    let half_tail = 0.5 * poly * gauss; // ½·erfc(|x|/√2)
+    (if x < 0.0 { half_tail } else { 1.0 - half_tail }, gauss)
+}
+
 /// Hyperbolic tangent from one `exp`; absolute error below 3e-7.
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
@@ -248,6 +268,21 @@ mod tests {
             let t = (x as f64).tanh();
             assert!((tanh(x) as f64 - t).abs() < 4e-7, "tanh({x}) = {} vs {t}", tanh(x));
         }
+    }
+
+    #[test]
+    fn normal_cdf_matches_f64() {
+        for x in grid().map(|x| x * 2.0).chain([0.0, -0.0, 1e-8, -1e-8, 30.0, -30.0]) {
+            let (phi, gauss) = normal_cdf_and_gauss(x);
+            let want = 0.5 * (1.0 + libm_erf(x as f64 / std::f64::consts::SQRT_2));
+            assert!((phi as f64 - want).abs() < 3e-7, "Φ({x}) = {phi} vs {want}");
+            let g = (-(x as f64) * x as f64 / 2.0).exp();
+            // absolute, as GELU's derivative adds x·φ(x) to Φ(x)
+            assert!((gauss as f64 - g).abs() < 3e-7, "e^(-x²/2) at {x}: {gauss} vs {g}");
+        }
+        assert_eq!(normal_cdf_and_gauss(f32::INFINITY), (1.0, 0.0));
+        assert_eq!(normal_cdf_and_gauss(f32::NEG_INFINITY), (0.0, 0.0));
+        assert!(normal_cdf_and_gauss(f32::NAN).0.is_nan());
     }
 
     /// erf in f64 by its Taylor series / continued fraction, as an independent reference.

@@ -7,19 +7,19 @@ use crate::simd;
 use crate::tensor::Tensor;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 /// GELU, exact: `x · Φ(x)` with Φ the standard normal CDF.
 #[inline(always)]
 pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + simd::erf(x * FRAC_1_SQRT_2))
+    x * simd::normal_cdf_and_gauss(x).0
 }
-/// `Φ(x) + x · φ(x)`
+/// `Φ(x) + x · φ(x)`, φ(x) = e^(-x²/2) / √(2π)
 #[inline(always)]
 pub fn gelu_grad(x: f32) -> f32 {
-    0.5 * (1.0 + simd::erf(x * FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * simd::exp(-0.5 * x * x)
+    let (phi, gauss) = simd::normal_cdf_and_gauss(x);
+    phi + x * INV_SQRT_2PI * gauss
 }
 
 /// GELU, tanh approximation (GPT-2's): `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
