@@ -3,7 +3,7 @@
 //! `Backend::PackedWhereFaster`'s rule. Prints each one's median GFLOP/s, the
 //! median of the per-round ratios, and which one the default picks.
 //!
-//!     cargo run --release -p qkv-tensor --example gemm_ab [square|encoder|train]
+//!     cargo run --release -p qkv-tensor --example gemm_ab [square|encoder|head|train]
 use qkv_tensor::kernels::gemm::{Backend, Mat, RawMatMut, Threads, matmul_raw_with};
 use std::time::Instant;
 
@@ -25,6 +25,8 @@ fn main() {
             (1024, 384, 1536, false, true),
             (1024, 1536, 384, false, true),
         ],
+        // GPT-2's tied LM head over 1024 positions: logits, and the input gradient
+        Some("head") => vec![(1024, 768, 50257, false, true), (1024, 50257, 768, false, false)],
         // one train-small step: forward, input gradients, weight gradients, the head
         _ => vec![
             (2048, 256, 768, false, false),

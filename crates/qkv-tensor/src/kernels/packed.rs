@@ -28,6 +28,11 @@ const KC: usize = 256;
 /// on one thread (N up to 3072).
 const MC: usize = 48;
 
+/// Most columns of B packed at once: a slice of `KC × NC` (4 MiB) stays in the
+/// L3 cache while every block of A sweeps it, and a wide product (an LM head
+/// over a 50k vocabulary) does not allocate a packed copy of all of B.
+const NC: usize = 4096;
+
 /// Whether this CPU can run the kernel.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -48,6 +53,18 @@ pub fn available() -> bool {
 pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     debug_assert!(m > 0 && k > 0 && n > 0, "matmul_raw handles empty products");
+    if n > NC {
+        // one block of at most NC columns of B and C at a time
+        for j0 in (0..n).step_by(NC) {
+            let cols = NC.min(n - j0);
+            let bj = Mat { cols, offset: b.offset + j0 * b.cs, ..b };
+            // SAFETY: columns j0..j0+cols of C lie inside the caller's C.
+            let cj = RawMatMut { ptr: unsafe { c.ptr.add(j0 * c.cs) }, cols, ..c };
+            // SAFETY: as for the whole product.
+            unsafe { gemm(cj, a, bj, s, accumulate, parallel) };
+        }
+        return;
+    }
     let panels = n.div_ceil(NR);
     let mut packed_b_buf = vec![0.0f32; KC * panels * NR + 16];
     let packed_b = aligned(&mut packed_b_buf);
@@ -286,9 +303,16 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(11);
-        for &(m, k, n) in
-            &[(1, 1, 1), (7, 3, 5), (6, 16, 16), (13, 300, 17), (100, 257, 33), (200, 64, 130), (5, 600, 40)]
-        {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 3, 5),
+            (6, 16, 16),
+            (13, 300, 17),
+            (100, 257, 33),
+            (200, 64, 130),
+            (5, 600, 40),
+            (7, 20, NC + 21),
+        ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let av: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
                 let bv: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
