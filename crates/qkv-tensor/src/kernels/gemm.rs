@@ -11,7 +11,7 @@
 //! - on AVX2+FMA CPUs, qkv's own blocked GEMM ([`super::packed`]) where it
 //!   measured faster than `matrixmultiply` — A with contiguous rows, K ≥ 128
 //!   and N ≥ 384. Medians of per-round ratios over several runs of
-//!   `examples/gemm_ab.rs` (2-core EPYC): 1024³ and 2048³ 1.03–1.13, MiniLM's
+//!   `examples/gemm_shapes.rs --ab` (2-core EPYC): 1024³ and 2048³ 1.03–1.13, MiniLM's
 //!   projections 1.03 (N = 384) to 1.22 (N = 1152). `matrixmultiply` elsewhere:
 //!   with a transposed A (weight gradients Xᵀ·dY), N ≤ 256 or a thin K it was
 //!   level or up to 10 % ahead;
