@@ -85,14 +85,22 @@ fn rows_major(x: &[f32], b: Mat<'_>, threads: usize) -> Vec<f32> {
         );
         y
     };
-    let starts: Vec<usize> = (0..k).step_by(band).collect();
-    if starts.len() == 1 {
+    sum_of_bands(k, band, partial)
+}
+
+/// `Σ partial(start)` for the bands of `band` rows that start at 0, band,
+/// 2·band, … below `k`: each band's partial `y` in parallel when there are
+/// several, then summed. (Shared with the f16 kernel's `[K, N]` layout.)
+pub(super) fn sum_of_bands(k: usize, band: usize, partial: impl Fn(usize) -> Vec<f32> + Sync + Send) -> Vec<f32> {
+    let starts: Vec<usize> = (0..k).step_by(band.max(1)).collect();
+    if starts.len() <= 1 {
         return partial(0);
     }
     let parts: Vec<Vec<f32>> = starts.into_par_iter().map(partial).collect();
-    let mut y = parts[0].clone();
-    for p in &parts[1..] {
-        y.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    let mut parts = parts.into_iter();
+    let mut y = parts.next().expect("two or more bands");
+    for p in parts {
+        y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
     }
     y
 }

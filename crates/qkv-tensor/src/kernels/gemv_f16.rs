@@ -56,17 +56,7 @@ fn rows_axpy(x: &[f32], w: &[f16], k: usize, n: usize, threads: usize) -> Vec<f3
         }
         y
     };
-    let starts: Vec<usize> = (0..k).step_by(band.max(1)).collect();
-    if starts.len() <= 1 {
-        return partial(0);
-    }
-    let parts: Vec<Vec<f32>> = starts.into_par_iter().map(partial).collect();
-    let mut parts = parts.into_iter();
-    let mut y = parts.next().expect("two or more bands");
-    for p in parts {
-        y.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-    }
-    y
+    super::gemv::sum_of_bands(k, band, partial)
 }
 
 /// `[N, K]`: every output a dot product with one contiguous row; bands of

@@ -72,8 +72,6 @@ impl Linear {
         }
     }
 
-    /// # Shapes
-    /// x `[.., in]` → `[.., out]`
     /// Keep a 16-bit copy of the weight, which one-row products without
     /// gradients (generating a token) then read instead: half the bytes per
     /// token, each weight rounded to f16 (relative error ≤ 2⁻¹¹).
