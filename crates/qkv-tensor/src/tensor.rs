@@ -215,7 +215,7 @@ impl Tensor {
         if l.is_contiguous() {
             Cow::Borrowed(&buf[l.offset()..l.offset() + l.numel()])
         } else {
-            Cow::Owned(l.indices().map(|i| buf[i]).collect())
+            Cow::Owned(crate::ops::view::gather(l, buf))
         }
     }
 
