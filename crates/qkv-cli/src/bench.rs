@@ -364,25 +364,6 @@ fn encoder_case(name: &str, bert: &qkv::models::bert::Bert, reps: usize) -> Resu
     Ok(())
 }
 
-/// Bytes per second that all threads together read from memory: each sums
-/// its own contiguous share of a 256 MiB buffer (one sequential stream per
-/// thread, as the GEMV kernels read weights); the best of 7 passes. The
-/// denominator of the memory-bandwidth bound.
-fn read_bandwidth() -> f64 {
-    use rayon::prelude::*;
-    let buf = vec![1.0f32; 256 << 20 >> 2]; // far beyond the caches
-    let share = buf.len().div_ceil(qkv_tensor::num_threads());
-    let pass = || buf.par_chunks(share).map(|c| qkv_tensor::simd::dispatch(|| qkv_tensor::simd::sum(c))).sum::<f32>();
-    std::hint::black_box(pass());
-    (0..7)
-        .map(|_| {
-            let start = Instant::now();
-            std::hint::black_box(pass());
-            (buf.len() * 4) as f64 / start.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
-}
-
 /// GPT-2 124M shapes (12 layers, 12 heads, C=768, vocabulary 50257, context
 /// 1024) with random weights: a 32-token prompt, then 128 greedy tokens with
 /// the KV cache. New tokens/s counts the whole call (prompt included), as the
@@ -435,7 +416,7 @@ fn infer_gpt2(args: &BenchArgs) -> Result<()> {
     // per new token every weight is read once (the tied head is the embedding);
     // the position table is read one row at a time
     let weight_bytes = (model.num_params() - 1024 * 768) as f64 * 4.0;
-    let bw = read_bandwidth();
+    let bw = qkv_tensor::kernels::gemv::read_bandwidth();
     let bound = bw / weight_bytes;
     let decode = (new - 1) as f64 / (secs - prefill);
     // the same with 16-bit copies of the weights (`qkv generate --f16-weights`):

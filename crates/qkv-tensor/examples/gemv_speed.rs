@@ -10,17 +10,8 @@ use qkv_tensor::kernels::gemm::{Mat, MatMut, Threads, matmul};
 fn main() {
     qkv_tensor::init_threads(None).unwrap();
     qkv_tensor::in_pool(|| {
-        {
-            use rayon::prelude::*;
-            let buf = vec![1.0f32; 64 << 20];
-            for _ in 0..2 {
-                let start = Instant::now();
-                let s: f32 =
-                    buf.par_chunks(1 << 16).map(|c| qkv_tensor::simd::dispatch(|| qkv_tensor::simd::sum(c))).sum();
-                let secs = start.elapsed().as_secs_f64();
-                println!("read (sum): {:5.1} GB/s ({s})", (buf.len() * 4) as f64 / secs / 1e9);
-            }
-        }
+        let bw = qkv_tensor::kernels::gemv::read_bandwidth();
+        println!("read bandwidth (the bound): {:5.1} GB/s", bw / 1e9);
         // (K, N, transposed): c_attn, attn c_proj, c_fc, mlp c_proj, the tied head
         let shapes =
             [(768, 2304, false), (768, 768, false), (768, 3072, false), (3072, 768, false), (768, 50257, true)];

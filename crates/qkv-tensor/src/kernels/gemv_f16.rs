@@ -14,14 +14,15 @@
 //! * `[N, K]` (the LM head, `nn.Linear`): bands of outputs per thread, each a
 //!   dot product of `x` with a contiguous row.
 //!
+//! Each thread reads its band as four streams side by side, as the f32
+//! kernels do ([`super::gemv::in_streams`] says why and in which order).
+//!
 //! [`gemv_f16_naive`] (widen, then the plain sum in f64) is the twin.
 
 use half::f16;
 use rayon::prelude::*;
 
-/// Rows of `W` per band split between threads are a multiple of this (the
-/// `[K, N]` kernel takes four rows per pass over `y`).
-const ROWS: usize = 4;
+use super::gemv::in_streams;
 
 /// `y = x · W`, `W` a `K × N` matrix stored as `w` in f16: row-major `[K, N]`,
 /// or `[N, K]` when `transposed` (then `y[j] = Σ_k x[k] · w[j·K + k]`).
@@ -42,18 +43,24 @@ pub fn gemv_f16_naive(x: &[f32], w: &[f16], k: usize, n: usize, transposed: bool
 
 /// `[K, N]`: bands of rows, one partial `y` per band, summed at the end.
 fn rows_axpy(x: &[f32], w: &[f16], k: usize, n: usize, threads: usize) -> Vec<f32> {
-    let band = k.div_ceil(threads).next_multiple_of(ROWS);
+    let band = k.div_ceil(threads);
     let partial = |start: usize| -> Vec<f32> {
         let end = (start + band).min(k);
         let mut y = vec![0.0f32; n];
-        let (xs, ws) = (&x[start..end], &w[start * n..end * n]);
-        if !kernel::axpy_rows(&mut y, xs, ws) {
-            for (r, &xr) in xs.iter().enumerate() {
-                for (yj, wj) in y.iter_mut().zip(&ws[r * n..(r + 1) * n]) {
-                    *yj += xr * wj.to_f32();
+        in_streams(end - start, |group| {
+            let (mut xs, mut ws) = ([0.0f32; 4], [&w[..0]; 4]);
+            for (u, &i) in group.iter().enumerate() {
+                (xs[u], ws[u]) = (x[start + i], &w[(start + i) * n..(start + i + 1) * n]);
+            }
+            let (xs, ws) = (&xs[..group.len()], &ws[..group.len()]);
+            if !kernel::axpy_rows(&mut y, xs, ws) {
+                for (&xr, row) in xs.iter().zip(ws) {
+                    for (yj, wj) in y.iter_mut().zip(*row) {
+                        *yj += xr * wj.to_f32();
+                    }
                 }
             }
-        }
+        });
         y
     };
     super::gemv::sum_of_bands(k, band, partial)
@@ -66,11 +73,21 @@ fn rows_dot(x: &[f32], w: &[f16], k: usize, n: usize, threads: usize) -> Vec<f32
     let band = n.div_ceil(threads * 4).max(64);
     let fill = |(bi, out): (usize, &mut [f32])| {
         let rows = &w[bi * band * k..(bi * band + out.len()) * k];
-        if !kernel::dot_rows(out, x, rows) {
-            for (o, row) in out.iter_mut().zip(rows.chunks_exact(k)) {
-                *o = x.iter().zip(row).map(|(a, b)| a * b.to_f32()).sum();
+        in_streams(out.len(), |group| {
+            let mut ws = [&rows[..0]; 4];
+            for (u, &j) in group.iter().enumerate() {
+                ws[u] = &rows[j * k..(j + 1) * k];
             }
-        }
+            let (ws, mut dots) = (&ws[..group.len()], [0.0f32; 4]);
+            if !kernel::dot_rows(&mut dots[..group.len()], x, ws) {
+                for (d, row) in dots.iter_mut().zip(ws) {
+                    *d = x.iter().zip(*row).map(|(a, b)| a * b.to_f32()).sum();
+                }
+            }
+            for (&j, d) in group.iter().zip(dots) {
+                out[j] = d;
+            }
+        });
     };
     if threads == 1 {
         y.chunks_mut(band).enumerate().for_each(fill);
@@ -97,8 +114,8 @@ mod kernel {
         }
     }
 
-    /// `y += Σ_r xs[r] · ws[r·N ..][..N]`.
-    pub(super) fn axpy_rows(y: &mut [f32], xs: &[f32], ws: &[f16]) -> bool {
+    /// `y += Σ_r xs[r] · ws[r]`: up to four rows, each as long as `y`.
+    pub(super) fn axpy_rows(y: &mut [f32], xs: &[f32], ws: &[&[f16]]) -> bool {
         if !available() {
             return false;
         }
@@ -111,15 +128,15 @@ mod kernel {
         unreachable!()
     }
 
-    /// `out[j] = Σ_k x[k] · w[j·K + k]`.
-    pub(super) fn dot_rows(out: &mut [f32], x: &[f32], w: &[f16]) -> bool {
+    /// `out[r] = x · ws[r]`: up to four rows, each as long as `x`.
+    pub(super) fn dot_rows(out: &mut [f32], x: &[f32], ws: &[&[f16]]) -> bool {
         if !available() {
             return false;
         }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the features were detected above; lengths are checked inside.
         unsafe {
-            x86::dot_rows(out, x, w)
+            x86::dot_rows(out, x, ws)
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!()
@@ -137,88 +154,60 @@ mod kernel {
             unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
         }
 
-        /// Four rows per pass over `y` (so `y` is loaded and stored once per
-        /// four rows of `W`), then the leftover rows one by one.
+        /// Up to four rows per pass over `y` (so `y` is loaded and stored once
+        /// per four rows of `W`).
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub(super) unsafe fn axpy_rows(y: &mut [f32], xs: &[f32], ws: &[f16]) -> bool {
-            let n = y.len();
-            assert_eq!(ws.len(), xs.len() * n);
-            let (yp, wp) = (y.as_mut_ptr(), ws.as_ptr());
-            let mut i = 0;
-            while i < xs.len() {
-                let rows = 4.min(xs.len() - i);
-                let mut xv = [_mm256_setzero_ps(); 4];
-                for (v, &x) in xv.iter_mut().zip(&xs[i..i + rows]) {
-                    *v = _mm256_set1_ps(x);
-                }
-                // SAFETY: row i + r < xs.len() and j + 8 ≤ n keep every access inside ws and y.
-                unsafe {
-                    let w0 = wp.add(i * n);
-                    let mut j = 0;
-                    if rows == 4 {
-                        while j + 8 <= n {
-                            let mut acc = _mm256_loadu_ps(yp.add(j));
-                            acc = _mm256_fmadd_ps(xv[0], load8(w0.add(j)), acc);
-                            acc = _mm256_fmadd_ps(xv[1], load8(w0.add(n + j)), acc);
-                            acc = _mm256_fmadd_ps(xv[2], load8(w0.add(2 * n + j)), acc);
-                            acc = _mm256_fmadd_ps(xv[3], load8(w0.add(3 * n + j)), acc);
-                            _mm256_storeu_ps(yp.add(j), acc);
-                            j += 8;
-                        }
-                    } else {
-                        while j + 8 <= n {
-                            let mut acc = _mm256_loadu_ps(yp.add(j));
-                            for (r, x) in xv.iter().enumerate().take(rows) {
-                                acc = _mm256_fmadd_ps(*x, load8(w0.add(r * n + j)), acc);
-                            }
-                            _mm256_storeu_ps(yp.add(j), acc);
-                            j += 8;
-                        }
+        pub(super) unsafe fn axpy_rows(y: &mut [f32], xs: &[f32], ws: &[&[f16]]) -> bool {
+            let (n, m) = (y.len(), ws.len());
+            assert!(m <= 4 && xs.len() == m && ws.iter().all(|w| w.len() == n));
+            let mut xv = [_mm256_setzero_ps(); 4];
+            for (v, &x) in xv.iter_mut().zip(xs) {
+                *v = _mm256_set1_ps(x);
+            }
+            let yp = y.as_mut_ptr();
+            let mut j = 0;
+            // SAFETY: j + 8 ≤ n keeps every access inside y and the rows.
+            unsafe {
+                while j + 8 <= n {
+                    let mut acc = _mm256_loadu_ps(yp.add(j));
+                    for (x, w) in xv.iter().zip(ws) {
+                        acc = _mm256_fmadd_ps(*x, load8(w.as_ptr().add(j)), acc);
                     }
-                    for jj in j..n {
-                        for r in 0..rows {
-                            y[jj] += xs[i + r] * ws[(i + r) * n + jj].to_f32();
-                        }
-                    }
+                    _mm256_storeu_ps(yp.add(j), acc);
+                    j += 8;
                 }
-                i += rows;
+            }
+            for (jj, yj) in y.iter_mut().enumerate().skip(j) {
+                for (x, w) in xs.iter().zip(ws) {
+                    *yj += x * w[jj].to_f32();
+                }
             }
             true
         }
 
-        /// One dot product per row of `w`, four 8-lane sums each.
+        /// Up to four dot products side by side, one 8-lane sum each.
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub(super) unsafe fn dot_rows(out: &mut [f32], x: &[f32], w: &[f16]) -> bool {
-            let k = x.len();
-            assert_eq!(w.len(), out.len() * k);
-            let xp = x.as_ptr();
-            for (o, row) in out.iter_mut().zip(w.chunks_exact(k.max(1))) {
-                let wp = row.as_ptr();
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut p = 0;
-                // SAFETY: p + 32 ≤ k (then p + 8 ≤ k) bounds every load.
-                unsafe {
-                    while p + 32 <= k {
-                        for (u, a) in acc.iter_mut().enumerate() {
-                            let q = p + 8 * u;
-                            *a = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(q)), load8(wp.add(q)), *a);
-                        }
-                        p += 32;
+        pub(super) unsafe fn dot_rows(out: &mut [f32], x: &[f32], ws: &[&[f16]]) -> bool {
+            let (k, m) = (x.len(), ws.len());
+            assert!(m <= 4 && out.len() == m && ws.iter().all(|w| w.len() == k));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut p = 0;
+            // SAFETY: p + 8 ≤ k bounds every load.
+            unsafe {
+                while p + 8 <= k {
+                    let xv = _mm256_loadu_ps(x.as_ptr().add(p));
+                    for (a, w) in acc.iter_mut().zip(ws) {
+                        *a = _mm256_fmadd_ps(xv, load8(w.as_ptr().add(p)), *a);
                     }
-                    while p + 8 <= k {
-                        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(xp.add(p)), load8(wp.add(p)), acc[0]);
-                        p += 8;
-                    }
+                    p += 8;
                 }
-                let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            }
+            for ((o, a), w) in out.iter_mut().zip(acc).zip(ws) {
                 let mut lanes = [0.0f32; 8];
                 // SAFETY: lanes holds 8 floats.
-                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
-                let mut s: f32 = lanes.iter().sum();
-                for q in p..k {
-                    s += x[q] * row[q].to_f32();
-                }
-                *o = s;
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
+                let tail: f32 = x[p..].iter().zip(&w[p..]).map(|(a, b)| a * b.to_f32()).sum();
+                *o = lanes.iter().sum::<f32>() + tail;
             }
             true
         }
