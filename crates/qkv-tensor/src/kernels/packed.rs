@@ -73,7 +73,8 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
     let panels = n.div_ceil(NR);
     // slices of K as even as possible (768 = 3 × 256, 1000 = 4 × 250)
     let slice = if k <= KC_ONE_SLICE { k } else { k.div_ceil(k.div_ceil(KC)) };
-    let mut packed_b_buf = vec![0.0f32; slice * panels * NR + 16];
+    // packing writes every element it uses, so a reused buffer needs no clearing
+    let mut packed_b_buf = crate::pool::take(slice * panels * NR + 16);
     let packed_b = aligned(&mut packed_b_buf);
     let cp = SharedMut(c.ptr);
     for k0 in (0..k).step_by(slice) {
@@ -108,7 +109,7 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
             }
             // pack A[i0..i0+mc, k0..k0+kc] into 6-row panels: kc steps of 6 values
             let a_panels = mc.div_ceil(MR);
-            let mut packed_a_buf = vec![0.0f32; a_panels * kc * MR + 16];
+            let mut packed_a_buf = crate::pool::take(a_panels * kc * MR + 16);
             let packed_a = &mut aligned(&mut packed_a_buf)[..a_panels * kc * MR];
             for (ip, dst) in packed_a.chunks_mut(kc * MR).enumerate() {
                 pack_a(dst, a, i0 + ip * MR, MR.min(mc - ip * MR), k0, kc);
@@ -126,6 +127,7 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
                     }
                 }
             }
+            crate::pool::give(packed_a_buf);
         };
         let tasks = m_blocks * groups;
         if parallel && tasks > 1 {
@@ -134,6 +136,7 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
             (0..tasks).for_each(task);
         }
     }
+    crate::pool::give(packed_b_buf);
 }
 
 /// The part of `buf` that starts on a 64-byte boundary (a cache line), so no
