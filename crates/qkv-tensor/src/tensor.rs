@@ -254,19 +254,25 @@ impl Tensor {
         Ok(self.data()[0])
     }
 
+    /// True when this tensor, outside any graph, is the only holder of a
+    /// packed buffer of exactly its elements: writing to it in place then
+    /// changes nothing anyone else can see.
+    pub(crate) fn is_sole_packed_owner(&mut self) -> bool {
+        let n = self.numel();
+        self.is_contiguous()
+            && self.0.layout.offset() == 0
+            && !self.requires_grad()
+            && Arc::get_mut(&mut self.0).is_some_and(|inner| {
+                Arc::get_mut(&mut inner.storage).is_some_and(|s| s.as_mut_slice().is_some_and(|b| b.len() == n))
+            })
+    }
+
     /// Write access to the elements (row-major), copy-on-write: when the buffer
     /// is shared with another tensor, or this tensor is a view, it first gets a
     /// packed buffer of its own. The result is cut from the graph (a constant),
     /// since changing values under a recorded op would corrupt its gradients.
     pub fn make_mut(&mut self) -> &mut [f32] {
-        let n = self.numel();
-        let owned_packed = self.is_contiguous()
-            && self.0.layout.offset() == 0
-            && !self.requires_grad()
-            && Arc::get_mut(&mut self.0).is_some_and(|inner| {
-                Arc::get_mut(&mut inner.storage).is_some_and(|s| s.as_mut_slice().is_some_and(|b| b.len() == n))
-            });
-        if !owned_packed {
+        if !self.is_sole_packed_owner() {
             *self = Tensor::from_vec(self.to_vec(), self.shape()).expect("same length");
         }
         let inner = Arc::get_mut(&mut self.0).expect("unique after the check or the copy");

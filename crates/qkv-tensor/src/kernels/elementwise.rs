@@ -106,6 +106,29 @@ pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     }
 }
 
+/// `acc[r, i] += row[i]` for every row of `acc` (a bias added in place).
+pub fn add_row_assign(acc: &mut [f32], row: &[f32]) {
+    let n = row.len();
+    assert!(n > 0 && acc.len().is_multiple_of(n));
+    let body = |acc: &mut [f32]| {
+        dispatch(
+            #[inline(always)]
+            || {
+                for a_row in acc.chunks_exact_mut(n) {
+                    for (a, &b) in a_row.iter_mut().zip(row) {
+                        *a += b;
+                    }
+                }
+            },
+        )
+    };
+    if acc.len() < PAR_MIN {
+        body(acc);
+    } else {
+        acc.par_chunks_mut((CHUNK / n).max(1) * n).for_each(body);
+    }
+}
+
 /// Run `f(row_index, out_row, in_row)` over the rows of two row-major buffers
 /// (row length `n_out` and `n_in`), in parallel when the work is large.
 pub fn for_rows(

@@ -47,6 +47,32 @@ impl Tensor {
         Ok(Tensor::from_op(data, &shape, &[self, rhs], move |g| Ok(vec![Some(g.sum_to(&sa)?), Some(g.sum_to(&sb)?)])))
     }
 
+    /// `self + rhs`, written over `self`'s buffer when that changes nothing
+    /// anyone can see: no gradient is being recorded, `self` is the only
+    /// holder of its packed buffer, and `rhs` has `self`'s shape or is a row
+    /// repeated along it (a bias). One pass over memory instead of reading
+    /// two tensors into a third (in inference, every linear layer's bias and
+    /// every residual connection). Otherwise the same as [`Tensor::add`].
+    pub fn add_into(mut self, rhs: &Tensor) -> Result<Tensor> {
+        let recorded = crate::autograd::is_grad_enabled() && (self.requires_grad() || rhs.requires_grad());
+        let fits = rhs.shape() == self.shape()
+            || (rhs.numel() > 0
+                && rhs.shape().len() <= self.shape().len()
+                && rhs.shape().iter().rev().zip(self.shape().iter().rev()).all(|(x, y)| x == y));
+        if recorded || !fits || !self.is_sole_packed_owner() {
+            return self.add(rhs);
+        }
+        let r = rhs.data();
+        let acc = self.make_mut();
+        if r.len() == acc.len() {
+            elementwise::add_assign(acc, &r);
+        } else {
+            elementwise::add_row_assign(acc, &r);
+        }
+        drop(r);
+        Ok(self)
+    }
+
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
         let (data, shape) = broadcast_apply("sub", self, rhs, |a, b| a - b)?;
         let (sa, sb) = (self.shape().to_vec(), rhs.shape().to_vec());
@@ -170,5 +196,47 @@ mod tests {
         assert_eq!(a.sum_to(&[3]).unwrap().to_vec(), vec![3.0, 5.0, 7.0]);
         assert_eq!(a.sum_to(&[2, 1]).unwrap().to_vec(), vec![3.0, 12.0]);
         assert!(a.add(&Tensor::zeros(&[2])).is_err());
+    }
+
+    #[test]
+    fn add_into_writes_in_place_only_when_no_one_can_see_it() {
+        let mut rng = crate::Rng::new(4);
+        let big = |rng: &mut crate::Rng| Tensor::randn(&[70, 600], 1.0, rng); // above PAR_MIN: the parallel loop
+        for (rows, cols) in [(2, 3), (70, 600)] {
+            let a = if rows == 2 { Tensor::randn(&[2, 3], 1.0, &mut rng) } else { big(&mut rng) };
+            let bias = Tensor::randn(&[cols], 1.0, &mut rng);
+            let same = Tensor::randn(&[rows, cols], 1.0, &mut rng);
+            for rhs in [&bias, &same] {
+                let want = a.add(rhs).unwrap().to_vec();
+                // the only holder: the sum lands in a's own buffer
+                let owned = Tensor::from_vec(a.to_vec(), a.shape()).unwrap();
+                let ptr = owned.storage_slice().as_ptr();
+                let got = owned.add_into(rhs).unwrap();
+                assert_eq!(got.to_vec(), want);
+                assert_eq!(got.storage_slice().as_ptr(), ptr, "written in place");
+                // shared with a view: a new buffer, the other holder unchanged
+                let shared = Tensor::from_vec(a.to_vec(), a.shape()).unwrap();
+                let other = shared.reshape(&[rows * cols]).unwrap();
+                let got = shared.add_into(rhs).unwrap();
+                assert_eq!(got.to_vec(), want);
+                assert_eq!(other.to_vec(), a.to_vec(), "the other holder still sees the old values");
+            }
+        }
+        // a broadcast the in-place form cannot hold (the result is larger): as add
+        let row = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap();
+        let a = Tensor::from_vec((0..6).map(|i| i as f32).collect(), &[2, 3]).unwrap();
+        assert_eq!(row.add_into(&a).unwrap().to_vec(), vec![1.0, 3.0, 5.0, 4.0, 6.0, 8.0]);
+        assert!(Tensor::zeros(&[2, 3]).add_into(&Tensor::zeros(&[2])).is_err());
+    }
+
+    #[test]
+    fn add_into_records_gradients_like_add() {
+        let x = crate::Param::new(Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap());
+        let b = crate::Param::new(Tensor::from_vec(vec![0.5, -0.5], &[2]).unwrap());
+        let y = x.value().scale(2.0).add_into(&b.value()).unwrap();
+        assert_eq!(y.to_vec(), vec![2.5, 3.5, 6.5, 7.5]);
+        y.sum_all().backward().unwrap();
+        assert_eq!(x.grad().unwrap().to_vec(), vec![2.0; 4]);
+        assert_eq!(b.grad().unwrap().to_vec(), vec![2.0, 2.0]);
     }
 }

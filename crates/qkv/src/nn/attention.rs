@@ -112,7 +112,7 @@ impl QkvProjection {
                 let y = x.matmul(&w)?;
                 match (&query.bias, &key.bias, &value.bias) {
                     (Some(bq), Some(bk), Some(bv)) => {
-                        y.add(&Tensor::concat(&[&bq.value(), &bk.value(), &bv.value()], 0)?)
+                        y.add_into(&Tensor::concat(&[&bq.value(), &bk.value(), &bv.value()], 0)?)
                     }
                     _ => Ok(y),
                 }

@@ -74,18 +74,22 @@ impl Block {
         drop: &Dropout,
         site: u64,
     ) -> Result<Tensor> {
+        // the residual sums go into the sublayer's fresh output (`add_into`:
+        // in place when no gradient is recorded), so `dropout` takes it by
+        // value and no second holder keeps it alive
+        let dropout = |y: Tensor, site: u64| drop.apply(&y, site);
         match self.placement {
             Placement::Pre => {
                 let a = self.attn.forward(&self.ln_1.forward(x)?, key_mask, cache)?;
-                let x = x.add(&drop.apply(&a, site)?)?;
+                let x = dropout(a, site)?.add_into(x)?;
                 let m = self.mlp.forward(&self.ln_2.forward(&x)?)?;
-                x.add(&drop.apply(&m, site + 1)?)
+                dropout(m, site + 1)?.add_into(&x)
             }
             Placement::Post => {
                 let a = self.attn.forward(x, key_mask, cache)?;
-                let x = self.ln_1.forward(&x.add(&drop.apply(&a, site)?)?)?;
+                let x = self.ln_1.forward(&dropout(a, site)?.add_into(x)?)?;
                 let m = self.mlp.forward(&x)?;
-                self.ln_2.forward(&x.add(&drop.apply(&m, site + 1)?)?)
+                self.ln_2.forward(&dropout(m, site + 1)?.add_into(&x)?)
             }
         }
     }

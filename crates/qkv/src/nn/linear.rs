@@ -89,7 +89,8 @@ impl Linear {
             _ => x.matmul(&self.w_in_out()?)?,
         };
         match &self.bias {
-            Some(b) => y.add(&b.value()),
+            // in place over the fresh product when no gradient is recorded
+            Some(b) => y.add_into(&b.value()),
             None => Ok(y),
         }
     }
