@@ -9,6 +9,12 @@ use crate::kernels::elementwise::{self, PAR_MIN};
 use crate::layout::broadcast_shape;
 use crate::tensor::Tensor;
 
+/// True when a tensor shaped `row` is one row repeated along the leading axes
+/// of `full` (`full` ends with `row`, which is not empty): a bias.
+fn is_row_of(row: &[usize], full: &[usize]) -> bool {
+    row.iter().product::<usize>() > 0 && full.ends_with(row)
+}
+
 /// `f(a, b)` over the broadcast shape of `a` and `b`.
 fn broadcast_apply(
     op: &'static str,
@@ -21,16 +27,10 @@ fn broadcast_apply(
     }
     let shape = broadcast_shape(op, a.shape(), b.shape())?;
     // Common case: one side is a row repeated along the leading axes (a bias).
-    let is_row_of = |small: &Tensor, big: &Tensor| {
-        big.shape() == shape.as_slice()
-            && small.numel() > 0
-            && small.shape().len() <= shape.len()
-            && small.shape().iter().rev().zip(shape.iter().rev()).all(|(x, y)| x == y)
-    };
-    if is_row_of(b, a) {
+    if a.shape() == shape.as_slice() && is_row_of(b.shape(), &shape) {
         return Ok((elementwise::zip_rows(&a.data(), &b.data(), f), shape));
     }
-    if is_row_of(a, b) {
+    if b.shape() == shape.as_slice() && is_row_of(a.shape(), &shape) {
         return Ok((elementwise::zip_rows(&b.data(), &a.data(), move |y, x| f(x, y)), shape));
     }
     let la = a.layout().broadcast_to(&shape)?;
@@ -55,10 +55,7 @@ impl Tensor {
     /// every residual connection). Otherwise the same as [`Tensor::add`].
     pub fn add_into(mut self, rhs: &Tensor) -> Result<Tensor> {
         let recorded = crate::autograd::is_grad_enabled() && (self.requires_grad() || rhs.requires_grad());
-        let fits = rhs.shape() == self.shape()
-            || (rhs.numel() > 0
-                && rhs.shape().len() <= self.shape().len()
-                && rhs.shape().iter().rev().zip(self.shape().iter().rev()).all(|(x, y)| x == y));
+        let fits = rhs.shape() == self.shape() || is_row_of(rhs.shape(), self.shape());
         if recorded || !fits || !self.is_sole_packed_owner() {
             return self.add(rhs);
         }
