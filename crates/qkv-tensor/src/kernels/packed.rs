@@ -81,24 +81,19 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
         let kc = slice.min(k - k0);
         // pack B[k0..k0+kc, :]: panel j holds kc rows of 16 columns
         let used = &mut packed_b[..panels * kc * NR];
-        if b.cs == 1 {
-            // rows of B contiguous: a few groups of panels, each filled row by
-            // row (see `pack_b_rows`)
+        // rows of B contiguous: a few groups of panels, each filled row by row
+        // (see `pack_b_rows`); otherwise panel by panel
+        let (per, pack): (usize, PackB) = if b.cs == 1 {
             let groups = if parallel { 2 * rayon::current_num_threads() } else { 1 };
-            let per = panels.div_ceil(groups);
-            let pack_group = |(g, dst): (usize, &mut [f32])| pack_b_rows(dst, b, k0, kc, g * per * NR);
-            if parallel {
-                used.par_chunks_mut(per * kc * NR).enumerate().for_each(pack_group);
-            } else {
-                used.chunks_mut(per * kc * NR).enumerate().for_each(pack_group);
-            }
+            (panels.div_ceil(groups), pack_b_rows)
         } else {
-            let pack_panel = |(jp, dst): (usize, &mut [f32])| pack_b(dst, b, k0, kc, jp * NR);
-            if parallel {
-                used.par_chunks_mut(kc * NR).enumerate().for_each(pack_panel);
-            } else {
-                used.chunks_mut(kc * NR).enumerate().for_each(pack_panel);
-            }
+            (1, pack_b)
+        };
+        let pack_chunk = |(g, dst): (usize, &mut [f32])| pack(dst, b, k0, kc, g * per * NR);
+        if parallel {
+            used.par_chunks_mut(per * kc * NR).enumerate().for_each(pack_chunk);
+        } else {
+            used.chunks_mut(per * kc * NR).enumerate().for_each(pack_chunk);
         }
         let packed_b = &packed_b[..panels * kc * NR];
         // the first slice writes C (adding to it only when asked), later ones add
@@ -151,6 +146,9 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
     }
     crate::pool::give(packed_b_buf);
 }
+
+/// Fills `dst` with packed panels of `B`: `(dst, B, k0, kc, first column)`.
+type PackB = fn(&mut [f32], Mat<'_>, usize, usize, usize);
 
 /// The part of `buf` that starts on a 64-byte boundary (a cache line), so no
 /// 8-lane load from a packed panel straddles two lines.

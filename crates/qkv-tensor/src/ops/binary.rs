@@ -66,7 +66,6 @@ impl Tensor {
         } else {
             elementwise::add_row_assign(acc, &r);
         }
-        drop(r);
         Ok(self)
     }
 
