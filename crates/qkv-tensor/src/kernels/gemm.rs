@@ -115,7 +115,7 @@ impl<'a> Mat<'a> {
         self.data[self.offset + i * self.rs + j * self.cs]
     }
 
-    fn fits(&self) -> bool {
+    pub(super) fn fits(&self) -> bool {
         self.rows == 0
             || self.cols == 0
             || self.offset + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()

@@ -71,80 +71,188 @@ pub unsafe fn gemm(c: RawMatMut, a: Mat<'_>, b: Mat<'_>, s: f32, accumulate: boo
         return;
     }
     let panels = n.div_ceil(NR);
-    // slices of K as even as possible (768 = 3 × 256, 1000 = 4 × 250)
-    let slice = if k <= KC_ONE_SLICE { k } else { k.div_ceil(k.div_ceil(KC)) };
+    let slice = slice_depth(k);
     // packing writes every element it uses, so a reused buffer needs no clearing
     let mut packed_b_buf = crate::pool::take(slice * panels * NR + 16);
     let packed_b = aligned(&mut packed_b_buf);
-    let cp = SharedMut(c.ptr);
     for k0 in (0..k).step_by(slice) {
         let kc = slice.min(k - k0);
-        // pack B[k0..k0+kc, :]: panel j holds kc rows of 16 columns
         let used = &mut packed_b[..panels * kc * NR];
-        // rows of B contiguous: a few groups of panels, each filled row by row
-        // (see `pack_b_rows`); otherwise panel by panel
-        let (per, pack): (usize, PackB) = if b.cs == 1 {
-            let groups = if parallel { 2 * rayon::current_num_threads() } else { 1 };
-            (panels.div_ceil(groups), pack_b_rows)
-        } else {
-            (1, pack_b)
-        };
-        let pack_chunk = |(g, dst): (usize, &mut [f32])| pack(dst, b, k0, kc, g * per * NR);
-        if parallel {
-            used.par_chunks_mut(per * kc * NR).enumerate().for_each(pack_chunk);
-        } else {
-            used.chunks_mut(per * kc * NR).enumerate().for_each(pack_chunk);
-        }
-        let packed_b = &packed_b[..panels * kc * NR];
+        pack_b_slice(used, b, k0, kc, parallel);
         // the first slice writes C (adding to it only when asked), later ones add
-        let add = accumulate || k0 > 0;
-        // tasks: blocks of at most MC rows, as many per thread, × groups of
-        // panels (more groups when M is small)
-        let threads = if parallel { rayon::current_num_threads() } else { 1 };
-        // blocks of whole 6-row panels, a multiple of the thread count, their
-        // sizes differing by at most one panel so no thread waits on another
-        let m_panels = m.div_ceil(MR);
-        let m_blocks = (threads * m.div_ceil(threads * MC)).min(m_panels);
-        let groups = if m_blocks >= 2 * threads { 1 } else { (2 * threads).div_ceil(m_blocks).min(panels) };
-        let per_group = panels.div_ceil(groups);
-        let task = |t: usize| {
-            let (mb, g) = (t / groups, t % groups);
-            let (ip0, ip1) = (mb * m_panels / m_blocks, (mb + 1) * m_panels / m_blocks);
-            let (i0, mc) = (ip0 * MR, (ip1 * MR).min(m) - ip0 * MR);
-            let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
-            if p0 >= p1 {
-                return;
-            }
-            // pack A[i0..i0+mc, k0..k0+kc] into 6-row panels: kc steps of 6 values
-            let a_panels = mc.div_ceil(MR);
-            let mut packed_a_buf = crate::pool::take(a_panels * kc * MR + 16);
-            let packed_a = &mut aligned(&mut packed_a_buf)[..a_panels * kc * MR];
-            for (ip, dst) in packed_a.chunks_mut(kc * MR).enumerate() {
-                pack_a(dst, a, i0 + ip * MR, MR.min(mc - ip * MR), k0, kc);
-            }
-            for jp in p0..p1 {
-                let bpanel = &packed_b[jp * kc * NR..(jp + 1) * kc * NR];
-                let (j, nr) = (jp * NR, NR.min(n - jp * NR));
-                for ip in 0..a_panels {
-                    let apanel = &packed_a[ip * kc * MR..(ip + 1) * kc * MR];
-                    let (i, mr) = (i0 + ip * MR, MR.min(mc - ip * MR));
-                    // SAFETY: the tile (i..i+mr, j..j+nr) lies in C and belongs to this task alone.
-                    unsafe {
-                        let tile = RawMatMut { ptr: cp.ptr().add(i * c.rs + j * c.cs), rows: mr, cols: nr, ..c };
-                        avx2::tile(tile, apanel, bpanel, kc, s, add);
-                    }
-                }
-            }
-            crate::pool::give(packed_a_buf);
-        };
-        let tasks = m_blocks * groups;
-        if parallel && tasks > 1 {
-            (0..tasks).into_par_iter().for_each(task);
-        } else {
-            (0..tasks).for_each(task);
-        }
+        // SAFETY: as for the whole product.
+        unsafe { sweep(c, a, used, k0, kc, s, accumulate || k0 > 0, parallel) };
     }
     crate::pool::give(packed_b_buf);
+}
+
+/// Depth of the slices of K (the same for packing ahead in [`PackedB`]): as
+/// even as possible (768 = 3 × 256, 1000 = 4 × 250), or all of a K up to
+/// [`KC_ONE_SLICE`].
+fn slice_depth(k: usize) -> usize {
+    if k <= KC_ONE_SLICE { k } else { k.div_ceil(k.div_ceil(KC)) }
+}
+
+/// Packs `B[k0..k0+kc, :]` into `dst`: panel j holds kc rows of 16 columns.
+fn pack_b_slice(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, parallel: bool) {
+    let panels = dst.len() / (kc * NR);
+    // rows of B contiguous: a few groups of panels, each filled row by row
+    // (see `pack_b_rows`); otherwise panel by panel
+    let (per, pack): (usize, PackB) = if b.cs == 1 {
+        let groups = if parallel { 2 * rayon::current_num_threads() } else { 1 };
+        (panels.div_ceil(groups), pack_b_rows)
+    } else {
+        (1, pack_b)
+    };
+    let pack_chunk = |(g, dst): (usize, &mut [f32])| pack(dst, b, k0, kc, g * per * NR);
+    if parallel {
+        dst.par_chunks_mut(per * kc * NR).enumerate().for_each(pack_chunk);
+    } else {
+        dst.chunks_mut(per * kc * NR).enumerate().for_each(pack_chunk);
+    }
+}
+
+/// `C (+)= s · A[:, k0..k0+kc] · B_slice` for one packed slice of B (all of
+/// C's columns, `packed_b` holding their panels): tasks are blocks of at most
+/// MC rows of A, as many per thread, × groups of panels (more groups when M is
+/// small). Each task packs its block of A and sweeps its panels tile by tile.
+///
+/// # Safety
+/// As [`gemm`]; `packed_b` holds C's columns' panels, `kc` deep.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sweep(c: RawMatMut, a: Mat<'_>, packed_b: &[f32], k0: usize, kc: usize, s: f32, add: bool, parallel: bool) {
+    let (m, n) = (a.rows, c.cols);
+    let panels = n.div_ceil(NR);
+    debug_assert!(packed_b.len() >= panels * kc * NR);
+    let cp = SharedMut(c.ptr);
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    // blocks of whole 6-row panels, a multiple of the thread count, their
+    // sizes differing by at most one panel so no thread waits on another
+    let m_panels = m.div_ceil(MR);
+    let m_blocks = (threads * m.div_ceil(threads * MC)).min(m_panels);
+    let groups = if m_blocks >= 2 * threads { 1 } else { (2 * threads).div_ceil(m_blocks).min(panels) };
+    let per_group = panels.div_ceil(groups);
+    let task = |t: usize| {
+        let (mb, g) = (t / groups, t % groups);
+        let (ip0, ip1) = (mb * m_panels / m_blocks, (mb + 1) * m_panels / m_blocks);
+        let (i0, mc) = (ip0 * MR, (ip1 * MR).min(m) - ip0 * MR);
+        let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
+        if p0 >= p1 {
+            return;
+        }
+        // pack A[i0..i0+mc, k0..k0+kc] into 6-row panels: kc steps of 6 values
+        let a_panels = mc.div_ceil(MR);
+        let mut packed_a_buf = crate::pool::take(a_panels * kc * MR + 16);
+        let packed_a = &mut aligned(&mut packed_a_buf)[..a_panels * kc * MR];
+        for (ip, dst) in packed_a.chunks_mut(kc * MR).enumerate() {
+            pack_a(dst, a, i0 + ip * MR, MR.min(mc - ip * MR), k0, kc);
+        }
+        for jp in p0..p1 {
+            let bpanel = &packed_b[jp * kc * NR..(jp + 1) * kc * NR];
+            let (j, nr) = (jp * NR, NR.min(n - jp * NR));
+            for ip in 0..a_panels {
+                let apanel = &packed_a[ip * kc * MR..(ip + 1) * kc * MR];
+                let (i, mr) = (i0 + ip * MR, MR.min(mc - ip * MR));
+                // SAFETY: the tile (i..i+mr, j..j+nr) lies in C and belongs to this task alone.
+                unsafe {
+                    let tile = RawMatMut { ptr: cp.ptr().add(i * c.rs + j * c.cs), rows: mr, cols: nr, ..c };
+                    avx2::tile(tile, apanel, bpanel, kc, s, add);
+                }
+            }
+        }
+        crate::pool::give(packed_a_buf);
+    };
+    let tasks = m_blocks * groups;
+    if parallel && tasks > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// `B` packed once, ahead of the products that read it: the panels [`gemm`]
+/// would pack on every call, for a weight that many products read unchanged
+/// (inference). Laid out as `gemm` walks them: blocks of at most [`NC`]
+/// columns, each holding its slices of K one after another, each slice its
+/// panels of 16 columns.
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+    /// where the 64-byte-aligned panels start in `data`
+    start: usize,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB[{}, {}]", self.k, self.n)
+    }
+}
+
+impl PackedB {
+    /// Pack all of `b` (`K × N`, any strides).
+    pub fn new(b: Mat<'_>) -> PackedB {
+        let (k, n) = (b.rows, b.cols);
+        assert!(b.fits(), "PackedB: the view reaches past its buffer");
+        // every block's panels hold whole multiples of 16 columns
+        let len: usize = (0..n).step_by(NC).map(|j0| k * NC.min(n - j0).div_ceil(NR) * NR).sum();
+        let mut data = vec![0.0f32; len + 16];
+        let start = data.as_ptr().align_offset(64).min(16);
+        let slice = slice_depth(k.max(1));
+        let mut at = start;
+        for j0 in (0..n).step_by(NC) {
+            let bj = Mat { cols: NC.min(n - j0), offset: b.offset + j0 * b.cs, ..b };
+            for k0 in (0..k).step_by(slice) {
+                let kc = slice.min(k - k0);
+                let size = bj.cols.div_ceil(NR) * kc * NR;
+                pack_b_slice(&mut data[at..at + size], bj, k0, kc, true);
+                at += size;
+            }
+        }
+        PackedB { k, n, data, start }
+    }
+
+    /// `[K, N]`, the shape of the `B` it holds.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.k, self.n]
+    }
+}
+
+/// [`gemm`] with `B` packed ahead ([`PackedB`]): the same products, without
+/// packing `B` again.
+///
+/// # Safety
+/// As [`gemm`]; `a.cols` is `b`'s K and `c.cols` its N.
+pub unsafe fn gemm_prepacked(c: RawMatMut, a: Mat<'_>, b: &PackedB, s: f32, accumulate: bool, parallel: bool) {
+    let (k, n) = (b.k, b.n);
+    assert!(a.cols == k && c.cols == n && c.rows == a.rows, "gemm_prepacked: sizes do not chain");
+    assert!(a.fits(), "gemm_prepacked: A reaches past its buffer");
+    if a.rows == 0 || n == 0 {
+        return;
+    }
+    let slice = slice_depth(k.max(1));
+    let mut at = b.start;
+    for j0 in (0..n).step_by(NC) {
+        let cols = NC.min(n - j0);
+        // SAFETY: columns j0..j0+cols of C lie inside the caller's C.
+        let cj = RawMatMut { ptr: unsafe { c.ptr.add(j0 * c.cs) }, cols, ..c };
+        for k0 in (0..k).step_by(slice) {
+            let kc = slice.min(k - k0);
+            let size = cols.div_ceil(NR) * kc * NR;
+            // SAFETY: as for the whole product; the slice holds this block's panels.
+            unsafe { sweep(cj, a, &b.data[at..at + size], k0, kc, s, accumulate || k0 > 0, parallel) };
+            at += size;
+        }
+    }
+    if k == 0 && !accumulate {
+        // empty sums
+        for i in 0..c.rows {
+            for j in 0..n {
+                // SAFETY: in range by the caller's contract.
+                unsafe { *c.ptr.add(i * c.rs + j * c.cs) = 0.0 };
+            }
+        }
+    }
 }
 
 /// Fills `dst` with packed panels of `B`: `(dst, B, k0, kc, first column)`.
@@ -415,6 +523,38 @@ mod tests {
     use super::*;
     use crate::Rng;
     use crate::kernels::gemm::{MatMut, matmul_naive};
+
+    #[test]
+    fn prepacked_b_gives_the_same_products() {
+        if !available() {
+            return;
+        }
+        let mut rng = Rng::new(12);
+        // one slice, several slices (K > KC_ONE_SLICE), several NC blocks, K = 0
+        for &(m, k, n) in &[(1, 5, 3), (13, 300, 17), (50, 700, 40), (7, 20, NC + 21), (3, 0, 4)] {
+            for tb in [false, true] {
+                let av: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+                let bv: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+                let a = Mat::rows(&av, m, k);
+                let b = if tb { Mat::rows(&bv, n, k).t() } else { Mat::rows(&bv, k, n) };
+                let packed = PackedB::new(b);
+                assert_eq!(packed.shape(), [k, n]);
+                let c0: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+                for (accumulate, parallel) in [(false, false), (true, true), (false, true)] {
+                    let mut want = c0.clone();
+                    matmul_naive(MatMut::rows(&mut want, m, n), a, b, 0.7, accumulate);
+                    let mut got = c0.clone();
+                    let c = RawMatMut { ptr: got.as_mut_ptr(), rows: m, cols: n, rs: n, cs: 1 };
+                    // SAFETY: got holds the m × n matrix; a lies in its vector.
+                    unsafe { gemm_prepacked(c, a, &packed, 0.7, accumulate, parallel) };
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        let tol = 1e-4 * (1.0 + (k as f32).sqrt());
+                        assert!((g - w).abs() < tol, "{m}x{k}x{n} tb={tb} acc={accumulate} at {i}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn interleave_matches_its_plain_twin() {
