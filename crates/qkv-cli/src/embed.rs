@@ -53,7 +53,11 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let enc = SentenceEncoder::open(&args.model)?;
+    let mut enc = SentenceEncoder::open(&args.model)?;
+    if sentences.len() > args.batch_size {
+        // several forward passes: pack the weights for the GEMM once, not on every pass
+        enc.bert.keep_packed_weights()?;
+    }
     let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(sentences.len());
     for chunk in sentences.chunks(args.batch_size) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();

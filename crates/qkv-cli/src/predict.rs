@@ -115,7 +115,7 @@ pub fn fill_mask(args: &FillMaskArgs) -> Result<()> {
 }
 
 pub fn classify(args: &ClassifyArgs) -> Result<()> {
-    let Encoder::TextClassifier { model, tokenizer, labels, extras } = open(&args.model)? else {
+    let Encoder::TextClassifier { mut model, tokenizer, labels, extras } = open(&args.model)? else {
         bail!("{}: not a text classifier (BertForSequenceClassification)", args.model.display());
     };
     let tokenizer = need_tokenizer(tokenizer, &args.model)?;
@@ -123,7 +123,12 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
     let seqs: Vec<Vec<u32>> =
         args.texts.iter().map(|t| Ok(wrap(&tokenizer.encode(t)?, extras.max_len, &sp))).collect::<qkv::Result<_>>()?;
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-    let probs = predict(&model, &refs, &sp, 16)?;
+    let batch = 16;
+    if refs.len() > batch {
+        // several forward passes: pack the weights for the GEMM once, not on every pass
+        model.bert.keep_packed_weights()?;
+    }
+    let probs = predict(&model, &refs, &sp, batch)?;
     let mut results = Vec::new();
     for (text, p) in args.texts.iter().zip(&probs) {
         let best = top(p, 1)[0];
@@ -144,10 +149,14 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
 }
 
 pub fn classify_image(args: &ClassifyImageArgs) -> Result<()> {
-    let Encoder::ImageClassifier { model, labels } = open(&args.model)? else {
+    let Encoder::ImageClassifier { mut model, labels } = open(&args.model)? else {
         bail!("{}: not an image classifier (ViTForImageClassification)", args.model.display());
     };
     let (ch, size) = (model.config.num_channels, model.config.image_size);
+    if args.images.len() > 1 {
+        // one forward pass per image: pack the weights for the GEMM once, not on every pass
+        model.keep_packed_weights()?;
+    }
     let mut results = Vec::new();
     for path in &args.images {
         let (pixels, note) = load_image_noting(path, ch, size)?;

@@ -90,3 +90,42 @@ fn a_classifier_learns_which_token_a_sentence_contains() {
         assert!(r.accuracy > 0.9, "{pooling:?}: accuracy {}", r.accuracy);
     }
 }
+
+#[test]
+fn packed_weights_give_the_same_vectors_and_step_aside_once_a_weight_changes() {
+    let plain = Bert::new(tiny(), true, &mut Rng::new(0)).unwrap();
+    let mut packed = Bert::new(tiny(), true, &mut Rng::new(0)).unwrap();
+    packed.keep_packed_weights().unwrap();
+    let mut rng = Rng::new(3);
+    let ids: Vec<u32> = (0..2 * 9).map(|_| rng.below(40) as u32).collect();
+    let mask = [true; 18];
+    let run = |m: &Bert| {
+        no_grad(|| m.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b: 2, t: 9 }, &Dropout::default()))
+    };
+    let before = run(&plain).unwrap();
+    assert!(run(&packed).unwrap().max_abs_diff(&before).unwrap() < 1e-5);
+
+    // where the CPU has the packed GEMM, the copies exist and are used only
+    // for several rows without gradients
+    let fc = &packed.layers[0].mlp.c_fc;
+    if let Some(p) = &fc.packed {
+        let rows = qkv_tensor::Tensor::zeros(&[3, 16]);
+        assert!(no_grad(|| p.usable(&rows, &[&fc.weight]).is_some()));
+        assert!(p.usable(&rows, &[&fc.weight]).is_none(), "gradients are recorded");
+        assert!(no_grad(|| p.usable(&qkv_tensor::Tensor::zeros(&[1, 16]), &[&fc.weight]).is_none()), "one row");
+    }
+
+    // a training step changes weights (here: every weight scaled) in both
+    // models; the packed copies are stale and the products read the new weights
+    for m in [&plain, &packed] {
+        for p in m.named_params() {
+            p.param.update(|w, _| w.iter_mut().for_each(|x| *x *= 1.5));
+        }
+    }
+    if let Some(p) = &fc.packed {
+        assert!(no_grad(|| p.usable(&qkv_tensor::Tensor::zeros(&[3, 16]), &[&fc.weight]).is_none()), "stale");
+    }
+    let after = run(&plain).unwrap();
+    assert!(after.max_abs_diff(&before).unwrap() > 1e-3, "the update changed the model");
+    assert!(run(&packed).unwrap().max_abs_diff(&after).unwrap() < 1e-5);
+}

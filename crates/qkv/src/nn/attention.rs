@@ -15,7 +15,7 @@
 
 use qkv_tensor::{AttentionKernel, AttentionOpts, Result, Rng, Tensor, attention, attention_qkv};
 
-use super::linear::{Linear, WeightLayout};
+use super::linear::{Linear, Packed, WeightLayout};
 use super::positional::{Positions, alibi_slopes, apply_rope, rope_tables};
 use super::{Module, NamedParam};
 
@@ -82,13 +82,16 @@ impl KvCache {
 }
 
 /// How tokens become queries, keys and values.
+// one per layer: the variants' sizes do not matter, boxing would only add a hop
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum QkvProjection {
     /// One projection to `3C` features (GPT-2's `c_attn`: the query, key and
     /// value blocks side by side).
     Fused(Linear),
-    /// Three projections (BERT, ViT: `query`, `key`, `value`).
-    Separate { query: Linear, key: Linear, value: Linear },
+    /// Three projections (BERT, ViT: `query`, `key`, `value`), and their
+    /// weights side by side, packed for inference ([`QkvProjection::keep_packed`]).
+    Separate { query: Linear, key: Linear, value: Linear, packed: Option<Packed> },
 }
 
 impl QkvProjection {
@@ -99,17 +102,13 @@ impl QkvProjection {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             QkvProjection::Fused(l) => l.forward(x),
-            QkvProjection::Separate { query, key, value } => {
-                // one matmul against the three weights side by side. Weights
-                // stored out × in (as nn.Linear, BERT, ViT) are stacked as rows
-                // — a plain copy — and the product reads the stack transposed.
-                let trio = [query, key, value];
-                let w = if trio.iter().all(|l| l.layout == WeightLayout::OutIn) {
-                    Tensor::concat(&[&query.weight.value(), &key.weight.value(), &value.weight.value()], 0)?.t()?
-                } else {
-                    Tensor::concat(&[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?], 1)?
+            QkvProjection::Separate { query, key, value, packed } => {
+                // one matmul against the three weights side by side
+                let trio = [&query.weight, &key.weight, &value.weight];
+                let y = match packed.as_ref().and_then(|p| p.usable(x, &trio)) {
+                    Some(w) => x.matmul_packed(w)?,
+                    None => x.matmul(&stacked_weight(query, key, value)?)?,
                 };
-                let y = x.matmul(&w)?;
                 match (&query.bias, &key.bias, &value.bias) {
                     (Some(bq), Some(bk), Some(bv)) => {
                         y.add_into(&Tensor::concat(&[&bq.value(), &bk.value(), &bv.value()], 0)?)
@@ -118,6 +117,30 @@ impl QkvProjection {
                 }
             }
         }
+    }
+
+    /// Keep the projection's weight packed for inference (see
+    /// [`Linear::keep_packed`]); for the trio, their stack.
+    pub fn keep_packed(&mut self) -> Result<()> {
+        match self {
+            QkvProjection::Fused(l) => l.keep_packed(),
+            QkvProjection::Separate { query, key, value, packed } => {
+                *packed =
+                    Packed::new(&stacked_weight(query, key, value)?, &[&query.weight, &key.weight, &value.weight])?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The query, key and value weights side by side as one `[C, 3C]` `B`.
+/// Weights stored out × in (as nn.Linear, BERT, ViT) are stacked as rows — a
+/// plain copy — and read transposed.
+fn stacked_weight(query: &Linear, key: &Linear, value: &Linear) -> Result<Tensor> {
+    if [query, key, value].iter().all(|l| l.layout == WeightLayout::OutIn) {
+        Tensor::concat(&[&query.weight.value(), &key.weight.value(), &value.weight.value()], 0)?.t()
+    } else {
+        Tensor::concat(&[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?], 1)
     }
 }
 
@@ -169,6 +192,7 @@ impl SelfAttention {
                 query: Linear::new_out_in(c, c, bias, std, rng),
                 key: Linear::new_out_in(c, c, bias, std, rng),
                 value: Linear::new_out_in(c, c, bias, std, rng),
+                packed: None,
             },
             c_proj: Linear::new_out_in(c, c, bias, std, rng),
             n_head,
@@ -233,7 +257,7 @@ impl SelfAttention {
     pub fn collect_named(&self, qkv: &str, out: &str, params: &mut Vec<NamedParam>) {
         match &self.qkv {
             QkvProjection::Fused(l) => l.collect_params(qkv, params),
-            QkvProjection::Separate { query, key, value } => {
+            QkvProjection::Separate { query, key, value, .. } => {
                 query.collect_params(&format!("{qkv}query."), params);
                 key.collect_params(&format!("{qkv}key."), params);
                 value.collect_params(&format!("{qkv}value."), params);

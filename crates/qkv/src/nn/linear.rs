@@ -1,6 +1,6 @@
 //! A projection: `y = x · W + b`.
 
-use qkv_tensor::{F16Matrix, Param, Result, Rng, Tensor, is_grad_enabled};
+use qkv_tensor::{F16Matrix, PackedMatrix, Param, Result, Rng, Tensor, is_grad_enabled};
 
 use super::{Module, NamedParam};
 
@@ -26,6 +26,35 @@ pub struct Linear {
     /// used for one-row inputs without gradients. Not a parameter: training
     /// and saving see only `weight`.
     pub f16: Option<F16Matrix>,
+    /// The weight packed for the GEMM ([`Linear::keep_packed`]); used for
+    /// inputs of several rows without gradients while the weight is unchanged.
+    pub packed: Option<Packed>,
+}
+
+/// A weight packed for inference, and the version of the weight it was
+/// packed from ([`Param::version`]): once training changes the weight, the
+/// copy is stale and no longer used.
+#[derive(Clone, Debug)]
+pub struct Packed {
+    pub matrix: PackedMatrix,
+    pub versions: Vec<u64>,
+}
+
+impl Packed {
+    /// Pack `w` (`[in, out]`, maybe a view), made from `params` as they are now.
+    /// `None` where the CPU gains nothing from it.
+    pub fn new(w: &Tensor, params: &[&Param]) -> Result<Option<Packed>> {
+        let versions = params.iter().map(|p| p.version()).collect();
+        Ok(PackedMatrix::from_tensor(w)?.map(|matrix| Packed { matrix, versions }))
+    }
+
+    /// The packed weight, when `x` has several rows, no gradient is recorded,
+    /// and `params` are still as they were when packed.
+    pub fn usable(&self, x: &Tensor, params: &[&Param]) -> Option<&PackedMatrix> {
+        let rows = x.numel() / self.matrix.shape()[0].max(1);
+        let fresh = params.iter().map(|p| p.version()).eq(self.versions.iter().copied());
+        (rows > 1 && fresh && !is_grad_enabled()).then_some(&self.matrix)
+    }
 }
 
 impl Linear {
@@ -36,6 +65,7 @@ impl Linear {
             bias: bias.then(|| Param::new(Tensor::zeros(&[d_out]))),
             layout: WeightLayout::InOut,
             f16: None,
+            packed: None,
         }
     }
 
@@ -46,6 +76,7 @@ impl Linear {
             bias: bias.then(|| Param::new(Tensor::zeros(&[d_out]))),
             layout: WeightLayout::OutIn,
             f16: None,
+            packed: None,
         }
     }
 
@@ -80,12 +111,23 @@ impl Linear {
         Ok(())
     }
 
+    /// Keep the weight packed into the GEMM's panels, which products of
+    /// several rows without gradients (an encoder's inference) then read
+    /// instead of packing the weight on every call. Costs a second copy of the
+    /// weight; ignored once the weight changes.
+    pub fn keep_packed(&mut self) -> Result<()> {
+        self.packed = Packed::new(&self.w_in_out()?, &[&self.weight])?;
+        Ok(())
+    }
+
     /// # Shapes
     /// x `[.., d_in]` → `[.., d_out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let one_row = x.numel() == self.d_in();
-        let y = match &self.f16 {
-            Some(w) if one_row && !is_grad_enabled() => x.matmul_f16(w, self.layout == WeightLayout::OutIn)?,
+        let packed = self.packed.as_ref().and_then(|p| p.usable(x, &[&self.weight]));
+        let y = match (&self.f16, packed) {
+            (Some(w), _) if one_row && !is_grad_enabled() => x.matmul_f16(w, self.layout == WeightLayout::OutIn)?,
+            (_, Some(w)) => x.matmul_packed(w)?,
             _ => x.matmul(&self.w_in_out()?)?,
         };
         match &self.bias {
