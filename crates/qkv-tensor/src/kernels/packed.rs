@@ -11,7 +11,9 @@
 //!   does 12 fused multiply-adds.
 //!
 //! Strides are honoured while packing, so `A·Bᵀ` and `Aᵀ·B` need no copies
-//! beyond the packing itself. [`super::gemm::matmul_naive`] is its twin in tests.
+//! beyond the packing itself. A weight that many products read unchanged
+//! (inference) can be packed once ahead instead ([`PackedB`],
+//! [`gemm_prepacked`]): the same sweeps, without packing `B` again. [`super::gemm::matmul_naive`] is its twin in tests.
 
 use rayon::prelude::*;
 
@@ -525,34 +527,17 @@ mod tests {
     use crate::kernels::gemm::{MatMut, matmul_naive};
 
     #[test]
-    fn prepacked_b_gives_the_same_products() {
+    fn prepacked_b_with_k_zero_gives_empty_sums() {
         if !available() {
             return;
         }
-        let mut rng = Rng::new(12);
-        // one slice, several slices (K > KC_ONE_SLICE), several NC blocks, K = 0
-        for &(m, k, n) in &[(1, 5, 3), (13, 300, 17), (50, 700, 40), (7, 20, NC + 21), (3, 0, 4)] {
-            for tb in [false, true] {
-                let av: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
-                let bv: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
-                let a = Mat::rows(&av, m, k);
-                let b = if tb { Mat::rows(&bv, n, k).t() } else { Mat::rows(&bv, k, n) };
-                let packed = PackedB::new(b);
-                assert_eq!(packed.shape(), [k, n]);
-                let c0: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
-                for (accumulate, parallel) in [(false, false), (true, true), (false, true)] {
-                    let mut want = c0.clone();
-                    matmul_naive(MatMut::rows(&mut want, m, n), a, b, 0.7, accumulate);
-                    let mut got = c0.clone();
-                    let c = RawMatMut { ptr: got.as_mut_ptr(), rows: m, cols: n, rs: n, cs: 1 };
-                    // SAFETY: got holds the m × n matrix; a lies in its vector.
-                    unsafe { gemm_prepacked(c, a, &packed, 0.7, accumulate, parallel) };
-                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                        let tol = 1e-4 * (1.0 + (k as f32).sqrt());
-                        assert!((g - w).abs() < tol, "{m}x{k}x{n} tb={tb} acc={accumulate} at {i}: {g} vs {w}");
-                    }
-                }
-            }
+        let packed = PackedB::new(Mat::rows(&[], 0, 4));
+        for (accumulate, want) in [(false, 0.0), (true, 2.0)] {
+            let mut got = vec![2.0f32; 3 * 4];
+            let c = RawMatMut { ptr: got.as_mut_ptr(), rows: 3, cols: 4, rs: 4, cs: 1 };
+            // SAFETY: got holds the 3 × 4 matrix; A is empty.
+            unsafe { gemm_prepacked(c, Mat::rows(&[], 3, 0), &packed, 1.0, accumulate, true) };
+            assert!(got.iter().all(|&g| g == want), "accumulate={accumulate}: {got:?}");
         }
     }
 
@@ -576,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_naive_on_awkward_shapes_strides_and_slices() {
+    fn matches_naive_on_awkward_shapes_strides_and_slices_packed_now_or_ahead() {
         if !available() {
             return;
         }
@@ -589,6 +574,7 @@ mod tests {
             (100, 257, 33),
             (200, 64, 130),
             (5, 600, 40),
+            (50, 700, 40),
             (7, 20, NC + 21),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -596,17 +582,30 @@ mod tests {
                 let bv: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
                 let a = if ta { Mat::rows(&av, k, m).t() } else { Mat::rows(&av, m, k) };
                 let b = if tb { Mat::rows(&bv, n, k).t() } else { Mat::rows(&bv, k, n) };
+                // the same B packed ahead, for gemm_prepacked
+                let packed = PackedB::new(b);
+                assert_eq!(packed.shape(), [k, n]);
                 let c0: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
                 for (accumulate, parallel) in [(false, false), (true, true), (false, true)] {
                     let mut want = c0.clone();
                     matmul_naive(MatMut::rows(&mut want, m, n), a, b, 0.7, accumulate);
-                    let mut got = c0.clone();
-                    let c = RawMatMut { ptr: got.as_mut_ptr(), rows: m, cols: n, rs: n, cs: 1 };
-                    // SAFETY: got holds the m × n matrix; a, b lie in their vectors.
-                    unsafe { gemm(c, a, b, 0.7, accumulate, parallel) };
-                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                        let tol = 1e-4 * (1.0 + (k as f32).sqrt());
-                        assert!((g - w).abs() < tol, "{m}x{k}x{n} ta={ta} tb={tb} acc={accumulate} at {i}: {g} vs {w}");
+                    for prepacked in [false, true] {
+                        let mut got = c0.clone();
+                        let c = RawMatMut { ptr: got.as_mut_ptr(), rows: m, cols: n, rs: n, cs: 1 };
+                        // SAFETY: got holds the m × n matrix; a, b lie in their vectors.
+                        unsafe {
+                            if prepacked {
+                                gemm_prepacked(c, a, &packed, 0.7, accumulate, parallel);
+                            } else {
+                                gemm(c, a, b, 0.7, accumulate, parallel);
+                            }
+                        }
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            let tol = 1e-4 * (1.0 + (k as f32).sqrt());
+                            let at =
+                                format!("{m}x{k}x{n} ta={ta} tb={tb} acc={accumulate} prepacked={prepacked} at {i}");
+                            assert!((g - w).abs() < tol, "{at}: {g} vs {w}");
+                        }
                     }
                 }
             }
