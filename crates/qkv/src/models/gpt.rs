@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::nn::attention::{KvCache, QkvProjection, SelfAttention};
 use crate::nn::block::{Block, Naming, Placement};
 use crate::nn::embedding::Embedding;
+use crate::nn::linear::Derived;
 use crate::nn::mlp::{Activation, Mlp};
 use crate::nn::norm::{Norm, NormKind};
 use crate::nn::positional::{Positions, sinusoidal_table};
@@ -143,7 +144,7 @@ pub struct Gpt {
     /// `[V, C]` separate LM head, when not tied.
     pub lm_head: Option<Param>,
     /// 16-bit copy of the LM head for generation ([`Gpt::keep_f16_copies`]).
-    pub lm_head_f16: Option<F16Matrix>,
+    pub lm_head_f16: Option<Derived<F16Matrix>>,
 }
 
 impl Gpt {
@@ -246,11 +247,8 @@ impl Gpt {
             block.mlp.c_fc.keep_f16_copy()?;
             block.mlp.c_proj.keep_f16_copy()?;
         }
-        let head = match &self.lm_head {
-            Some(w) => w.value(),
-            None => self.wte.weight.value(),
-        };
-        self.lm_head_f16 = Some(F16Matrix::from_tensor(&head)?);
+        let head = self.lm_head.as_ref().unwrap_or(&self.wte.weight);
+        self.lm_head_f16 = Some(Derived::new(F16Matrix::from_tensor(&head.value())?, &[head]));
         Ok(())
     }
 
@@ -259,17 +257,15 @@ impl Gpt {
     /// # Shapes
     /// x `[.., C]` → `[.., V]`
     pub fn logits(&self, x: &Tensor) -> TResult<Tensor> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.wte.weight);
         if let Some(w) = &self.lm_head_f16
             && x.numel() == self.config.n_embd
             && !is_grad_enabled()
+            && let Some(w) = w.fresh(&[head])
         {
             return x.matmul_f16(w, true);
         }
-        let w = match &self.lm_head {
-            Some(w) => w.value(),
-            None => self.wte.weight.value(),
-        };
-        x.matmul(&w.t()?)
+        x.matmul(&head.value().t()?)
     }
 
     /// # Shapes

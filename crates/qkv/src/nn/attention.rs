@@ -13,9 +13,9 @@
 //! Cost: the scores are a `T × T` matrix per head — quadratic in T. The flash
 //! kernel (the default) never stores that matrix, so memory stays linear.
 
-use qkv_tensor::{AttentionKernel, AttentionOpts, Result, Rng, Tensor, attention, attention_qkv};
+use qkv_tensor::{AttentionKernel, AttentionOpts, PackedMatrix, Result, Rng, Tensor, attention, attention_qkv};
 
-use super::linear::{Linear, Packed, WeightLayout};
+use super::linear::{Derived, Linear, WeightLayout, pack, packed_for};
 use super::positional::{Positions, alibi_slopes, apply_rope, rope_tables};
 use super::{Module, NamedParam};
 
@@ -91,7 +91,7 @@ pub enum QkvProjection {
     Fused(Linear),
     /// Three projections (BERT, ViT: `query`, `key`, `value`), and their
     /// weights side by side, packed for inference ([`QkvProjection::keep_packed`]).
-    Separate { query: Linear, key: Linear, value: Linear, packed: Option<Packed> },
+    Separate { query: Linear, key: Linear, value: Linear, packed: Option<Derived<PackedMatrix>> },
 }
 
 impl QkvProjection {
@@ -105,7 +105,7 @@ impl QkvProjection {
             QkvProjection::Separate { query, key, value, packed } => {
                 // one matmul against the three weights side by side
                 let trio = [&query.weight, &key.weight, &value.weight];
-                let y = match packed.as_ref().and_then(|p| p.usable(x, &trio)) {
+                let y = match packed_for(packed, x, &trio) {
                     Some(w) => x.matmul_packed(w)?,
                     None => x.matmul(&stacked_weight(query, key, value)?)?,
                 };
@@ -125,8 +125,7 @@ impl QkvProjection {
         match self {
             QkvProjection::Fused(l) => l.keep_packed(),
             QkvProjection::Separate { query, key, value, packed } => {
-                *packed =
-                    Packed::new(&stacked_weight(query, key, value)?, &[&query.weight, &key.weight, &value.weight])?;
+                *packed = pack(&stacked_weight(query, key, value)?, &[&query.weight, &key.weight, &value.weight])?;
                 Ok(())
             }
         }

@@ -23,38 +23,52 @@ pub struct Linear {
     pub bias: Option<Param>,
     pub layout: WeightLayout,
     /// A 16-bit copy of `weight` for generation ([`Linear::keep_f16_copy`]);
-    /// used for one-row inputs without gradients. Not a parameter: training
-    /// and saving see only `weight`.
-    pub f16: Option<F16Matrix>,
+    /// used for one-row inputs without gradients while the weight is
+    /// unchanged. Not a parameter: training and saving see only `weight`.
+    pub f16: Option<Derived<F16Matrix>>,
     /// The weight packed for the GEMM ([`Linear::keep_packed`]); used for
     /// inputs of several rows without gradients while the weight is unchanged.
-    pub packed: Option<Packed>,
+    pub packed: Option<Derived<PackedMatrix>>,
 }
 
-/// A weight packed for inference, and the version of the weight it was
-/// packed from ([`Param::version`]): once training changes the weight, the
-/// copy is stale and no longer used.
+/// A copy derived from weights for inference (packed for the GEMM, or
+/// rounded to f16), with the versions of the weights it was made from
+/// ([`Param::version`]): once training changes a weight, the copy is stale and
+/// is no longer used.
 #[derive(Clone, Debug)]
-pub struct Packed {
-    pub matrix: PackedMatrix,
+pub struct Derived<T> {
+    pub copy: T,
     pub versions: Vec<u64>,
 }
 
-impl Packed {
-    /// Pack `w` (`[in, out]`, maybe a view), made from `params` as they are now.
-    /// `None` where the CPU gains nothing from it.
-    pub fn new(w: &Tensor, params: &[&Param]) -> Result<Option<Packed>> {
-        let versions = params.iter().map(|p| p.version()).collect();
-        Ok(PackedMatrix::from_tensor(w)?.map(|matrix| Packed { matrix, versions }))
+impl<T> Derived<T> {
+    /// `copy`, made from `params` as they are now.
+    pub fn new(copy: T, params: &[&Param]) -> Derived<T> {
+        Derived { copy, versions: params.iter().map(|p| p.version()).collect() }
     }
 
-    /// The packed weight, when `x` has several rows, no gradient is recorded,
-    /// and `params` are still as they were when packed.
-    pub fn usable(&self, x: &Tensor, params: &[&Param]) -> Option<&PackedMatrix> {
-        let rows = x.numel() / self.matrix.shape()[0].max(1);
-        let fresh = params.iter().map(|p| p.version()).eq(self.versions.iter().copied());
-        (rows > 1 && fresh && !is_grad_enabled()).then_some(&self.matrix)
+    /// The copy, while `params` are as they were when it was made.
+    pub fn fresh(&self, params: &[&Param]) -> Option<&T> {
+        params.iter().map(|p| p.version()).eq(self.versions.iter().copied()).then_some(&self.copy)
     }
+}
+
+/// Pack `w` (`[in, out]`, maybe a view) made from `params`; `None` where the
+/// CPU gains nothing from it.
+pub fn pack(w: &Tensor, params: &[&Param]) -> Result<Option<Derived<PackedMatrix>>> {
+    Ok(PackedMatrix::from_tensor(w)?.map(|m| Derived::new(m, params)))
+}
+
+/// The packed weight to use for `x`: there is one, `x` has several rows, no
+/// gradient is recorded, and `params` are unchanged since it was packed.
+pub fn packed_for<'a>(
+    packed: &'a Option<Derived<PackedMatrix>>,
+    x: &Tensor,
+    params: &[&Param],
+) -> Option<&'a PackedMatrix> {
+    let p = packed.as_ref()?;
+    let rows = x.numel() / p.copy.shape()[0].max(1);
+    if rows > 1 && !is_grad_enabled() { p.fresh(params) } else { None }
 }
 
 impl Linear {
@@ -107,7 +121,7 @@ impl Linear {
     /// gradients (generating a token) then read instead: half the bytes per
     /// token, each weight rounded to f16 (relative error ≤ 2⁻¹¹).
     pub fn keep_f16_copy(&mut self) -> Result<()> {
-        self.f16 = Some(F16Matrix::from_tensor(&self.weight.value())?);
+        self.f16 = Some(Derived::new(F16Matrix::from_tensor(&self.weight.value())?, &[&self.weight]));
         Ok(())
     }
 
@@ -116,7 +130,7 @@ impl Linear {
     /// instead of packing the weight on every call. Costs a second copy of the
     /// weight; ignored once the weight changes.
     pub fn keep_packed(&mut self) -> Result<()> {
-        self.packed = Packed::new(&self.w_in_out()?, &[&self.weight])?;
+        self.packed = pack(&self.w_in_out()?, &[&self.weight])?;
         Ok(())
     }
 
@@ -124,9 +138,9 @@ impl Linear {
     /// x `[.., d_in]` → `[.., d_out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let one_row = x.numel() == self.d_in();
-        let packed = self.packed.as_ref().and_then(|p| p.usable(x, &[&self.weight]));
-        let y = match (&self.f16, packed) {
-            (Some(w), _) if one_row && !is_grad_enabled() => x.matmul_f16(w, self.layout == WeightLayout::OutIn)?,
+        let f16 = self.f16.as_ref().filter(|_| one_row && !is_grad_enabled()).and_then(|w| w.fresh(&[&self.weight]));
+        let y = match (f16, packed_for(&self.packed, x, &[&self.weight])) {
+            (Some(w), _) => x.matmul_f16(w, self.layout == WeightLayout::OutIn)?,
             (_, Some(w)) => x.matmul_packed(w)?,
             _ => x.matmul(&self.w_in_out()?)?,
         };
@@ -144,5 +158,32 @@ impl Module for Linear {
         if let Some(b) = &self.bias {
             out.push(NamedParam { name: format!("{prefix}bias"), param: b.clone(), decay: false });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qkv_tensor::no_grad;
+
+    #[test]
+    fn derived_copies_are_used_only_while_the_weight_is_unchanged() {
+        let mut rng = Rng::new(1);
+        let mut l = Linear::new(64, 48, true, 1.0, &mut rng);
+        l.keep_f16_copy().unwrap();
+        l.keep_packed().unwrap();
+        let one = Tensor::randn(&[1, 64], 1.0, &mut rng);
+        let rows = Tensor::randn(&[5, 64], 1.0, &mut rng);
+        let f32_product = |l: &Linear, x: &Tensor| no_grad(|| x.matmul(&l.w_in_out().unwrap()).unwrap());
+        let forward = |l: &Linear, x: &Tensor| no_grad(|| l.forward(x).unwrap());
+        // one row reads the f16 copy: the weights' rounding shows, a little
+        let d = forward(&l, &one).max_abs_diff(&f32_product(&l, &one)).unwrap();
+        assert!(d > 0.0 && d < 0.05, "f16 copy in use: {d}");
+        // several rows read the packed copy, or (without AVX2) the weight: the same numbers
+        assert!(forward(&l, &rows).max_abs_diff(&f32_product(&l, &rows)).unwrap() < 1e-4);
+        // training changes the weight: both copies are stale and step aside
+        l.weight.update(|w, _| w.iter_mut().for_each(|v| *v *= 0.5));
+        assert_eq!(forward(&l, &one).max_abs_diff(&f32_product(&l, &one)).unwrap(), 0.0);
+        assert_eq!(forward(&l, &rows).max_abs_diff(&f32_product(&l, &rows)).unwrap(), 0.0);
     }
 }
