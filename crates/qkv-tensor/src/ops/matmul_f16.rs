@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use half::f16;
 
-use crate::autograd::is_grad_enabled;
+use super::matmul::inference_product_shape;
 use crate::error::{Error, Result};
 use crate::kernels::gemv_f16::gemv_f16;
 use crate::tensor::Tensor;
@@ -55,22 +55,10 @@ impl Tensor {
     /// # Shapes
     /// self `[.., K]`, W `[K, N]` (or `[N, K]` transposed) → `[.., N]`
     pub fn matmul_f16(&self, w: &F16Matrix, transposed: bool) -> Result<Tensor> {
-        if is_grad_enabled() {
-            return Err(Error::invalid("matmul_f16", "16-bit weights are for inference: call it inside no_grad"));
-        }
         let (k, n) = if transposed { (w.cols, w.rows) } else { (w.rows, w.cols) };
-        let r = self.rank();
-        if r == 0 || self.shape()[r - 1] != k {
-            let how = if transposed { ", read transposed" } else { "" };
-            return Err(Error::mismatch(
-                "matmul_f16",
-                self.shape(),
-                &w.shape(),
-                format!("the last axis must be K = {k}{how}"),
-            ));
-        }
+        let how = if transposed { ", read transposed" } else { "" };
+        let (rows, shape) = inference_product_shape("matmul_f16", "16-bit weights", self, &w.shape(), [k, n], how)?;
         let x = self.data();
-        let rows: usize = self.shape()[..r - 1].iter().product();
         let mut out = Vec::with_capacity(rows * n);
         if k == 0 {
             out.resize(rows * n, 0.0); // empty sums
@@ -79,8 +67,6 @@ impl Tensor {
                 out.extend(gemv_f16(row, &w.data, k, n, transposed, true));
             }
         }
-        let mut shape = self.shape().to_vec();
-        shape[r - 1] = n;
         Tensor::from_vec(out, &shape)
     }
 }

@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use crate::autograd::is_grad_enabled;
-use crate::error::{Error, Result};
+use super::matmul::{inference_product_shape, mat_of};
+use crate::error::Result;
 use crate::kernels::gemm::{Mat, RawMatMut};
 use crate::kernels::packed::{PackedB, available, gemm_prepacked};
 use crate::tensor::Tensor;
@@ -34,13 +34,11 @@ impl PackedMatrix {
     /// Pack a 2-D tensor read as `B` (`[K, N]`). `None` where the CPU lacks
     /// the packed GEMM's instructions (AVX2 and FMA): there is nothing to gain.
     pub fn from_tensor(w: &Tensor) -> Result<Option<PackedMatrix>> {
-        let (k, n) = w.dims2()?;
+        w.dims2()?;
         if !available() {
             return Ok(None);
         }
-        let (st, off) = (w.layout().strides(), w.layout().offset());
-        let b = Mat { data: w.storage_slice(), offset: off, rows: k, cols: n, rs: st[0], cs: st[1] };
-        Ok(Some(PackedMatrix(Arc::new(PackedB::new(b)))))
+        Ok(Some(PackedMatrix(Arc::new(PackedB::new(mat_of(w, 0))))))
     }
 
     /// `[K, N]`.
@@ -56,20 +54,8 @@ impl Tensor {
     /// # Shapes
     /// self `[.., K]`, W `[K, N]` → `[.., N]`
     pub fn matmul_packed(&self, w: &PackedMatrix) -> Result<Tensor> {
-        if is_grad_enabled() {
-            return Err(Error::invalid("matmul_packed", "packed weights are for inference: call it inside no_grad"));
-        }
         let [k, n] = w.shape();
-        let r = self.rank();
-        if r == 0 || self.shape()[r - 1] != k {
-            return Err(Error::mismatch(
-                "matmul_packed",
-                self.shape(),
-                &w.shape(),
-                format!("the last axis must be K = {k}"),
-            ));
-        }
-        let rows: usize = self.shape()[..r - 1].iter().product();
+        let (rows, shape) = inference_product_shape("matmul_packed", "packed weights", self, &w.shape(), [k, n], "")?;
         let x = self.contiguous();
         let a = Mat { data: x.storage_slice(), offset: x.layout().offset(), rows, cols: k, rs: k, cs: 1 };
         let mut out = crate::pool::take(rows * n);
@@ -77,8 +63,6 @@ impl Tensor {
         // SAFETY: `out` holds the rows × n result and nothing else sees it; `a`
         // is x's contiguous rows; `available()` held when `w` was packed.
         unsafe { gemm_prepacked(c, a, &w.0, 1.0, false, rayon::current_num_threads() > 1) };
-        let mut shape = self.shape().to_vec();
-        shape[r - 1] = n;
         Tensor::from_vec(out, &shape)
     }
 }
