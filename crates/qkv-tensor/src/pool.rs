@@ -79,6 +79,22 @@ pub fn clear() -> usize {
     })
 }
 
+/// Overwrite every cached buffer with `pattern`, repeated: what a reused
+/// buffer may hold is up to whoever held it last, so tests fill the cache
+/// with garbage (NaN, infinities, huge numbers) and check that kernels give
+/// the same bits as over fresh memory — no kernel may read what it did not
+/// write.
+pub fn scribble(pattern: &[f32]) {
+    assert!(!pattern.is_empty(), "scribble needs a pattern");
+    with_pool(|p| {
+        for v in p.free.values_mut().flatten() {
+            for (x, &y) in v.iter_mut().zip(pattern.iter().cycle()) {
+                *x = y;
+            }
+        }
+    });
+}
+
 /// Bytes waiting in the cache.
 pub fn cached_bytes() -> usize {
     with_pool(|p| p.bytes)

@@ -1,50 +1,66 @@
 //! Tensors in the safetensors format (a JSON header naming each tensor's
 //! dtype, shape and byte range, then the raw little-endian data).
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use qkv_tensor::Tensor;
 
 use crate::error::{Error, Result};
 
-/// An f32 tensor ready to be written.
-struct F32View {
-    shape: Vec<usize>,
-    data: Vec<u8>,
+/// The JSON header of f32 `tensors` laid out one after another in the given
+/// order, `__metadata__` first, padded with spaces to a multiple of 8 bytes
+/// (so the data that follows stays aligned), with its 8-byte length in front.
+///
+/// Written here rather than by the `safetensors` crate, whose serializer takes
+/// the metadata as a `HashMap`: its order changes from process to process, and
+/// with it the bytes of every checkpoint — the same run must give the same file.
+fn header(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
+    let mut entries = Vec::with_capacity(tensors.len() + 1);
+    if !metadata.is_empty() {
+        let meta: Vec<String> = metadata.iter().map(|(k, v)| format!("{}:{}", json(k), json(v))).collect();
+        entries.push(format!("\"__metadata__\":{{{}}}", meta.join(",")));
+    }
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let end = offset + 4 * t.numel();
+        let shape: Vec<String> = t.shape().iter().map(usize::to_string).collect();
+        entries.push(format!(
+            "{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            json(name),
+            shape.join(",")
+        ));
+        offset = end;
+    }
+    let mut text = format!("{{{}}}", entries.join(",")).into_bytes();
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out
 }
 
-impl View for &F32View {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
-/// Write named tensors (and string metadata) to `path`, atomically.
+/// Write named tensors (and string metadata) to `path`, atomically. The same
+/// tensors and metadata always give the same bytes.
 pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
-    let views: Vec<(String, F32View)> = tensors
-        .iter()
-        .map(|(name, t)| {
-            let data = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), F32View { shape: t.shape().to_vec(), data })
-        })
-        .collect();
-    let info: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(info))
-        .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
-    crate::io::atomic::write_atomic(path, &bytes)
+    let mut names = std::collections::HashSet::new();
+    if let Some((dup, _)) = tensors.iter().find(|(n, _)| !names.insert(n.as_str())) {
+        return Err(Error::format(path, format!("cannot save two tensors named {dup:?}")));
+    }
+    crate::io::atomic::write_atomic_with(path, |f| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        w.write_all(&header(tensors, metadata))?;
+        for (_, t) in tensors {
+            for chunk in t.data().chunks(1 << 14) {
+                let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+                w.write_all(&bytes)?;
+            }
+        }
+        w.flush()
+    })
 }
 
 /// The tensors of a safetensors file, converted to f32.
@@ -111,6 +127,34 @@ mod tests {
         assert_eq!(l.tensors["a.weight"].to_vec(), a.to_vec());
         assert_eq!(l.tensors["a.weight"].shape(), &[2, 3]);
         assert_eq!(l.metadata["step"], "12");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_same_tensors_always_give_the_same_bytes() {
+        // several metadata keys: a hash map's order would differ between saves
+        let dir = std::env::temp_dir().join(format!("qkv-st-same-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tensors = [("b".to_string(), Tensor::ones(&[3, 2])), ("a".to_string(), Tensor::zeros(&[5]))];
+        let meta: BTreeMap<String, String> = (0..8).map(|i| (format!("key{i}"), format!("value \"{i}\""))).collect();
+        let p = dir.join("t.safetensors");
+        save(&p, &tensors, &meta).unwrap();
+        let first = std::fs::read(&p).unwrap();
+        for _ in 0..20 {
+            save(&p, &tensors, &meta).unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), first);
+        }
+        // the header keeps the metadata sorted and is padded to 8 bytes; the safetensors crate reads it
+        let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let text = std::str::from_utf8(&first[8..8 + n]).unwrap();
+        assert!(text.starts_with(r#"{"__metadata__":{"key0":"value \"0\"","key1""#), "{text}");
+        let l = load(&p).unwrap();
+        assert_eq!(l.tensors["b"].to_vec(), vec![1.0; 6]);
+        assert_eq!(l.tensors["a"].shape(), &[5]);
+        assert_eq!(l.metadata["key7"], "value \"7\"");
+        let dup = save(&p, &[tensors[0].clone(), tensors[0].clone()], &meta).unwrap_err().to_string();
+        assert!(dup.contains("two tensors named \"b\""), "{dup}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
