@@ -13,7 +13,10 @@ use qkv::data::text::Split;
 use qkv::models::gpt::{Gpt, GptConfig};
 use qkv::nn::Module;
 use qkv::nn::mlp::Activation;
-use qkv::train::{TrainConfig, Trainer};
+use qkv::tokenize::CharTokenizer;
+use qkv::train::TrainConfig;
+use qkv::train::next_token::NextToken;
+use qkv::train::run::Trainer;
 use qkv_tensor::kernels::gemm::{Mat, MatMut, Threads, matmul};
 use qkv_tensor::{AttentionOpts, Param, Rng, Tensor, no_grad};
 
@@ -278,7 +281,12 @@ fn train(
         grad_clip: 1.0,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(model, tc, Split::new(tokens, 0.1))?;
+    // any 65-token vocabulary: the task only needs its size
+    let alphabet: String = (0..vocab as u8).map(|i| (b'0' + i) as char).collect();
+    let tokenizer = CharTokenizer::from_text(&alphabet).into();
+    let n_params = model.num_params();
+    let task = NextToken::new(model, tokenizer, Split::new(tokens, 0.1), &tc)?;
+    let mut trainer = Trainer::new(Box::new(task), tc)?;
     let reps = args.reps.unwrap_or(20);
     for _ in 0..3 {
         trainer.train_step()?;
@@ -292,7 +300,7 @@ fn train(
     let secs = median(times);
     let tokens_per_s = (b * t) as f64 / secs;
     // training FLOPs per token ≈ 6·N + 12·L·C·T (N without the position table)
-    let n = trainer.model.num_params() - t * n_embd;
+    let n = n_params - t * n_embd;
     let flops_per_token = 6.0 * n as f64 + 12.0 * (n_layer * n_embd * t) as f64;
     let model_gflops = tokens_per_s * flops_per_token / 1e9;
     let roofline = gemm_roofline();

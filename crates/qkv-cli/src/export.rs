@@ -7,8 +7,8 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use qkv::models::gpt2_hf;
+use qkv::models::load::{Model, open, wrong_kind};
 use qkv::nn::Module;
-use qkv::train::run;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
@@ -41,7 +41,10 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    let (_, model, tok) = run::load_model(&args.model)?;
+    let (model, tok) = match open(&args.model)? {
+        Model::Gpt { model, tokenizer, hugging_face: false } => (model, tokenizer),
+        other => return Err(wrong_kind(&args.model, &other, "a GPT trained by qkv").into()),
+    };
     if let Some(why) = gpt2_hf::inexpressible(&model.config) {
         bail!("cannot export {} as GPT-2: {why}", args.model.display());
     }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use qkv::generate::{Sampling, generate};
-use qkv::train::run;
+use qkv::models::load::{Model, open, wrong_kind};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -51,7 +51,10 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let (mut model, tok) = run::load_gpt(&args.model)?;
+    let (mut model, tok) = match open(&args.model)? {
+        Model::Gpt { model, tokenizer, .. } => (model, tokenizer),
+        other => return Err(wrong_kind(&args.model, &other, "a GPT (qkv run or GPT-2)").into()),
+    };
     if args.f16_weights {
         model.keep_f16_copies().context("--f16-weights")?;
     }

@@ -3,13 +3,11 @@
 mod bench;
 mod embed;
 mod eval;
-mod eval_encoder;
 mod export;
 mod generate;
 mod predict;
 mod tokenizer;
 mod train;
-mod train_encoder;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -57,20 +55,28 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match run(cli) {
+        Ok(0) => {}
+        Ok(status) => std::process::exit(status),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Run the command; its exit status.
+fn run(cli: Cli) -> Result<i32> {
     qkv_tensor::init_threads(cli.threads).map_err(anyhow::Error::msg)?;
     qkv_tensor::in_pool(|| run_command(cli.command))
 }
 
-fn run_command(command: Cmd) -> Result<()> {
+fn run_command(command: Cmd) -> Result<i32> {
+    if let Cmd::Train(args) = command {
+        return train::run(&args);
+    }
     match command {
-        Cmd::Train(args) => train::run(&args),
+        Cmd::Train(_) => unreachable!("handled above"),
         Cmd::Generate(args) => generate::run(&args),
         Cmd::FillMask(args) => predict::fill_mask(&args),
         Cmd::Classify(args) => predict::classify(&args),
@@ -80,5 +86,6 @@ fn run_command(command: Cmd) -> Result<()> {
         Cmd::Export(args) => export::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Tokenizer(args) => tokenizer::run(&args),
-    }
+    }?;
+    Ok(0)
 }

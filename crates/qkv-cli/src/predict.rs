@@ -6,11 +6,11 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 
+use qkv::data::bert_input::{Specials, encode};
 use qkv::data::images::load_image_noting;
 use qkv::models::bert::Batch;
-use qkv::models::load::{Encoder, need_tokenizer, open};
+use qkv::models::load::{Model, need_tokenizer, open, wrong_kind};
 use qkv::nn::Dropout;
-use qkv::train::text::{Specials, predict, wrap};
 use qkv_tensor::no_grad;
 
 #[derive(Args, Debug)]
@@ -63,18 +63,19 @@ pub struct ClassifyImageArgs {
 /// Indices of the `k` largest values, largest first.
 fn top(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].partial_cmp(&values[a]).unwrap_or(std::cmp::Ordering::Equal));
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
     idx.truncate(k);
     idx
 }
 
 pub fn fill_mask(args: &FillMaskArgs) -> Result<()> {
-    let Encoder::MaskedLm { model, tokenizer, extras } = open(&args.model)? else {
-        bail!("{}: not a masked-language model (BertForMaskedLM)", args.model.display());
+    let (model, tokenizer, extras) = match open(&args.model)? {
+        Model::MaskedLm { model, tokenizer, extras } => (model, tokenizer, extras),
+        other => return Err(wrong_kind(&args.model, &other, "a masked-language model (BertForMaskedLM)").into()),
     };
     let tokenizer = need_tokenizer(tokenizer, &args.model)?;
     let sp = Specials::of(&tokenizer)?;
-    let ids = wrap(&tokenizer.encode(&args.text)?, extras.max_len, &sp);
+    let ids = encode(&tokenizer, &args.text, extras.max_len, &sp)?;
     let masked: Vec<usize> = ids.iter().enumerate().filter(|&(_, &i)| i == sp.mask).map(|(p, _)| p).collect();
     if masked.is_empty() {
         bail!("the text has no [MASK] token to fill");
@@ -115,20 +116,23 @@ pub fn fill_mask(args: &FillMaskArgs) -> Result<()> {
 }
 
 pub fn classify(args: &ClassifyArgs) -> Result<()> {
-    let Encoder::TextClassifier { mut model, tokenizer, labels, extras } = open(&args.model)? else {
-        bail!("{}: not a text classifier (BertForSequenceClassification)", args.model.display());
+    let (mut model, tokenizer, labels, extras) = match open(&args.model)? {
+        Model::TextClassifier { model, tokenizer, labels, extras } => (model, tokenizer, labels, extras),
+        other => {
+            return Err(wrong_kind(&args.model, &other, "a text classifier (BertForSequenceClassification)").into());
+        }
     };
     let tokenizer = need_tokenizer(tokenizer, &args.model)?;
     let sp = Specials::of(&tokenizer)?;
     let seqs: Vec<Vec<u32>> =
-        args.texts.iter().map(|t| Ok(wrap(&tokenizer.encode(t)?, extras.max_len, &sp))).collect::<qkv::Result<_>>()?;
+        args.texts.iter().map(|t| encode(&tokenizer, t, extras.max_len, &sp)).collect::<qkv::Result<_>>()?;
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     let batch = 16;
     if refs.len() > batch {
         // several forward passes: pack the weights for the GEMM once, not on every pass
         model.bert.keep_packed_weights()?;
     }
-    let probs = predict(&model, &refs, &sp, batch)?;
+    let probs = model.probabilities(&refs, sp.pad, batch)?;
     let mut results = Vec::new();
     for (text, p) in args.texts.iter().zip(&probs) {
         let best = top(p, 1)[0];
@@ -149,8 +153,9 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
 }
 
 pub fn classify_image(args: &ClassifyImageArgs) -> Result<()> {
-    let Encoder::ImageClassifier { mut model, labels } = open(&args.model)? else {
-        bail!("{}: not an image classifier (ViTForImageClassification)", args.model.display());
+    let (mut model, labels) = match open(&args.model)? {
+        Model::ImageClassifier { model, labels } => (model, labels),
+        other => return Err(wrong_kind(&args.model, &other, "an image classifier (ViTForImageClassification)").into()),
     };
     let (ch, size) = (model.config.num_channels, model.config.image_size);
     if args.images.len() > 1 {

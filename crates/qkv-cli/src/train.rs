@@ -1,151 +1,55 @@
-//! `qkv train`: train a GPT on a text file (default: the bundled Shakespeare).
+//! `qkv train`: arguments → a run description → the library's run loop,
+//! drawn as a progress bar. Every default comes from the library (the
+//! `[default: …]` texts of `--help` are computed from it).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use qkv::data::text::{SHAKESPEARE, Split, bits_per_char, eval_targets, read_corpus};
-use qkv::data::token_cache;
-use qkv::data::tokens::{TokenIds, Tokens};
 use qkv::generate::{Sampling, generate};
-use qkv::models::gpt::{Gpt, GptConfig};
-use qkv::nn::Module;
+use qkv::models::bert::{BertConfig, Pooling};
+use qkv::models::gpt::GptConfig;
+use qkv::models::load::{Model, open};
+use qkv::models::vit::VitConfig;
 use qkv::nn::block::Placement;
 use qkv::nn::mlp::Activation;
 use qkv::nn::norm::NormKind;
 use qkv::nn::positional::Positions;
-use qkv::tokenize::{CharTokenizer, Tokenizer};
-use qkv::train::run::{self, Metric, RunConfig, TrainState};
-use qkv::train::{TrainConfig, Trainer};
+use qkv::train::checkpoint::REPORT;
+use qkv::train::image_classification::ImageClassificationSpec;
+use qkv::train::masked_lm::{MaskedLmSpec, small_bert};
+use qkv::train::next_token::NextTokenSpec;
+use qkv::train::run::{Control, Event, Outcome, Run};
+use qkv::train::setup::{ResumeChanges, RunSpec, TaskSpec, resume, start};
+use qkv::train::text_classification::TextClassificationSpec;
+use qkv::train::{TaskKind, TrainConfig};
 
-#[derive(Args, Debug, Default)]
-#[command(after_help = "Examples:
-  qkv train                                  # Shakespeare, about 7 minutes on 2 cores
-  qkv train --data notes.txt --out-dir runs/notes --max-steps 500
-  qkv train --n-layer 6 --n-head 6 --n-embd 384 --block-size 256 --dropout 0.2
-  qkv train --tokenizer gpt2 --out-dir runs/gpt2-tokens   # GPT-2's subword tokens
-  qkv tokenizer train --kind byte-bpe --vocab-size 2048 data/shakespeare.txt -o bpe.json
-  qkv train --tokenizer bpe.json --out-dir runs/bpe
-  qkv train --resume runs/gpt                # continue from the last checkpoint")]
-pub struct TrainArgs {
-    /// UTF-8 text file to train on [default: the bundled Shakespeare, ~1 MB]
-    #[arg(long, value_name = "FILE")]
-    pub data: Option<PathBuf>,
-    /// Run directory: config, checkpoints, metrics, loss curve
-    #[arg(long, value_name = "DIR", default_value = "runs/gpt")]
-    pub out_dir: PathBuf,
-    /// Continue the run in DIR from its last checkpoint (same settings; --max-steps,
-    /// --eval-interval and --stop-at may change)
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
-    /// Start over in an --out-dir that already holds a run (replaces only the run's own files)
-    #[arg(long)]
-    pub force: bool,
-    /// JSON file with "model" and/or "train" sections, named like a run's config.json;
-    /// flags override it
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Tokenizer: a tokenizer.json (e.g. from `qkv tokenizer train`), a Hugging Face model
-    /// directory, a GPT-2 vocab.json + merges.txt pair, a BERT vocab.txt, or `gpt2` (bundled).
-    /// The corpus is tokenized once, in parallel, and cached ($QKV_CACHE_DIR, default
-    /// ~/.cache/qkv/tokens) [default: one token per character of the corpus]
-    #[arg(long, value_name = "SPEC")]
-    pub tokenizer: Option<String>,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ModelKind {
+    /// Decoder-only transformer, next-token prediction (text)
+    #[default]
+    Gpt,
+    /// Encoder for text: masked language modelling or classification
+    Bert,
+    /// Vision Transformer: image classification
+    Vit,
+}
 
-    /// Transformer blocks [default: 4]
-    #[arg(long, help_heading = "Model")]
-    pub n_layer: Option<usize>,
-    /// Attention heads per block; must divide --n-embd [default: 6]
-    #[arg(long, help_heading = "Model")]
-    pub n_head: Option<usize>,
-    /// Model width C [default: 192]
-    #[arg(long, help_heading = "Model")]
-    pub n_embd: Option<usize>,
-    /// Context length T in tokens [default: 128]
-    #[arg(long, help_heading = "Model")]
-    pub block_size: Option<usize>,
-    /// MLP width as a multiple of C [default: 4]
-    #[arg(long, help_heading = "Model")]
-    pub mlp_ratio: Option<f32>,
-    /// gelu | gelu-tanh | relu | swiglu [default: gelu]
-    #[arg(long, help_heading = "Model")]
-    pub activation: Option<Activation>,
-    /// layernorm | rmsnorm [default: layernorm]
-    #[arg(long, help_heading = "Model")]
-    pub norm: Option<NormKindArg>,
-    /// pre | post [default: pre]
-    #[arg(long, help_heading = "Model")]
-    pub norm_placement: Option<Placement>,
-    /// learned | sinusoidal | rope | alibi | none [default: learned]
-    #[arg(long, help_heading = "Model")]
-    pub positions: Option<Positions>,
-    /// Biases in projections and LayerNorms: true | false [default: false]
-    #[arg(long, help_heading = "Model")]
-    pub bias: Option<bool>,
-    /// Dropout while training [default: 0]
-    #[arg(long, help_heading = "Model")]
-    pub dropout: Option<f32>,
-    /// Share the token embedding with the LM head: true | false [default: true]
-    #[arg(long, help_heading = "Model")]
-    pub tie_embeddings: Option<bool>,
-
-    /// Sequences per micro-batch [default: 16]
-    #[arg(long, help_heading = "Training")]
-    pub batch_size: Option<usize>,
-    /// Micro-batches per optimizer step [default: 1]
-    #[arg(long, help_heading = "Training")]
-    pub grad_accum: Option<usize>,
-    /// Optimizer steps [default: 1400]
-    #[arg(long, help_heading = "Training")]
-    pub max_steps: Option<u64>,
-    /// Peak learning rate [default: 2e-3]
-    #[arg(long, help_heading = "Training")]
-    pub lr: Option<f32>,
-    /// Final learning rate of the cosine decay [default: 2e-4]
-    #[arg(long, help_heading = "Training")]
-    pub min_lr: Option<f32>,
-    /// Linear warm-up steps [default: 100]
-    #[arg(long, help_heading = "Training")]
-    pub warmup_steps: Option<u64>,
-    /// AdamW decoupled weight decay (projection weights only) [default: 0.1]
-    #[arg(long, help_heading = "Training")]
-    pub weight_decay: Option<f32>,
-    /// Clip the global gradient norm to this; 0 = off [default: 1.0]
-    #[arg(long, help_heading = "Training")]
-    pub grad_clip: Option<f32>,
-    /// AdamW beta1 [default: 0.9]
-    #[arg(long, help_heading = "Training")]
-    pub beta1: Option<f32>,
-    /// AdamW beta2 [default: 0.95]
-    #[arg(long, help_heading = "Training")]
-    pub beta2: Option<f32>,
-    /// Evaluate, checkpoint and redraw the loss curve every N steps [default: 200]
-    #[arg(long, help_heading = "Training")]
-    pub eval_interval: Option<u64>,
-    /// Validation batches per evaluation, at most [default: 20]
-    #[arg(long, help_heading = "Training")]
-    pub eval_batches: Option<usize>,
-    /// Seed of initialisation, batches and dropout [default: 1337]
-    #[arg(long, help_heading = "Training")]
-    pub seed: Option<u64>,
-    /// Stop after this step, keeping the schedule of --max-steps (continue with --resume)
-    #[arg(long, help_heading = "Training")]
-    pub stop_at: Option<u64>,
-    /// Characters of sample text to print at the end; 0 for none
-    #[arg(long, default_value_t = 400)]
-    pub sample_chars: usize,
-    /// No progress bar; one line per evaluation instead
-    #[arg(long)]
-    pub quiet: bool,
-    #[command(flatten)]
-    pub encoder: crate::train_encoder::EncoderArgs,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Masked language modelling (BERT pre-training) on a text corpus
+    Mlm,
+    /// Classification of labelled texts (CSV, TSV or JSONL)
+    Classify,
 }
 
 /// `--norm` values (clap-friendly wrapper).
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum NormKindArg {
     Layernorm,
     Rmsnorm,
@@ -160,87 +64,296 @@ impl From<NormKindArg> for NormKind {
     }
 }
 
-/// Settings from `--config FILE`, if any.
-fn config_file(path: &Path) -> Result<Settings> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let obj = v.as_object().with_context(|| format!("{}: expected a JSON object", path.display()))?;
-    for k in obj.keys() {
-        if !["model", "train", "data", "tokenizer", "kind", "data_len", "data_hash"].contains(&k.as_str()) {
-            bail!("{}: unknown section {k:?} (use \"model\", \"train\", \"data\", \"tokenizer\")", path.display());
-        }
-    }
-    let model: GptConfig = match obj.get("model") {
-        Some(m) => serde_json::from_value(m.clone()).with_context(|| format!("{}: in \"model\"", path.display()))?,
-        None => GptConfig::default(),
-    };
-    let train: TrainConfig = match obj.get("train") {
-        Some(t) => serde_json::from_value(t.clone()).with_context(|| format!("{}: in \"train\"", path.display()))?,
-        None => TrainConfig::default(),
-    };
-    let data = obj.get("data").and_then(|d| d.as_str()).map(PathBuf::from);
-    let tokenizer = obj.get("tokenizer").and_then(|d| d.as_str()).map(String::from);
-    Ok((model, train, data, tokenizer))
+// ------------------------------------------------------------- help texts
+// The `[default: …]` of every flag, read off the library's defaults.
+
+fn show(x: impl std::fmt::Display) -> String {
+    x.to_string()
 }
 
-/// Model, training, corpus and tokenizer settings.
-type Settings = (GptConfig, TrainConfig, Option<PathBuf>, Option<String>);
+/// `text [default: …]` with the value for each task, merged when they agree.
+fn per_task(text: &str, value: impl Fn(TaskKind) -> Option<String>) -> String {
+    let values: Vec<(TaskKind, String)> = TaskKind::ALL.iter().filter_map(|&k| value(k).map(|v| (k, v))).collect();
+    let same = values.windows(2).all(|w| w[0].1 == w[1].1);
+    let list = if same {
+        values.first().map(|(_, v)| v.clone()).unwrap_or_default()
+    } else {
+        values.iter().map(|(k, v)| format!("{v} {}", k.name())).collect::<Vec<_>>().join(", ")
+    };
+    format!("{text} [default: {list}]")
+}
+
+fn train_default(text: &str, f: impl Fn(&TrainConfig) -> String) -> String {
+    per_task(text, |k| Some(f(&TrainConfig::for_task(k, false))))
+}
+
+/// A model setting of each family: GPT, BERT (from scratch), ViT.
+fn model_default(
+    text: &str,
+    gpt: impl Fn(&GptConfig) -> String,
+    bert: impl Fn(&BertConfig) -> String,
+    vit: impl Fn(&VitConfig) -> String,
+) -> String {
+    per_task(text, |k| match k {
+        TaskKind::NextToken => Some(gpt(&NextTokenSpec::default().model)),
+        TaskKind::MaskedLm => Some(bert(&small_bert())),
+        TaskKind::TextClassification => None,
+        TaskKind::ImageClassification => Some(vit(&VitConfig::default())),
+    })
+    .replace(" mlm", " bert")
+}
+
+fn lr_help() -> String {
+    let fine = TrainConfig::for_task(TaskKind::TextClassification, true).lr;
+    train_default("Peak learning rate", |t| show(t.lr))
+        .replace(" classify", &format!(" classify ({fine} with --init-from)"))
+}
+
+fn steps_help() -> String {
+    train_default("Optimizer steps (overrides --epochs)", |t| match t.epochs {
+        Some(e) => format!("{e} epochs"),
+        None => show(t.max_steps),
+    })
+}
+
+fn epochs_help() -> String {
+    per_task("Passes over the training data (classifiers; sets --max-steps)", |k| {
+        TrainConfig::for_task(k, false).epochs.map(show)
+    })
+}
+
+fn eval_help() -> String {
+    train_default("Evaluate, checkpoint and redraw the loss curve every N steps", |t| {
+        t.eval_interval.map_or("every epoch".into(), show)
+    })
+}
+
+fn mlp_help() -> String {
+    model_default(
+        "MLP width as a multiple of C",
+        |g| show(g.mlp_ratio),
+        |b| show(b.intermediate_size / b.hidden_size),
+        |v| show(v.intermediate_size / v.hidden_size),
+    )
+}
+
+fn gpt_default(text: &str, f: impl Fn(&GptConfig) -> String) -> String {
+    format!("{text} [default: {}]", f(&GptConfig::default()))
+}
+
+fn mlm_spec() -> MaskedLmSpec {
+    MaskedLmSpec::default()
+}
+
+fn cls_spec() -> TextClassificationSpec {
+    TextClassificationSpec::default()
+}
+
+fn vit_spec() -> ImageClassificationSpec {
+    ImageClassificationSpec::default()
+}
+
+#[derive(Args, Debug, Default)]
+#[command(after_help = "Examples:
+  qkv train                                  # GPT on Shakespeare, about 7 minutes on 2 cores
+  qkv train --data notes.txt --out-dir runs/notes --max-steps 500
+  qkv train --n-layer 6 --n-head 6 --n-embd 384 --block-size 256 --dropout 0.2
+  qkv train --tokenizer gpt2 --out-dir runs/gpt2-tokens   # GPT-2's subword tokens
+  qkv train --model bert --task mlm --tokenizer vocab.txt --data corpus.txt
+  qkv train --model bert --task classify --data tweets.csv --label-column sentiment --tokenizer vocab.txt
+  qkv train --model vit --data mnist/
+  qkv train --resume runs/gpt                # continue from the last checkpoint
+
+Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint and exits with status 130;
+a second Ctrl-C exits at once. A run killed any other way resumes from its last checkpoint, and
+a resumed run ends with exactly the weights of one that never stopped (same thread count).")]
+pub struct TrainArgs {
+    /// gpt | bert | vit
+    #[arg(long, value_enum, default_value_t = ModelKind::Gpt)]
+    pub model: ModelKind,
+    /// BERT: mlm (pre-training on --data text) or classify (--data labelled CSV/JSONL)
+    #[arg(long, value_enum)]
+    pub task: Option<Task>,
+    /// Training data: GPT and MLM a UTF-8 text [default: the bundled Shakespeare, ~1 MB] (MLM
+    /// also a table's texts); classify a CSV/TSV/JSONL; ViT a directory of IDX files or class
+    /// folders, or a digits CSV
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Run directory: config, checkpoints, metrics, loss curve [default: runs/<gpt|mlm|classify|vit>]
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint (same settings; --max-steps,
+    /// --eval-interval and --stop-at may change)
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Start over in an --out-dir that already holds a run (replaces only the run's own files)
+    #[arg(long)]
+    pub force: bool,
+    /// JSON file named like a run's run.json: "train" and "model" sections and the task's
+    /// other fields ("data", "tokenizer", …); flags override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Tokenizer: a tokenizer.json (e.g. from `qkv tokenizer train`), a Hugging Face model
+    /// directory, a GPT-2 vocab.json + merges.txt pair, a BERT vocab.txt, or `gpt2` (bundled).
+    /// A GPT corpus is tokenized once, in parallel, and cached ($QKV_CACHE_DIR, default
+    /// ~/.cache/qkv/tokens) [default for a GPT: one token per character of the corpus]
+    #[arg(long, value_name = "SPEC")]
+    pub tokenizer: Option<String>,
+
+    #[arg(long, help_heading = "Model", help = model_default("Transformer blocks", |g| show(g.n_layer), |b| show(b.num_hidden_layers), |v| show(v.num_hidden_layers)))]
+    pub n_layer: Option<usize>,
+    #[arg(long, help_heading = "Model", help = model_default("Attention heads per block; must divide --n-embd", |g| show(g.n_head), |b| show(b.num_attention_heads), |v| show(v.num_attention_heads)))]
+    pub n_head: Option<usize>,
+    #[arg(long, help_heading = "Model", help = model_default("Model width C", |g| show(g.n_embd), |b| show(b.hidden_size), |v| show(v.hidden_size)))]
+    pub n_embd: Option<usize>,
+    #[arg(long, help_heading = "Model", help = gpt_default("Context length T in tokens (BERT: --max-len)", |g| show(g.block_size)))]
+    pub block_size: Option<usize>,
+    #[arg(long, help_heading = "Model", help = mlp_help())]
+    pub mlp_ratio: Option<f32>,
+    #[arg(long, help_heading = "Model", help = gpt_default("GPT: gelu | gelu-tanh | relu | swiglu", |g| format!("{:?}", g.activation).to_lowercase()))]
+    pub activation: Option<Activation>,
+    #[arg(long, help_heading = "Model", help = gpt_default("GPT: layernorm | rmsnorm", |g| format!("{:?}", g.norm).to_lowercase()))]
+    pub norm: Option<NormKindArg>,
+    #[arg(long, help_heading = "Model", help = gpt_default("GPT: pre | post", |g| format!("{:?}", g.norm_placement).to_lowercase()))]
+    pub norm_placement: Option<Placement>,
+    #[arg(long, help_heading = "Model", help = gpt_default("GPT: learned | sinusoidal | rope | alibi | none", |g| format!("{:?}", g.positions).to_lowercase()))]
+    pub positions: Option<Positions>,
+    #[arg(long, help_heading = "Model", help = gpt_default("GPT: biases in projections and LayerNorms, true | false", |g| show(g.bias)))]
+    pub bias: Option<bool>,
+    #[arg(long, help_heading = "Model", help = model_default("Dropout while training", |g| show(g.dropout), |b| show(b.hidden_dropout_prob), |v| show(v.hidden_dropout_prob)))]
+    pub dropout: Option<f32>,
+    #[arg(long, help_heading = "Model", help = gpt_default("GPT: share the token embedding with the LM head, true | false", |g| show(g.tie_embeddings)))]
+    pub tie_embeddings: Option<bool>,
+
+    #[arg(long, help_heading = "Training", help = train_default("Sequences (images) per micro-batch", |t| show(t.batch_size)))]
+    pub batch_size: Option<usize>,
+    #[arg(long, help_heading = "Training", help = train_default("Micro-batches per optimizer step", |t| show(t.grad_accum)))]
+    pub grad_accum: Option<usize>,
+    #[arg(long, help_heading = "Training", help = steps_help())]
+    pub max_steps: Option<u64>,
+    #[arg(long, help_heading = "Training", help = epochs_help())]
+    pub epochs: Option<f64>,
+    #[arg(long, help_heading = "Training", help = lr_help())]
+    pub lr: Option<f32>,
+    #[arg(long, help_heading = "Training", help = "Final learning rate of the cosine decay [default: lr / 10]")]
+    pub min_lr: Option<f32>,
+    #[arg(long, help_heading = "Training", help = train_default("Linear warm-up steps", |t| show(t.warmup_steps)))]
+    pub warmup_steps: Option<u64>,
+    #[arg(long, help_heading = "Training", help = train_default("AdamW decoupled weight decay (projection weights only)", |t| show(t.adamw.weight_decay)))]
+    pub weight_decay: Option<f32>,
+    #[arg(long, help_heading = "Training", help = train_default("Clip the global gradient norm to this; 0 = off", |t| show(t.grad_clip)))]
+    pub grad_clip: Option<f32>,
+    #[arg(long, help_heading = "Training", help = train_default("AdamW beta1", |t| show(t.adamw.beta1)))]
+    pub beta1: Option<f32>,
+    #[arg(long, help_heading = "Training", help = train_default("AdamW beta2", |t| show(t.adamw.beta2)))]
+    pub beta2: Option<f32>,
+    #[arg(long, help_heading = "Training", help = eval_help())]
+    pub eval_interval: Option<u64>,
+    #[arg(long, help_heading = "Training", help = train_default("Held-out batches per evaluation, at most (GPT, MLM)", |t| show(t.eval_batches)))]
+    pub eval_batches: Option<usize>,
+    #[arg(long, help_heading = "Training", help = train_default("Seed of initialisation, data order, masking and dropout", |t| show(t.seed)))]
+    pub seed: Option<u64>,
+    /// Stop after this step, keeping the schedule of --max-steps (continue with --resume)
+    #[arg(long, help_heading = "Training")]
+    pub stop_at: Option<u64>,
+
+    #[arg(long, help_heading = "Text encoders", help = format!("Classification (and MLM on a table): the column or JSON field holding the text [default: {}]", cls_spec().text_column))]
+    pub text_column: Option<String>,
+    #[arg(long, help_heading = "Text encoders", help = format!("Classification: the column or JSON field holding the label [default: {}]", cls_spec().label_column))]
+    pub label_column: Option<String>,
+    /// Tables: replace bytes that are not UTF-8 instead of refusing the file
+    #[arg(long, help_heading = "Text encoders")]
+    pub lossy: bool,
+    /// Classification: fine-tune the encoder of this MLM run (or Hugging Face BERT directory)
+    #[arg(long, value_name = "DIR", help_heading = "Text encoders")]
+    pub init_from: Option<PathBuf>,
+    #[arg(long, help_heading = "Text encoders", help = format!("Classification: cls (BERT's pooler on [CLS]) or mean (average of the tokens) [default: {:?}]", cls_spec().pooling).to_lowercase())]
+    pub pooling: Option<Pooling>,
+    #[arg(long, help_heading = "Text encoders", help = format!("Fraction of a table's (de-duplicated) rows held out for testing [default: {}]", cls_spec().test_fraction))]
+    pub test_fraction: Option<f64>,
+    #[arg(long, help_heading = "Text encoders", help = format!("BERT: texts longer than this many tokens ([CLS] and [SEP] included) are cut to it; \
+        also the sequence length of MLM [default: {} (fine-tuning: the encoder's own, up to {})]", mlm_spec().max_len, mlm_spec().max_len))]
+    pub max_len: Option<usize>,
+
+    #[arg(long, help_heading = "Vision Transformer", help = format!("Side of a square patch in pixels [default: {}]", vit_spec().model.patch_size))]
+    pub patch_size: Option<usize>,
+    #[arg(long, help_heading = "Vision Transformer", help = format!("Images are resized to this side [default: {}]", vit_spec().model.image_size))]
+    pub image_size: Option<usize>,
+    #[arg(long, help_heading = "Vision Transformer", help = format!("1 (grey) or 3 (RGB) [default: {}]", vit_spec().model.num_channels))]
+    pub channels: Option<usize>,
+    #[arg(long, help_heading = "Vision Transformer", help = format!("Random shifts of up to this many pixels while training [default: {}]", vit_spec().shift))]
+    pub shift: Option<usize>,
+
+    /// Characters of sample text a GPT prints at the end; 0 for none
+    #[arg(long, default_value_t = 400)]
+    pub sample_chars: usize,
+    /// No progress bar; one line per evaluation instead
+    #[arg(long)]
+    pub quiet: bool,
+}
 
 impl TrainArgs {
-    /// Defaults, then the config file, then the flags.
-    fn settings(&self) -> Result<Settings> {
-        let (mut m, mut t, mut data, mut tokenizer) = match &self.config {
-            Some(p) => config_file(p)?,
-            None => (GptConfig::default(), TrainConfig::default(), None, None),
+    fn kind(&self) -> Result<TaskKind> {
+        Ok(match (self.model, self.task) {
+            (ModelKind::Gpt, None) => TaskKind::NextToken,
+            (ModelKind::Bert, Some(Task::Mlm)) => TaskKind::MaskedLm,
+            (ModelKind::Bert, Some(Task::Classify)) => TaskKind::TextClassification,
+            (ModelKind::Bert, None) => {
+                bail!("--model bert needs --task mlm (pre-training on text) or --task classify (labelled texts)")
+            }
+            (ModelKind::Vit, None) => TaskKind::ImageClassification,
+            (m, Some(_)) => bail!("--task is for --model bert; --model {m:?} has one task", m = m),
+        })
+    }
+
+    /// Flags given that `kind` has no use for (refused rather than ignored).
+    fn foreign_flags(&self, kind: TaskKind) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut no = |given: bool, flag: &'static str| {
+            if given {
+                v.push(flag);
+            }
         };
-        macro_rules! set {
-            ($dst:expr, $($field:ident),*) => { $( if let Some(v) = self.$field { $dst.$field = v.into(); } )* };
+        let gpt = kind == TaskKind::NextToken;
+        let bert = matches!(kind, TaskKind::MaskedLm | TaskKind::TextClassification);
+        let vit = kind == TaskKind::ImageClassification;
+        for (given, flag) in [
+            (self.activation.is_some(), "--activation"),
+            (self.norm.is_some(), "--norm"),
+            (self.norm_placement.is_some(), "--norm-placement"),
+            (self.positions.is_some(), "--positions"),
+            (self.bias.is_some(), "--bias"),
+            (self.tie_embeddings.is_some(), "--tie-embeddings"),
+        ] {
+            no(given && !gpt, flag);
         }
-        set!(
-            m,
-            n_layer,
-            n_head,
-            n_embd,
-            block_size,
-            mlp_ratio,
-            activation,
-            norm,
-            norm_placement,
-            positions,
-            bias,
-            dropout,
-            tie_embeddings
-        );
-        set!(
-            t,
-            batch_size,
-            grad_accum,
-            max_steps,
-            lr,
-            min_lr,
-            warmup_steps,
-            grad_clip,
-            eval_interval,
-            eval_batches,
-            seed
-        );
-        if let Some(v) = self.weight_decay {
-            t.adamw.weight_decay = v;
+        no(self.block_size.is_some() && vit, "--block-size");
+        no(self.tokenizer.is_some() && vit, "--tokenizer");
+        for (given, flag) in [
+            (self.max_len.is_some(), "--max-len"),
+            (self.text_column.is_some(), "--text-column"),
+            (self.test_fraction.is_some(), "--test-fraction"),
+            (self.lossy, "--lossy"),
+        ] {
+            no(given && !bert, flag);
         }
-        if let Some(v) = self.beta1 {
-            t.adamw.beta1 = v;
+        for (given, flag) in [
+            (self.label_column.is_some(), "--label-column"),
+            (self.init_from.is_some(), "--init-from"),
+            (self.pooling.is_some(), "--pooling"),
+        ] {
+            no(given && kind != TaskKind::TextClassification, flag);
         }
-        if let Some(v) = self.beta2 {
-            t.adamw.beta2 = v;
+        for (given, flag) in [
+            (self.patch_size.is_some(), "--patch-size"),
+            (self.image_size.is_some(), "--image-size"),
+            (self.channels.is_some(), "--channels"),
+            (self.shift.is_some(), "--shift"),
+        ] {
+            no(given && !vit, flag);
         }
-        if self.data.is_some() {
-            data = self.data.clone();
-        }
-        if self.tokenizer.is_some() {
-            tokenizer = self.tokenizer.clone();
-        }
-        Ok((m, t, data, tokenizer))
+        no(self.epochs.is_some() && matches!(kind, TaskKind::NextToken | TaskKind::MaskedLm), "--epochs");
+        v
     }
 
     /// Flags that would change an existing run (refused with --resume).
@@ -253,234 +366,192 @@ impl TrainArgs {
             mlp_ratio => "--mlp-ratio", activation => "--activation", norm => "--norm",
             norm_placement => "--norm-placement", positions => "--positions", bias => "--bias",
             dropout => "--dropout", tie_embeddings => "--tie-embeddings", batch_size => "--batch-size",
-            grad_accum => "--grad-accum", lr => "--lr", min_lr => "--min-lr", warmup_steps => "--warmup-steps",
-            weight_decay => "--weight-decay", grad_clip => "--grad-clip", beta1 => "--beta1", beta2 => "--beta2",
-            seed => "--seed", config => "--config", data => "--data", tokenizer => "--tokenizer");
+            grad_accum => "--grad-accum", epochs => "--epochs", lr => "--lr", min_lr => "--min-lr",
+            warmup_steps => "--warmup-steps", weight_decay => "--weight-decay", grad_clip => "--grad-clip",
+            beta1 => "--beta1", beta2 => "--beta2", eval_batches => "--eval-batches", seed => "--seed",
+            config => "--config", data => "--data", tokenizer => "--tokenizer", out_dir => "--out-dir",
+            task => "--task", text_column => "--text-column", label_column => "--label-column",
+            init_from => "--init-from", pooling => "--pooling", test_fraction => "--test-fraction",
+            max_len => "--max-len", patch_size => "--patch-size", image_size => "--image-size",
+            channels => "--channels", shift => "--shift");
+        if self.model != ModelKind::Gpt {
+            v.push("--model");
+        }
+        if self.lossy {
+            v.push("--lossy");
+        }
         v
     }
 }
 
-/// The corpus text and its description.
-fn load_corpus(data: &Option<PathBuf>) -> Result<(String, String)> {
-    Ok(match data {
-        None => (SHAKESPEARE.to_string(), "bundled Shakespeare".to_string()),
-        Some(p) => (read_corpus(p)?, p.display().to_string()),
-    })
-}
-
-pub fn run(args: &TrainArgs) -> Result<()> {
-    if args.encoder.model != crate::train_encoder::ModelKind::Gpt {
-        return crate::train_encoder::run(args);
-    }
-    let (dir, mut trainer, mut state, tok) = match &args.resume {
-        Some(dir) => resume(args, dir)?,
-        None => start(args)?,
-    };
-    let cfg = trainer.config.clone();
-    let stop = args.stop_at.unwrap_or(cfg.max_steps).min(cfg.max_steps);
-    if trainer.step >= stop {
-        eprintln!("{}: already at step {} of {stop}; nothing to do", dir.display(), trainer.step);
-        return Ok(());
-    }
-    let n_params = trainer.model.num_params();
-    eprintln!(
-        "qkv train: GPT {} layers × {} heads × {} wide, context {}, {:.2} M parameters, vocabulary {} ({})",
-        trainer.model.config.n_layer,
-        trainer.model.config.n_head,
-        trainer.model.config.n_embd,
-        trainer.model.config.block_size,
-        n_params as f64 / 1e6,
-        trainer.model.config.vocab_size,
-        tok.describe()
-    );
-    eprintln!(
-        "  {} training tokens, {} validation tokens; {} tokens per step; {} threads; run directory {}",
-        trainer.data.train.len(),
-        trainer.data.val.len(),
-        trainer.tokens_per_step(),
-        qkv_tensor::num_threads(),
-        dir.display()
-    );
-
-    let bar = progress_bar(args.quiet, trainer.step, stop);
-    let run_started = Instant::now();
-    let elapsed_before = state.elapsed_s; // time of earlier sessions of this run
-    let steps_before = trainer.step;
-    let mut last_val = state.val_loss;
-    let mut window_start = Instant::now();
-    let mut window_tokens = 0usize;
-    let mut tokens_per_s = 0.0f32;
-    while trainer.step < stop {
-        let s = trainer.train_step()?;
-        window_tokens += s.tokens;
-        state.tokens_seen += s.tokens as u64;
-        let dt = window_start.elapsed().as_secs_f32();
-        if dt > 2.0 {
-            tokens_per_s = window_tokens as f32 / dt;
-            window_start = Instant::now();
-            window_tokens = 0;
-        } else if tokens_per_s == 0.0 && dt > 0.0 {
-            tokens_per_s = window_tokens as f32 / dt;
-        }
-        let is_eval = trainer.step % cfg.eval_interval == 0 || trainer.step == stop;
-        let val = if is_eval { Some(trainer.evaluate()?) } else { None };
-        if val.is_some() {
-            last_val = val;
-        }
-        let elapsed_s = elapsed_before + run_started.elapsed().as_secs_f64();
-        run::append_metric(
-            &dir,
-            &Metric { step: trainer.step, train_loss: s.loss, val_loss: val, lr: s.lr, tokens_per_s, elapsed_s },
-        )?;
-        bar.set_position(trainer.step);
-        bar.set_message(format!(
-            "loss {:.4}{} | lr {:.1e} | {:.0} tok/s",
-            s.loss,
-            last_val.map_or(String::new(), |v| format!(" | val {v:.4}")),
-            s.lr,
-            tokens_per_s
-        ));
-        if let Some(v) = val {
-            if bar.is_hidden() {
-                eprintln!(
-                    "step {:>6}/{stop}  train {:.4}  val {v:.4}  lr {:.1e}  {:.0} tok/s",
-                    trainer.step, s.loss, s.lr, tokens_per_s
-                );
+/// `base` with the keys of `patch` laid over it (objects merged key by key).
+fn overlay<T: Serialize + DeserializeOwned>(base: &T, patch: &Value, what: &str) -> Result<T> {
+    fn merge(dst: &mut Value, src: &Value) {
+        match (dst, src) {
+            (Value::Object(d), Value::Object(s)) => {
+                for (k, v) in s {
+                    merge(d.entry(k.clone()).or_insert(Value::Null), v);
+                }
             }
-            state.step = trainer.step;
-            state.rng = trainer.rng.state();
-            state.elapsed_s = elapsed_s;
-            state.val_loss = Some(v);
-            run::save_checkpoint(&dir, &trainer, &state)?;
-            let metrics = run::read_metrics(&dir)?;
-            qkv::viz::loss_curve::write_svg(&dir.join(run::CURVE), &metrics, "qkv train: loss")?;
-            // tokens/s counts training only, not the evaluation just done
-            window_start = Instant::now();
-            window_tokens = 0;
+            (d, s) => *d = s.clone(),
         }
     }
-    bar.finish_and_clear();
-    let steps = trainer.step - steps_before;
-    let secs = run_started.elapsed().as_secs_f64();
-    let val = last_val.unwrap_or(f32::NAN);
-    // bits per character of the validation text that was scored, so that runs
-    // with different tokenizers compare
-    let scored =
-        eval_targets(trainer.data.val.len(), cfg.batch_size, trainer.model.config.block_size, cfg.eval_batches);
-    let chars = tok.count_chars(&trainer.data.val.window(scored.clone()))?;
-    eprintln!(
-        "done: step {} in {:.0} s ({:.0} tokens/s); validation loss {val:.4} nats/token, perplexity {:.2}, {:.3} bits/char",
-        trainer.step,
-        secs,
-        (steps as f64 * trainer.tokens_per_step() as f64) / secs.max(1e-9),
-        val.exp(),
-        bits_per_char(val as f64, scored.len(), chars),
-    );
-    eprintln!("run directory: {}  (loss curve: {})", dir.display(), dir.join(run::CURVE).display());
-    if args.sample_chars > 0 {
-        let prompt = tok.encode("\n").or_else(|_| tok.encode(" ")).unwrap_or_else(|_| vec![0]);
-        let sampling = Sampling { temperature: 0.8, top_k: Some(40), seed: cfg.seed, ..Default::default() };
-        let ids = generate(&trainer.model, &prompt, args.sample_chars, &sampling, |_| Ok(true))?;
-        eprintln!("sample (temperature 0.8, top-k 40):\n---");
-        println!("{}", tok.decode(&ids)?);
-        eprintln!("---\ngenerate more: qkv generate --model {} --prompt \"ROMEO:\"", dir.display());
-    }
-    Ok(())
+    let mut v = serde_json::to_value(base)?;
+    merge(&mut v, patch);
+    serde_json::from_value(v).with_context(|| what.to_string())
 }
 
-/// The corpus as token ids: encoded in memory by the character tokenizer (as
-/// fast as reading a cache), otherwise from the token cache — tokenized once,
-/// in parallel, then memory-mapped — in the cache directory or, if that
-/// cannot be written, in the run directory.
-fn corpus_tokens(tok: &Tokenizer, text: &str, source: &str, run_dir: &Path) -> Result<Tokens> {
-    if tok.as_char().is_some() {
-        return Ok(tok.encode(text).with_context(|| format!("corpus: {source}"))?.into());
+/// The object in `--config FILE`.
+fn config_file(path: &Path) -> Result<serde_json::Map<String, Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    match v {
+        Value::Object(o) => Ok(o),
+        _ => bail!("{}: expected a JSON object", path.display()),
     }
-    let started = Instant::now();
-    let dirs: Vec<PathBuf> = token_cache::default_dir().into_iter().chain([run_dir.to_path_buf()]).collect();
-    let cached = token_cache::load_or_build(&dirs, text, tok).with_context(|| format!("tokenizing {source}"))?;
-    for w in &cached.warnings {
-        eprintln!("warning: cannot write the token cache: {w}");
-    }
-    let where_ =
-        cached.path.as_ref().map_or_else(|| "kept in memory".to_string(), |p| format!("cache {}", p.display()));
-    if cached.reused {
-        eprintln!("tokens of {source}: {} ({where_})", cached.tokens.len());
-    } else {
-        eprintln!(
-            "tokenized {source}: {} chars → {} tokens in {:.1} s ({where_})",
-            text.chars().count(),
-            cached.tokens.len(),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(cached.tokens)
 }
 
-/// A run ready to train, and its tokenizer.
-type Start = (PathBuf, Trainer, TrainState, Tokenizer);
-
-fn start(args: &TrainArgs) -> Result<Start> {
-    let (mut mcfg, tcfg, data, spec) = args.settings()?;
-    let (text, source) = load_corpus(&data)?;
-    let tok: Tokenizer = match &spec {
-        None => CharTokenizer::from_text(&text).into(),
-        Some(s) => Tokenizer::load(s).context("--tokenizer")?,
-    };
-    mcfg.vocab_size = tok.vocab_size();
-    mcfg.validate()?;
-    tcfg.validate()?;
-    let ids = corpus_tokens(&tok, &text, &source, &args.out_dir)?;
-    let split = Split::new(ids, 0.1);
-    split.check(mcfg.block_size).with_context(|| format!("corpus: {source}"))?;
-    let dir = args.out_dir.clone();
-    run::prepare_new(&dir, args.force)?;
-    let config = RunConfig {
-        kind: "gpt".into(),
-        model: mcfg.clone(),
-        train: tcfg.clone(),
-        data: data.clone(),
-        data_len: text.len() as u64,
-        data_hash: run::fnv1a(text.as_bytes()),
-        tokenizer: spec.clone(),
-    };
-    run::write_config(&dir, &config)?;
-    run::write_tokenizer(&dir, &tok)?;
-    let model = Gpt::new(mcfg, tcfg.seed)?;
-    let trainer = Trainer::new(model, tcfg, split)?;
-    let state = TrainState { step: 0, rng: trainer.rng.state(), tokens_seen: 0, elapsed_s: 0.0, val_loss: None };
-    Ok((dir, trainer, state, tok))
-}
-
-fn resume(args: &TrainArgs, dir: &Path) -> Result<Start> {
-    let changed = args.changed_on_resume();
-    if !changed.is_empty() {
+/// A new run's description: the library's defaults for the task, then
+/// `--config`, then the flags.
+fn new_spec(a: &TrainArgs) -> Result<RunSpec> {
+    let kind = a.kind()?;
+    let foreign = a.foreign_flags(kind);
+    if !foreign.is_empty() {
         bail!(
-            "--resume continues a run with its own settings; these flags would change it: {} \
-             (start a new run with --out-dir instead)",
-            changed.join(", ")
+            "{} not used by the {} task: {}",
+            if foreign.len() == 1 { "this flag is" } else { "these flags are" },
+            kind.name(),
+            foreign.join(", ")
         );
     }
-    let mut config = run::read_config(dir)?;
-    if let Some(m) = args.max_steps {
-        config.train.max_steps = m;
+    let mut file = match &a.config {
+        Some(p) => config_file(p)?,
+        None => Default::default(),
+    };
+    let origin = a.config.as_ref().map_or(String::new(), |p| format!("{}: ", p.display()));
+    if let Some(task) = file.remove("task") {
+        let named = serde_json::to_value(kind)?;
+        if task != named {
+            bail!("{origin}\"task\" is {task}, but the flags ask for {named}");
+        }
     }
-    if let Some(e) = args.eval_interval {
-        config.train.eval_interval = e;
+    file.remove("data_fingerprint");
+    let mut train = TrainConfig::for_task(kind, a.init_from.is_some());
+    let file_train = file.remove("train").unwrap_or(Value::Null);
+    if !file_train.is_null() {
+        train = overlay(&train, &file_train, &format!("{origin}in \"train\""))?;
     }
-    let (text, source) = load_corpus(&config.data)?;
-    if run::fnv1a(text.as_bytes()) != config.data_hash || text.len() as u64 != config.data_len {
-        bail!("the corpus {source} changed since this run started; resuming would train on different data");
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { train.$f = v; } )* };
     }
-    let tok = run::read_tokenizer(dir)?;
-    let split = Split::new(corpus_tokens(&tok, &text, &source, dir)?, 0.1);
-    let model = Gpt::new(config.model.clone(), config.train.seed)?;
-    let mut trainer = Trainer::new(model, config.train.clone(), split)?;
-    let state = run::restore(dir, &mut trainer)?;
-    run::truncate_metrics(dir, state.step)?;
-    run::write_config(dir, &config)?;
-    eprintln!("resuming {} at step {}", dir.display(), state.step);
-    Ok((dir.to_path_buf(), trainer, state, tok))
+    set!(batch_size, grad_accum, max_steps, lr, min_lr, warmup_steps, grad_clip, eval_batches, seed);
+    if a.eval_interval.is_some() {
+        train.eval_interval = a.eval_interval;
+    }
+    if a.epochs.is_some() {
+        train.epochs = a.epochs;
+    } else if a.max_steps.is_some() || file_train.get("max_steps").is_some() {
+        train.epochs = None; // a step count given outright wins over the default epochs
+    }
+    if let Some(v) = a.weight_decay {
+        train.adamw.weight_decay = v;
+    }
+    if let Some(v) = a.beta1 {
+        train.adamw.beta1 = v;
+    }
+    if let Some(v) = a.beta2 {
+        train.adamw.beta2 = v;
+    }
+    let lr_given = a.lr.is_some() || file_train.get("lr").is_some();
+    let min_given = a.min_lr.is_some() || file_train.get("min_lr").is_some();
+    if lr_given && !min_given {
+        train.min_lr = train.lr / 10.0;
+    }
+    let patch = Value::Object(file);
+    let what = format!("{origin}the task's settings");
+    let task = match kind {
+        TaskKind::NextToken => {
+            let mut s = overlay(&NextTokenSpec::default(), &patch, &what)?;
+            let m = &mut s.model;
+            macro_rules! set_model {
+                ($($f:ident),*) => { $( if let Some(v) = a.$f { m.$f = v.into(); } )* };
+            }
+            set_model!(n_layer, n_head, n_embd, block_size, mlp_ratio, activation, norm, norm_placement, positions);
+            set_model!(bias, dropout, tie_embeddings);
+            s.data = a.data.clone().or(s.data);
+            s.tokenizer = a.tokenizer.clone().or(s.tokenizer);
+            TaskSpec::NextToken(s)
+        }
+        TaskKind::MaskedLm => {
+            let mut s = overlay(&MaskedLmSpec::default(), &patch, &what)?;
+            bert_shape(a, &mut s.model);
+            s.data = a.data.clone().or(s.data);
+            s.tokenizer = a.tokenizer.clone().or(s.tokenizer);
+            s.max_len = a.max_len.or(a.block_size).unwrap_or(s.max_len);
+            s.text_column = a.text_column.clone().unwrap_or(s.text_column);
+            s.test_fraction = a.test_fraction.unwrap_or(s.test_fraction);
+            s.lossy |= a.lossy;
+            TaskSpec::MaskedLm(s)
+        }
+        TaskKind::TextClassification => {
+            let mut s = overlay(&TextClassificationSpec::default(), &patch, &what)?;
+            bert_shape(a, &mut s.model);
+            s.data = a.data.clone().or(s.data);
+            s.tokenizer = a.tokenizer.clone().or(s.tokenizer);
+            s.init_from = a.init_from.clone().or(s.init_from);
+            s.pooling = a.pooling.unwrap_or(s.pooling);
+            s.max_len = a.max_len.or(a.block_size).or(s.max_len);
+            s.text_column = a.text_column.clone().unwrap_or(s.text_column);
+            s.label_column = a.label_column.clone().unwrap_or(s.label_column);
+            s.test_fraction = a.test_fraction.unwrap_or(s.test_fraction);
+            s.lossy |= a.lossy;
+            TaskSpec::TextClassification(s)
+        }
+        TaskKind::ImageClassification => {
+            let mut s = overlay(&ImageClassificationSpec::default(), &patch, &what)?;
+            let m = &mut s.model;
+            let ratio = m.intermediate_size as f32 / m.hidden_size as f32;
+            m.num_hidden_layers = a.n_layer.unwrap_or(m.num_hidden_layers);
+            m.num_attention_heads = a.n_head.unwrap_or(m.num_attention_heads);
+            m.hidden_size = a.n_embd.unwrap_or(m.hidden_size);
+            m.intermediate_size = (m.hidden_size as f32 * a.mlp_ratio.unwrap_or(ratio)).round() as usize;
+            m.hidden_dropout_prob = a.dropout.unwrap_or(m.hidden_dropout_prob);
+            m.patch_size = a.patch_size.unwrap_or(m.patch_size);
+            m.image_size = a.image_size.unwrap_or(m.image_size);
+            m.num_channels = a.channels.unwrap_or(m.num_channels);
+            s.shift = a.shift.unwrap_or(s.shift);
+            s.data = a.data.clone().or(s.data);
+            TaskSpec::ImageClassification(s)
+        }
+    };
+    Ok(RunSpec { task, train, data_fingerprint: String::new() })
+}
+
+/// The BERT shape flags: layers, heads, width, MLP ratio, dropout.
+fn bert_shape(a: &TrainArgs, m: &mut BertConfig) {
+    let ratio = m.intermediate_size as f32 / m.hidden_size as f32;
+    m.num_hidden_layers = a.n_layer.unwrap_or(m.num_hidden_layers);
+    m.num_attention_heads = a.n_head.unwrap_or(m.num_attention_heads);
+    m.hidden_size = a.n_embd.unwrap_or(m.hidden_size);
+    m.intermediate_size = (m.hidden_size as f32 * a.mlp_ratio.unwrap_or(ratio)).round() as usize;
+    m.hidden_dropout_prob = a.dropout.unwrap_or(m.hidden_dropout_prob);
+}
+
+/// Ctrl-C and SIGTERM: the first asks the run to stop after its step (it
+/// then writes a checkpoint), the second exits at once.
+fn stop_on_signals(control: &Control) {
+    let control = control.clone();
+    let installed = ctrlc::set_handler(move || {
+        if control.stop_requested() {
+            eprintln!("\nqkv train: stopping now; the last complete checkpoint is intact");
+            std::process::exit(130);
+        }
+        control.request_stop();
+        eprintln!("\nqkv train: finishing this step, then writing a checkpoint (press Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will not write a checkpoint ({e})");
+    }
 }
 
 fn progress_bar(quiet: bool, pos: u64, len: u64) -> ProgressBar {
@@ -495,4 +566,128 @@ fn progress_bar(quiet: bool, pos: u64, len: u64) -> ProgressBar {
     );
     bar.set_position(pos);
     bar
+}
+
+/// Run `qkv train`; returns the exit status (130 when interrupted).
+pub fn run(args: &TrainArgs) -> Result<i32> {
+    let mut run = match &args.resume {
+        Some(dir) => {
+            let changed = args.changed_on_resume();
+            if !changed.is_empty() {
+                bail!(
+                    "--resume continues a run with its own settings; these flags would change it: {} \
+                     (start a new run with --out-dir instead)",
+                    changed.join(", ")
+                );
+            }
+            let changes = ResumeChanges { max_steps: args.max_steps, eval_interval: args.eval_interval };
+            let run = resume(dir, &changes)?;
+            eprintln!("resuming {} at step {}", dir.display(), run.trainer.step);
+            run
+        }
+        None => {
+            let spec = new_spec(args)?;
+            let dir = args.out_dir.clone().unwrap_or_else(|| Path::new("runs").join(spec.task.kind().name()));
+            start(spec, &dir, args.force)?
+        }
+    };
+    let max = run.trainer.config.max_steps;
+    let stop = args.stop_at.unwrap_or(max).min(max);
+    for line in run.trainer.task.describe() {
+        eprintln!("qkv train: {line}");
+    }
+    for note in &run.notes {
+        eprintln!("  {note}");
+    }
+    eprintln!("  {} steps, {} threads; run directory {}", max, qkv_tensor::num_threads(), run.dir.display());
+    if run.trainer.step >= stop {
+        eprintln!("{}: already at step {} of {stop}; nothing to do", run.dir.display(), run.trainer.step);
+        return Ok(0);
+    }
+    let control = Control::default();
+    stop_on_signals(&control);
+    let outcome = train_with_bar(&mut run, stop, &control, args.quiet)?;
+    let dir = run.dir.clone();
+    match outcome {
+        Outcome::Interrupted { step } => {
+            eprintln!(
+                "interrupted at step {step}: checkpoint written; continue with `qkv train --resume {}`",
+                dir.display()
+            );
+            Ok(130)
+        }
+        Outcome::Reached { step } if step < max => {
+            eprintln!(
+                "stopped at step {step} of {max} (--stop-at); continue with `qkv train --resume {}`",
+                dir.display()
+            );
+            Ok(0)
+        }
+        Outcome::Reached { step } => {
+            finished(&run, step, args.sample_chars)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Train with a progress bar (or, quiet, a line per evaluation).
+fn train_with_bar(run: &mut Run, stop: u64, control: &Control, quiet: bool) -> Result<Outcome> {
+    let bar = progress_bar(quiet, run.trainer.step, stop);
+    let mut last_eval = String::new();
+    let mut last_loss = f32::NAN;
+    let outcome = run.train(stop, control, &mut |e| match e {
+        Event::Step { step, stats, tokens_per_s } => {
+            last_loss = stats.loss;
+            bar.set_position(step);
+            bar.set_message(format!(
+                "loss {:.4}{} | lr {:.1e} | {:.0} tok/s",
+                stats.loss,
+                if last_eval.is_empty() { String::new() } else { format!(" | {last_eval}") },
+                stats.lr,
+                tokens_per_s
+            ));
+        }
+        Event::Evaluated { step, evaluation } => {
+            last_eval = evaluation.summary.clone();
+            if bar.is_hidden() {
+                eprintln!("step {step:>6}/{stop}  train {last_loss:.4}  {last_eval}");
+            }
+        }
+        Event::Checkpoint { .. } => {}
+    });
+    bar.finish_and_clear();
+    Ok(outcome?)
+}
+
+/// The end of a finished run: its report, and a GPT's sample.
+fn finished(run: &Run, step: u64, sample_chars: usize) -> Result<()> {
+    let dir = &run.dir;
+    let text = std::fs::read_to_string(dir.join(REPORT)).with_context(|| format!("reading {REPORT}"))?;
+    let report: Value = serde_json::from_str(&text)?;
+    let secs = report["train_seconds"].as_f64().unwrap_or(0.0);
+    eprintln!("done: step {step} in {secs:.0} s of training ({} tokens)", run.state.tokens_seen);
+    if run.spec.task.kind() != TaskKind::NextToken {
+        eprintln!("model directory: {} (qkv eval --model {} --data …)", dir.display(), dir.display());
+        println!("{report}");
+        return Ok(());
+    }
+    let num = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "validation loss {:.4} nats/token, perplexity {:.2}, {:.3} bits/char; run directory {} (loss curve: loss.svg)",
+        num("val_loss"),
+        num("perplexity"),
+        num("bits_per_char"),
+        dir.display()
+    );
+    if sample_chars == 0 {
+        return Ok(());
+    }
+    let Model::Gpt { model, tokenizer, .. } = open(dir)? else { bail!("{}: not a GPT run", dir.display()) };
+    let prompt = tokenizer.encode("\n").or_else(|_| tokenizer.encode(" ")).unwrap_or_else(|_| vec![0]);
+    let sampling = Sampling { temperature: 0.8, top_k: Some(40), seed: run.trainer.config.seed, ..Default::default() };
+    let ids = generate(&model, &prompt, sample_chars, &sampling, |_| Ok(true))?;
+    eprintln!("sample (temperature 0.8, top-k 40):\n---");
+    println!("{}", tokenizer.decode(&ids)?);
+    eprintln!("---\ngenerate more: qkv generate --model {} --prompt \"ROMEO:\"", dir.display());
+    Ok(())
 }

@@ -6,34 +6,7 @@
 use std::path::Path;
 
 mod common;
-use common::{fails_with, ok, qkv, scratch, stderr, stdout};
-
-fn vocab() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../qkv/tests/fixtures/tokenizers/bert-uncased-vocab.txt")
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Sentences whose label is the verb they contain.
-fn reviews(path: &Path, extra_label: Option<&str>) {
-    let mut csv = String::from("id,text,label\n");
-    let things = ["movie", "film", "book", "song", "show", "play", "meal", "game"];
-    for i in 0..240 {
-        let (verb, label) = if i % 2 == 0 { ("love", "pos") } else { ("hate", "neg") };
-        csv.push_str(&format!("{i},\"i {verb} this {} number {i}\",{label}\n", things[i % things.len()]));
-    }
-    if let Some(l) = extra_label {
-        for i in 0..60 {
-            csv.push_str(&format!("{},\"something else entirely {i}\",{l}\n", 1000 + i));
-        }
-    }
-    std::fs::write(path, csv).unwrap();
-}
+use common::{fails_with, ok, pictures, qkv, reviews, s, scratch, stderr, stdout, vocab};
 
 #[rustfmt::skip]
 const TINY_BERT: &[&str] = &[
@@ -111,26 +84,11 @@ fn mlm_fills_masks_and_refuses_text_without_one() {
     assert!(r["masked_token_accuracy"].as_f64().is_some() && r["unigram_accuracy"].as_f64().is_some(), "{r}");
 }
 
-/// A 12×12 grey picture: class "left" is bright on the left half, "right" on the right.
-fn picture(path: &Path, left: bool, seed: u32) {
-    let img = image::GrayImage::from_fn(12, 12, |x, y| {
-        let bright = (x < 6) == left;
-        let noise = ((x * 7 + y * 13 + seed * 31) % 40) as u8;
-        image::Luma([if bright { 200 + noise / 2 } else { noise }])
-    });
-    img.save(path).unwrap();
-}
-
 #[test]
 fn vit_trains_on_class_folders_and_classifies_pictures_of_other_sizes() {
     let d = scratch("vit");
     let data = d.join("pictures");
-    for (class, left) in [("left", true), ("right", false)] {
-        std::fs::create_dir_all(data.join(class)).unwrap();
-        for i in 0..30 {
-            picture(&data.join(class).join(format!("{i}.png")), left, i);
-        }
-    }
+    pictures(&data);
     let run = d.join("vit");
     #[rustfmt::skip]
     ok(&qkv(&[

@@ -168,7 +168,7 @@ fn a_gpt_trains_on_subword_tokens_and_resumes_exactly() {
     assert!(stderr(&o).contains("tokens of"), "the cache is reused: {}", stderr(&o));
     let o = qkv_in(&cache, &["--threads", "2", "train", "--resume", two_s, "--quiet", "--sample-chars", "0"], None);
     ok(&o);
-    for f in ["model.safetensors", "optimizer.safetensors"] {
+    for f in ["model.safetensors", "checkpoint.safetensors"] {
         let (a, b) = (load(&one.join(f)).unwrap(), load(&two.join(f)).unwrap());
         for (name, t) in &a.tensors {
             assert!(
@@ -180,8 +180,8 @@ fn a_gpt_trains_on_subword_tokens_and_resumes_exactly() {
     // the run keeps a Hugging Face tokenizer.json and records the spec
     let saved = std::fs::read_to_string(one.join("tokenizer.json")).unwrap();
     assert!(saved.contains("\"model\"") && saved.contains("ByteLevel"));
-    let config = std::fs::read_to_string(one.join("config.json")).unwrap();
-    assert!(config.contains("\"tokenizer\""), "{config}");
+    let spec = std::fs::read_to_string(one.join("run.json")).unwrap();
+    assert!(spec.contains("\"tokenizer\""), "{spec}");
     fails_with(&qkv_in(&cache, &["train", "--resume", two_s, "--tokenizer", "gpt2"], None), &["--tokenizer"]);
     // generation and evaluation use the run's tokenizer
     let g = qkv(&["generate", "--model", one_s, "--prompt", "to be", "--max-new-tokens", "20", "--seed", "3"]);

@@ -30,6 +30,14 @@ pub enum Error {
     /// A checkpoint that is missing a tensor, has one of the wrong shape, or is inconsistent.
     #[error("{path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+
+    /// Training produced a loss or gradient that is not a finite number; the
+    /// step stopped before changing any weight.
+    #[error(
+        "training diverged at step {step}: the {what} is {value}; no weight was changed and the last checkpoint \
+         is kept; try a lower --lr (this step's learning rate was {lr:.3e})"
+    )]
+    Diverged { step: u64, what: &'static str, value: f32, lr: f32 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -5,8 +5,9 @@
 //!
 //! - [`tokenize`]: text → token ids;
 //! - [`nn`]: embeddings, positions, attention, MLP, norms, blocks;
-//! - [`models`]: whole models (GPT);
-//! - [`train`]: AdamW, the learning-rate schedule, the training loop, run directories;
+//! - [`models`]: whole models (GPT, BERT, ViT) and opening model directories;
+//! - [`train`]: one run loop for every task: AdamW, schedules, checkpoints, exact resume;
+//! - [`eval`]: scoring a trained model on held-out data;
 //! - [`generate`]: sampling with a KV cache;
 //! - [`data`], [`io`], [`viz`]: corpora, files, pictures.
 
@@ -15,6 +16,7 @@
 
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod io;
 pub mod metrics;

@@ -4,6 +4,22 @@
 
 use serde::Serialize;
 
+use qkv_tensor::Tensor;
+
+use crate::error::Result;
+
+/// Index of the largest score in each row of `[N, K]` scores (the first, on
+/// ties; NaN never wins).
+pub fn argmax_rows(scores: &Tensor) -> Result<Vec<u32>> {
+    let k = scores.dim(-1)?;
+    Ok(scores.data().chunks(k).map(argmax).collect())
+}
+
+/// Index of the largest value (the first, on ties; NaN never wins).
+pub fn argmax(row: &[f32]) -> u32 {
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |m, (i, &v)| if v > m.1 { (i, v) } else { m }).0 as u32
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClassificationReport {
     pub accuracy: f64,

@@ -1,12 +1,14 @@
 //! Encoder behaviour: padding does not change a sentence's vectors, and the
 //! heads train.
 
+use qkv::data::bert_input::Specials;
 use qkv::models::bert::{Batch, Bert, BertClassifier, BertConfig, Pooling};
 use qkv::nn::linear::packed_for;
 use qkv::nn::{Dropout, Module};
 use qkv::train::TrainConfig;
-use qkv::train::optim::AdamWConfig;
-use qkv::train::text::{ClassifierTrainer, Specials};
+use qkv::train::optimizer::AdamWConfig;
+use qkv::train::run::Trainer;
+use qkv::train::text_classification::TextClassifier;
 use qkv_tensor::{Rng, no_grad};
 
 fn tiny() -> BertConfig {
@@ -83,12 +85,16 @@ fn a_classifier_learns_which_token_a_sentence_contains() {
             adamw: AdamWConfig { weight_decay: 0.0, ..Default::default() },
             ..TrainConfig::default()
         };
-        let mut tr = ClassifierTrainer::new(model, cfg, sp, train.clone(), test.clone()).unwrap();
+        let labels = vec!["without".to_string(), "with".to_string()];
+        let task = TextClassifier::new(model, sp, labels, train.clone(), test.clone(), &cfg).unwrap();
+        let mut tr = Trainer::new(Box::new(task), cfg).unwrap();
         for _ in 0..150 {
             tr.train_step().unwrap();
         }
-        let r = tr.evaluate().unwrap();
-        assert!(r.accuracy > 0.9, "{pooling:?}: accuracy {}", r.accuracy);
+        let r = tr.task.evaluate().unwrap();
+        let accuracy = r.accuracy.unwrap();
+        assert!(accuracy > 0.9, "{pooling:?}: accuracy {accuracy}");
+        assert!(r.loss.is_finite() && r.loss < 0.4, "{pooling:?}: the held-out loss is a cross-entropy: {}", r.loss);
     }
 }
 

@@ -11,7 +11,7 @@ use qkv::nn::mlp::{Activation, Mlp};
 use qkv::nn::norm::{Norm, NormKind};
 use qkv::nn::positional::Positions;
 use qkv::nn::{Dropout, Module, NamedParam};
-use qkv::train::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use qkv::train::optimizer::{AdamW, AdamWConfig, clip_grad_norm};
 use qkv_tensor::{AttentionKernel, Param, Rng, Tensor};
 
 mod common;

@@ -8,7 +8,7 @@ use qkv::nn::mlp::Activation;
 use qkv::nn::norm::NormKind;
 use qkv::nn::positional::Positions;
 use qkv::nn::{Dropout, Module};
-use qkv::train::optim::{AdamW, AdamWConfig};
+use qkv::train::optimizer::{AdamW, AdamWConfig};
 use qkv_tensor::{Rng, no_grad};
 
 fn small(positions: Positions) -> GptConfig {

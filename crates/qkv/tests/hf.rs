@@ -8,7 +8,7 @@ use qkv::generate::{Sampling, generate};
 use qkv::io::safetensors::{Loaded, load};
 use qkv::models::bert::{Batch, Bert, BertConfig};
 use qkv::models::gpt2_hf;
-use qkv::models::load::{Encoder, open};
+use qkv::models::load::{Model, open};
 use qkv::nn::{Dropout, Module};
 use qkv_tensor::{Tensor, no_grad};
 
@@ -105,8 +105,8 @@ fn bert_masked_lm_classifier_and_bare_encoder_match_transformers() {
             no_grad(|| bert.forward(&batch, &Dropout::default())).unwrap()
         } else {
             match open(&dir(name)).unwrap_or_else(|e| panic!("{name}: {e}")) {
-                Encoder::MaskedLm { model, .. } => no_grad(|| model.forward(&batch, &Dropout::default())).unwrap(),
-                Encoder::TextClassifier { model, labels, .. } => {
+                Model::MaskedLm { model, .. } => no_grad(|| model.forward(&batch, &Dropout::default())).unwrap(),
+                Model::TextClassifier { model, labels, .. } => {
                     assert_eq!(labels, vec!["neg", "neu", "pos"]);
                     no_grad(|| model.forward(&batch, &Dropout::default())).unwrap()
                 }
@@ -121,7 +121,7 @@ fn bert_masked_lm_classifier_and_bare_encoder_match_transformers() {
 #[test]
 fn vit_classifier_matches_transformers() {
     let r = reference("vit-classifier");
-    let Encoder::ImageClassifier { model, labels } = open(&dir("vit-classifier")).unwrap() else {
+    let Model::ImageClassifier { model, labels } = open(&dir("vit-classifier")).unwrap() else {
         panic!("not an image classifier");
     };
     assert_eq!(labels.len(), 4);

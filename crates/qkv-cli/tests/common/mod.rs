@@ -2,7 +2,7 @@
 //! test its own scratch directory, and check for success or for one clear error.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Run the `qkv` binary built for these tests.
@@ -46,4 +46,61 @@ pub fn corpus(dir: &std::path::Path) -> PathBuf {
     let text: String = (0..600).map(|i| format!("line {i}: to be or not to be, that is the question.\n")).collect();
     std::fs::write(&p, text).unwrap();
     p
+}
+
+pub fn vocab() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../qkv/tests/fixtures/tokenizers/bert-uncased-vocab.txt")
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Sentences whose label is the verb they contain.
+pub fn reviews(path: &Path, extra_label: Option<&str>) {
+    let mut csv = String::from("id,text,label\n");
+    let things = ["movie", "film", "book", "song", "show", "play", "meal", "game"];
+    for i in 0..240 {
+        let (verb, label) = if i % 2 == 0 { ("love", "pos") } else { ("hate", "neg") };
+        csv.push_str(&format!("{i},\"i {verb} this {} number {i}\",{label}\n", things[i % things.len()]));
+    }
+    if let Some(l) = extra_label {
+        for i in 0..60 {
+            csv.push_str(&format!("{},\"something else entirely {i}\",{l}\n", 1000 + i));
+        }
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+/// A 12×12 grey picture: class "left" is bright on the left half, "right" on the right.
+pub fn picture(path: &Path, left: bool, seed: u32) {
+    let img = image::GrayImage::from_fn(12, 12, |x, y| {
+        let bright = (x < 6) == left;
+        let noise = ((x * 7 + y * 13 + seed * 31) % 40) as u8;
+        image::Luma([if bright { 200 + noise / 2 } else { noise }])
+    });
+    img.save(path).unwrap();
+}
+
+/// Class folders `left/` and `right/` of 30 pictures each under `dir`.
+pub fn pictures(dir: &Path) {
+    for (class, left) in [("left", true), ("right", false)] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..30 {
+            picture(&dir.join(class).join(format!("{i}.png")), left, i);
+        }
+    }
+}
+
+/// Run `qkv` with extra environment variables.
+pub fn qkv_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_qkv"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("the qkv binary runs")
 }

@@ -1,6 +1,8 @@
 //! Labelled text for classification: read a CSV/TSV or JSON-lines file, drop
 //! duplicate texts (so no sentence sits in both the training and the test
-//! split), and split deterministically.
+//! split), and split deterministically ([`held_out`]: the one recipe that
+//! training and `qkv eval` share, so evaluation scores exactly the rows
+//! training never saw).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -8,6 +10,56 @@ use std::path::Path;
 use qkv_tensor::Rng;
 
 use crate::error::{Error, Result};
+
+/// How labelled data was split: de-duplicate, shuffle with `seed`, hold out
+/// the last `test_fraction`. Recorded with a trained model so that `qkv eval`
+/// finds the same test rows.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SplitInfo {
+    pub seed: u64,
+    pub test_fraction: f64,
+    pub text_column: String,
+    pub label_column: String,
+}
+
+impl SplitInfo {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
+            return Err(Error::Config(format!(
+                "test_fraction {} must be between 0 and 1 (the share of rows held out for testing)",
+                self.test_fraction
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A labelled file split for training and testing.
+#[derive(Clone, Debug)]
+pub struct HeldOut {
+    pub train: LabeledTexts,
+    pub test: LabeledTexts,
+    /// Rows read, and how many of them were duplicates (dropped).
+    pub rows: usize,
+    pub duplicates: usize,
+}
+
+/// Read `path`, drop duplicate texts, split as `split` says. Both parts must
+/// hold at least one row.
+pub fn held_out(path: &Path, split: &SplitInfo, lossy: bool) -> Result<HeldOut> {
+    split.validate()?;
+    let mut data = read_labeled(path, &split.text_column, &split.label_column, lossy)?;
+    let rows = data.len();
+    let duplicates = data.dedup();
+    let (train, test) = data.split(split.test_fraction, split.seed);
+    if train.is_empty() || test.is_empty() {
+        return Err(Error::format(
+            path,
+            format!("{rows} rows ({duplicates} duplicates) are too few to split into training and test rows"),
+        ));
+    }
+    Ok(HeldOut { train, test, rows, duplicates })
+}
 
 /// Texts with their label names, one pair per example.
 #[derive(Clone, Debug, Default)]
@@ -157,7 +209,7 @@ impl LabeledTexts {
         for i in (1..n).rev() {
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
-        let n_test = ((n as f64) * test_fraction).round() as usize;
+        let n_test = (((n as f64) * test_fraction).round() as usize).min(n);
         let pick = |idx: &[usize], s: &mut LabeledTexts| LabeledTexts {
             texts: idx.iter().map(|&i| std::mem::take(&mut s.texts[i])).collect(),
             labels: idx.iter().map(|&i| std::mem::take(&mut s.labels[i])).collect(),

@@ -6,7 +6,15 @@
 //! cannot learn that only `[MASK]` positions matter). The loss counts only the
 //! chosen positions: the others get the ignore label.
 
+use std::path::Path;
+
 use qkv_tensor::Rng;
+
+use super::bert_input::{Specials, encode, stream_sequences};
+use super::classify::{SplitInfo, held_out};
+use super::text::{SHAKESPEARE, read_corpus};
+use crate::error::Result;
+use crate::tokenize::Tokenizer;
 
 /// Label of a position the loss ignores.
 pub const IGNORE: u32 = u32::MAX;
@@ -54,6 +62,60 @@ pub fn mask_tokens(
         }
     }
     labels
+}
+
+/// Training and test sequences for masked language modelling.
+pub struct MlmData {
+    pub train: Vec<Vec<u32>>,
+    pub test: Vec<Vec<u32>>,
+    /// Where they came from, for messages.
+    pub source: String,
+    /// How the test part was chosen, for messages.
+    pub held_out: &'static str,
+}
+
+/// The sequences of MLM, the same for training and `qkv eval`: a table's
+/// texts (labels unused) split exactly as classification splits them (so a
+/// classifier fine-tuned from the model never saw its test rows), each text one
+/// sequence; plain text (the bundled Shakespeare when `data` is `None`) cut
+/// into sequences of `max_len` tokens, the last 10 % of the tokens held out.
+pub fn mlm_data(
+    data: Option<&Path>,
+    tok: &Tokenizer,
+    max_len: usize,
+    split: Option<&SplitInfo>,
+    lossy: bool,
+) -> Result<MlmData> {
+    let specials = Specials::of(tok)?;
+    if let (Some(p), Some(split)) = (data, split) {
+        let h = held_out(p, split, lossy)?;
+        let enc = |texts: &[String]| -> Result<Vec<Vec<u32>>> {
+            texts.iter().map(|t| encode(tok, t, max_len, &specials)).collect()
+        };
+        return Ok(MlmData {
+            train: enc(&h.train.texts)?,
+            test: enc(&h.test.texts)?,
+            source: format!("the texts of {}", p.display()),
+            held_out: "held-out test rows",
+        });
+    }
+    let (text, source) = match data {
+        Some(p) => (read_corpus(p)?, p.display().to_string()),
+        None => (SHAKESPEARE.to_string(), "bundled Shakespeare".into()),
+    };
+    let ids = tok.encode(&text)?;
+    let cut = ids.len() - ids.len() / 10;
+    Ok(MlmData {
+        train: stream_sequences(&ids[..cut], max_len, &specials),
+        test: stream_sequences(&ids[cut..], max_len, &specials),
+        source,
+        held_out: "last 10 % of the text",
+    })
+}
+
+/// Whether a data file is a table (CSV/TSV/JSONL) rather than plain text.
+pub fn is_table(p: &Path) -> bool {
+    p.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "csv" | "tsv" | "jsonl" | "json" | "ndjson"))
 }
 
 #[cfg(test)]

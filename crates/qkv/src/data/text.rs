@@ -6,8 +6,10 @@ use std::path::Path;
 
 use qkv_tensor::Rng;
 
+use super::token_cache;
 use super::tokens::{TokenIds, Tokens};
 use crate::error::{Error, Result};
+use crate::tokenize::Tokenizer;
 
 /// The default corpus: about 1 MB of Shakespeare (eight plays, public
 /// domain; source and licence in `data/README.md`).
@@ -45,6 +47,45 @@ pub fn read_corpus_lossy(path: &Path) -> Result<(String, usize)> {
     let replaced = bytes.utf8_chunks().filter(|c| !c.invalid().is_empty()).count();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     Ok((corpus_from_bytes(path, text.into_bytes())?, replaced))
+}
+
+/// The text of a corpus (the bundled Shakespeare when `path` is `None`) and
+/// how to name it in messages.
+pub fn load_corpus(path: Option<&Path>) -> Result<(String, String)> {
+    Ok(match path {
+        None => (SHAKESPEARE.to_string(), "bundled Shakespeare".to_string()),
+        Some(p) => (read_corpus(p)?, p.display().to_string()),
+    })
+}
+
+/// The corpus as token ids: encoded in memory by the character tokenizer (as
+/// fast as reading a cache), otherwise through the token cache — tokenized
+/// once, in parallel, then memory-mapped — in the cache directory or, if that
+/// cannot be written, in `fallback_dir`. Also returns what happened, for the user.
+pub fn corpus_tokens(tok: &Tokenizer, text: &str, source: &str, fallback_dir: &Path) -> Result<(Tokens, Vec<String>)> {
+    let in_corpus = |e: Error| Error::Data(format!("corpus {source}: {e}"));
+    if tok.as_char().is_some() {
+        return Ok((tok.encode(text).map_err(in_corpus)?.into(), Vec::new()));
+    }
+    let started = std::time::Instant::now();
+    let dirs: Vec<std::path::PathBuf> =
+        token_cache::default_dir().into_iter().chain([fallback_dir.to_path_buf()]).collect();
+    let cached = token_cache::load_or_build(&dirs, text, tok).map_err(in_corpus)?;
+    let mut notes: Vec<String> =
+        cached.warnings.iter().map(|w| format!("warning: cannot write the token cache: {w}")).collect();
+    let where_ =
+        cached.path.as_ref().map_or_else(|| "kept in memory".to_string(), |p| format!("cache {}", p.display()));
+    notes.push(if cached.reused {
+        format!("tokens of {source}: {} ({where_})", cached.tokens.len())
+    } else {
+        format!(
+            "tokenized {source}: {} chars → {} tokens in {:.1} s ({where_})",
+            text.chars().count(),
+            cached.tokens.len(),
+            started.elapsed().as_secs_f64()
+        )
+    });
+    Ok((cached.tokens, notes))
 }
 
 /// Token ids split into a training part and the last `val_fraction` for

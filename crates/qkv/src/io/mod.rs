@@ -1,5 +1,6 @@
 //! Files: atomic writes, safetensors, JSON configs.
 
 pub mod atomic;
+pub mod crash;
 pub mod hf;
 pub mod safetensors;

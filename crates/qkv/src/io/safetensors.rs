@@ -46,6 +46,17 @@ fn header(tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> 
 /// Write named tensors (and string metadata) to `path`, atomically. The same
 /// tensors and metadata always give the same bytes.
 pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
+    save_with(path, tensors, metadata, || {})
+}
+
+/// [`save`], calling `halfway` once half of the tensors are written (the
+/// crash tests abort there: see [`crate::io::crash`]).
+pub fn save_with(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+    halfway: impl FnOnce(),
+) -> Result<()> {
     let mut names = std::collections::HashSet::new();
     if let Some((dup, _)) = tensors.iter().find(|(n, _)| !names.insert(n.as_str())) {
         return Err(Error::format(path, format!("cannot save two tensors named {dup:?}")));
@@ -53,7 +64,14 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<Strin
     crate::io::atomic::write_atomic_with(path, |f| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         w.write_all(&header(tensors, metadata))?;
-        for (_, t) in tensors {
+        let mut halfway = Some(halfway);
+        for (i, (_, t)) in tensors.iter().enumerate() {
+            if i == tensors.len() / 2 {
+                w.flush()?;
+                if let Some(h) = halfway.take() {
+                    h();
+                }
+            }
             for chunk in t.data().chunks(1 << 14) {
                 let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
                 w.write_all(&bytes)?;

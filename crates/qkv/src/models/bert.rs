@@ -440,6 +440,28 @@ impl BertClassifier {
     }
 }
 
+impl BertClassifier {
+    /// Class probabilities of `[CLS] … [SEP]` sequences, in batches of
+    /// `batch` (padded to their longest), without gradients.
+    ///
+    /// # Shapes
+    /// N sequences → N rows of `labels` probabilities
+    pub fn probabilities(&self, seqs: &[&[u32]], pad: u32, batch: usize) -> Result<Vec<Vec<f32>>> {
+        let mut probs = Vec::with_capacity(seqs.len());
+        qkv_tensor::no_grad(|| -> Result<()> {
+            for chunk in seqs.chunks(batch.max(1)) {
+                let (ids, mask, t) = crate::data::bert_input::pad_batch(chunk, pad);
+                let x = Batch { ids: &ids, type_ids: None, mask: &mask, b: chunk.len(), t };
+                let p = self.forward(&x, &Dropout::default())?.softmax();
+                let k = p.dim(-1)?;
+                probs.extend(p.data().chunks(k).map(|r| r.to_vec()));
+            }
+            Ok(())
+        })?;
+        Ok(probs)
+    }
+}
+
 impl Module for BertClassifier {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         self.bert.collect_params(&format!("{prefix}bert."), out);

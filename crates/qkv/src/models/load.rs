@@ -1,36 +1,43 @@
-//! Open an encoder directory — one that `qkv train --model bert|vit` wrote, or
-//! a Hugging Face one — as the model its `config.json` declares.
+//! Opening a model directory — a run `qkv train` wrote, or a Hugging Face
+//! directory — as the model its `config.json` declares. Every command that
+//! takes `--model DIR` comes through [`open`], so they all accept the same
+//! directories and say the same thing about the ones they cannot use.
+//!
+//! | `config.json` declares | opens as |
+//! |---|---|
+//! | `model_type: "qkv-gpt"` (a `qkv train` GPT run) | [`Model::Gpt`] |
+//! | `GPT2LMHeadModel`, `GPT2Model`, `model_type: "gpt2"` | [`Model::Gpt`] (Hugging Face GPT-2) |
+//! | `BertForMaskedLM` | [`Model::MaskedLm`] |
+//! | `BertForSequenceClassification` | [`Model::TextClassifier`] |
+//! | `ViTForImageClassification` | [`Model::ImageClassifier`] |
+//! | `BertModel` (e.g. sentence-transformers) | [`Model::Encoder`] |
 
 use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::data::classify::SplitInfo;
 use crate::error::{Error, Result};
 use crate::io::hf;
 use crate::models::bert::{BertClassifier, BertConfig, BertForMaskedLm, Pooling};
+use crate::models::gpt::{Gpt, GptConfig};
+use crate::models::sentence::SentenceEncoder;
 use crate::models::vit::{Vit, VitConfig};
 use crate::nn::{Module, NamedParam};
 use crate::tokenize::Tokenizer;
 
-/// Settings qkv keeps in `config.json` under `"qkv"` (ignored by `transformers`).
+/// The `model_type` of the `config.json` of a GPT trained by qkv.
+pub const QKV_GPT: &str = "qkv-gpt";
+
+/// Settings qkv keeps in an encoder's `config.json` under `"qkv"` (ignored by `transformers`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct QkvExtras {
     pub pooling: Pooling,
     /// Longest input in tokens, `[CLS]` and `[SEP]` included; longer texts are cut.
     pub max_len: usize,
-    /// How a classifier's labelled data was split, so `qkv eval` scores the same test rows.
+    /// How the labelled data was split, so `qkv eval` scores the same test rows.
     pub split: Option<SplitInfo>,
-}
-
-/// The deterministic split of labelled data: de-duplicate, shuffle with `seed`,
-/// hold out the last `test_fraction`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SplitInfo {
-    pub seed: u64,
-    pub test_fraction: f64,
-    pub text_column: String,
-    pub label_column: String,
 }
 
 impl Default for QkvExtras {
@@ -39,7 +46,14 @@ impl Default for QkvExtras {
     }
 }
 
-pub enum Encoder {
+/// A model ready to run, as its directory declares it.
+pub enum Model {
+    /// A GPT: a qkv run (`hugging_face: false`) or a Hugging Face GPT-2.
+    Gpt {
+        model: Gpt,
+        tokenizer: Tokenizer,
+        hugging_face: bool,
+    },
     MaskedLm {
         model: BertForMaskedLm,
         /// `None` when the directory has no tokenizer files.
@@ -56,6 +70,58 @@ pub enum Encoder {
         model: Vit,
         labels: Vec<String>,
     },
+    /// A BERT encoder without a task head, with its pooling: sentence embeddings.
+    Encoder(SentenceEncoder),
+}
+
+impl Model {
+    /// What this is, for messages ("a masked-language model (BertForMaskedLM)").
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Model::Gpt { hugging_face: false, .. } => "a GPT trained by qkv",
+            Model::Gpt { hugging_face: true, .. } => "a GPT-2 (GPT2LMHeadModel)",
+            Model::MaskedLm { .. } => "a masked-language model (BertForMaskedLM)",
+            Model::TextClassifier { .. } => "a text classifier (BertForSequenceClassification)",
+            Model::ImageClassifier { .. } => "an image classifier (ViTForImageClassification)",
+            Model::Encoder(_) => "a BERT encoder without a task head (BertModel)",
+        }
+    }
+}
+
+/// The `config.json` of a GPT trained by qkv: its configuration, marked as qkv's.
+pub fn gpt_config_json(config: &GptConfig) -> Value {
+    let mut v = serde_json::to_value(config).expect("a GPT config serialises");
+    v["model_type"] = json!(QKV_GPT);
+    v
+}
+
+/// A Hugging Face BERT `config.json` for `architecture`, with qkv's extras
+/// and, for classifiers, the label maps.
+pub fn bert_config_json(
+    config: &BertConfig,
+    architecture: &str,
+    extras: &QkvExtras,
+    labels: Option<&[String]>,
+) -> Value {
+    let mut v = serde_json::to_value(config).expect("a BERT config serialises");
+    v["architectures"] = json!([architecture]);
+    v["model_type"] = json!("bert");
+    v["qkv"] = serde_json::to_value(extras).expect("extras serialise");
+    if let Some(labels) = labels {
+        let (id2label, label2id) = label_maps(labels);
+        v["id2label"] = id2label;
+        v["label2id"] = label2id;
+    }
+    v
+}
+
+/// A Hugging Face ViT `config.json` (its `id2label` holds the classes).
+pub fn vit_config_json(config: &VitConfig) -> Result<Value> {
+    let mut v = serde_json::to_value(config).expect("a ViT config serialises");
+    v["architectures"] = json!(["ViTForImageClassification"]);
+    v["model_type"] = json!("vit");
+    v["label2id"] = label_maps(&config.labels()?).1;
+    Ok(v)
 }
 
 /// Class names of a config's `id2label`, in id order.
@@ -102,56 +168,116 @@ fn load_bert_weights(dir: &Path, params: &[NamedParam]) -> Result<()> {
     Ok(())
 }
 
-/// Open `dir` as the encoder its config names.
-pub fn open(dir: &Path) -> Result<Encoder> {
+/// A qkv GPT run: its configuration, weights and tokenizer.
+fn open_qkv_gpt(dir: &Path, mut config: Value) -> Result<Model> {
+    let cfg_path = dir.join(hf::CONFIG);
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("model_type");
+    }
+    let gpt: GptConfig = serde_json::from_value(config)
+        .map_err(|e| Error::format(&cfg_path, format!("not a qkv GPT configuration: {e}")))?;
+    let model = Gpt::new(gpt, 0)?;
+    let weights = dir.join(hf::WEIGHTS);
+    if !weights.exists() {
+        return Err(Error::checkpoint(dir, "no model.safetensors yet (the run has not reached its first checkpoint)"));
+    }
+    let tensors = crate::io::safetensors::load(&weights)?.tensors;
+    crate::train::checkpoint::load_params(&weights, &model.named_params(), &tensors)?;
+    let tokenizer = Tokenizer::from_file(&dir.join(crate::train::checkpoint::TOKENIZER))?;
+    if tokenizer.vocab_size() != model.config.vocab_size {
+        return Err(Error::checkpoint(
+            dir,
+            format!("the tokenizer has {} tokens but the model {}", tokenizer.vocab_size(), model.config.vocab_size),
+        ));
+    }
+    Ok(Model::Gpt { model, tokenizer, hugging_face: false })
+}
+
+/// A Hugging Face GPT-2 directory with its tokenizer.
+fn open_gpt2(dir: &Path) -> Result<Model> {
+    let model = crate::models::gpt2_hf::load(dir)?;
+    let tokenizer = Tokenizer::load(&dir.to_string_lossy()).map_err(|e| {
+        Error::format(
+            dir,
+            format!("a GPT-2 directory needs its tokenizer (tokenizer.json, or vocab.json + merges.txt): {e}"),
+        )
+    })?;
+    if tokenizer.vocab_size() > model.config.vocab_size {
+        return Err(Error::checkpoint(
+            dir,
+            format!(
+                "the tokenizer has {} tokens but the model only {}",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            ),
+        ));
+    }
+    Ok(Model::Gpt { model, tokenizer, hugging_face: true })
+}
+
+/// Open `dir` as the model its `config.json` declares.
+pub fn open(dir: &Path) -> Result<Model> {
     let config = hf::read_config(dir)?;
+    let cfg_path = dir.join(hf::CONFIG);
+    if config.get("model_type").and_then(|m| m.as_str()) == Some(QKV_GPT) {
+        return open_qkv_gpt(dir, config);
+    }
+    // GPT runs written before run.json existed kept their model under "model"
+    if config.get("kind").and_then(|k| k.as_str()) == Some("gpt")
+        && let Some(model) = config.get("model")
+    {
+        return open_qkv_gpt(dir, model.clone());
+    }
+    if crate::models::gpt2_hf::is_gpt2(&config) {
+        return open_gpt2(dir);
+    }
     let arch = hf::architecture(&config).ok_or_else(|| {
-        Error::format(dir.join(hf::CONFIG), "no \"architectures\" or \"model_type\": cannot tell what model this is")
+        Error::format(&cfg_path, "no \"architectures\" or \"model_type\": cannot tell what model this is")
     })?;
     let extras: QkvExtras = config
         .get("qkv")
         .map(|v| serde_json::from_value(v.clone()))
         .transpose()
-        .map_err(|e| Error::format(dir.join(hf::CONFIG), format!("bad \"qkv\" section: {e}")))?
+        .map_err(|e| Error::format(&cfg_path, format!("bad \"qkv\" section: {e}")))?
         .unwrap_or_default();
     // weights without tokenizer files still load (for the numbers); commands that read text say what is missing
-    let tokenizer = || Ok::<_, Error>(Tokenizer::load(&dir.to_string_lossy()).ok());
+    let tokenizer = || Tokenizer::load(&dir.to_string_lossy()).ok();
+    let bert_config = || -> Result<BertConfig> {
+        serde_json::from_value(config.clone()).map_err(|e| Error::format(&cfg_path, e.to_string()))
+    };
     match arch.as_str() {
         "BertForMaskedLM" => {
-            let cfg: BertConfig = serde_json::from_value(config.clone())
-                .map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
-            let model = BertForMaskedLm::new(cfg, 0)?;
+            let model = BertForMaskedLm::new(bert_config()?, 0)?;
             load_bert_weights(dir, &model.named_params())?;
-            Ok(Encoder::MaskedLm { model, tokenizer: tokenizer()?, extras })
+            Ok(Model::MaskedLm { model, tokenizer: tokenizer(), extras })
         }
         "BertForSequenceClassification" => {
             let labels = labels_of(&config)?;
-            let cfg: BertConfig = serde_json::from_value(config.clone())
-                .map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
-            let model = BertClassifier::new(cfg, labels.len(), extras.pooling, 0)?;
+            let model = BertClassifier::new(bert_config()?, labels.len(), extras.pooling, 0)?;
             load_bert_weights(dir, &model.named_params())?;
-            Ok(Encoder::TextClassifier { model, tokenizer: tokenizer()?, labels, extras })
+            Ok(Model::TextClassifier { model, tokenizer: tokenizer(), labels, extras })
         }
         "ViTForImageClassification" => {
-            let cfg: VitConfig = serde_json::from_value(config.clone())
-                .map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
+            let cfg: VitConfig =
+                serde_json::from_value(config.clone()).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
             let labels = cfg.labels()?;
             let model = Vit::new(cfg, 0)?;
             let tensors = crate::models::vit::legacy_names(hf::read_weights(dir)?);
             hf::assign(&dir.join(hf::WEIGHTS), &model.named_params(), &tensors, "")?;
-            Ok(Encoder::ImageClassifier { model, labels })
+            Ok(Model::ImageClassifier { model, labels })
         }
-        "BertModel" => Err(Error::Config(format!(
-            "{}: a bare BertModel has no task head (masked-LM or classifier); use `qkv embed` for its \
-             sentence embeddings, or fine-tune it with `qkv train --model bert --task classify --init-from`",
-            dir.display()
-        ))),
+        "BertModel" => Ok(Model::Encoder(SentenceEncoder::open(dir)?)),
         other => Err(Error::Config(format!(
-            "{}: architecture {other:?} is not an encoder qkv can run here (BertForMaskedLM, \
-             BertForSequenceClassification, ViTForImageClassification)",
+            "{}: architecture {other:?} is not one qkv runs (GPT2LMHeadModel, BertForMaskedLM, \
+             BertForSequenceClassification, BertModel, ViTForImageClassification, or a qkv run)",
             dir.display()
         ))),
     }
+}
+
+/// An error that says `dir` holds `found`, not what the command needs.
+pub fn wrong_kind(dir: &Path, found: &Model, need: &str) -> Error {
+    Error::Config(format!("{}: {} is not {need}", dir.display(), found.describe()))
 }
 
 /// The tokenizer of an encoder directory, or an error that says it is missing.

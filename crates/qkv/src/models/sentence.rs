@@ -14,12 +14,12 @@ use serde_json::Value;
 
 use qkv_tensor::{Rng, Tensor, no_grad};
 
+use crate::data::bert_input::{Specials, pad_batch, wrap};
 use crate::error::{Error, Result};
 use crate::io::hf;
 use crate::models::bert::{Batch, Bert, BertConfig};
 use crate::nn::{Dropout, Module, NamedParam};
 use crate::tokenize::Tokenizer;
-use crate::train::text::{Specials, pad_batch, wrap};
 
 /// How token vectors become one sentence vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,38 +1,88 @@
-//! Training a GPT for next-token prediction: the optimizer step, evaluation,
-//! and the run directory that makes a run resumable.
+//! Training, as one loop that every model plugs into.
+//!
+//! - [`task`]: what a **task** is — a model, its data and its loss: a
+//!   training loss per micro-batch, an evaluation, and its state (random
+//!   stream, place in the data) to save and restore. Four tasks implement it:
+//!   [`next_token`] (GPT), [`masked_lm`] (BERT pre-training),
+//!   [`text_classification`] (BERT fine-tuning) and
+//!   [`image_classification`] (ViT).
+//! - [`optimizer`]: AdamW, the learning-rate schedule, clipping, gradient
+//!   accumulation, and the divergence guard.
+//! - [`run`]: the **run loop**, which owns what every task shares: the step,
+//!   evaluation cadence, the metrics log, the loss picture, checkpoints,
+//!   exact resume, progress events and interruption.
+//! - [`checkpoint`]: the files of a run directory, each written atomically.
+//! - [`setup`]: a run from its description ([`setup::RunSpec`], kept as
+//!   `run.json`): start a new one, or open one to resume.
+//!
+//! A run is deterministic: the same description, seed and thread count give
+//! the same weights, bit for bit, whether it ran straight through or was
+//! killed and resumed any number of times.
 
-pub mod optim;
+pub mod checkpoint;
+pub mod image_classification;
+pub mod masked_lm;
+pub mod next_token;
 pub mod optimizer;
 pub mod run;
-pub mod schedule;
-pub mod text;
-pub mod vision;
+pub mod setup;
+pub mod task;
+pub mod text_classification;
 
 use serde::{Deserialize, Serialize};
 
-use qkv_tensor::{Rng, no_grad};
-
-use crate::data::text::{Split, eval_batches, random_batch};
-use crate::data::tokens::TokenIds;
 use crate::error::{Error, Result};
-use crate::models::gpt::Gpt;
-use crate::nn::{Dropout, Module, NamedParam};
-use optim::{AdamW, AdamWConfig, clip_grad_norm};
-use schedule::LrSchedule;
+use optimizer::{AdamWConfig, LrSchedule};
 
-/// How to train. Every field has a default (the `qkv train` run).
+/// Which task a run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// A GPT predicting the next token of a text.
+    NextToken,
+    /// BERT recovering masked tokens (pre-training).
+    MaskedLm,
+    /// BERT sorting texts into classes (fine-tuning).
+    TextClassification,
+    /// A Vision Transformer sorting images into classes.
+    ImageClassification,
+}
+
+impl TaskKind {
+    pub const ALL: [TaskKind; 4] =
+        [TaskKind::NextToken, TaskKind::MaskedLm, TaskKind::TextClassification, TaskKind::ImageClassification];
+
+    /// A short name for messages and `--help`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::NextToken => "gpt",
+            TaskKind::MaskedLm => "mlm",
+            TaskKind::TextClassification => "classify",
+            TaskKind::ImageClassification => "vit",
+        }
+    }
+}
+
+/// How to train: the optimizer's settings, batches, steps and evaluation.
+/// Every field has a default per task ([`TrainConfig::for_task`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Sequences per micro-batch (B). Default 16.
+    /// Sequences (or images) per micro-batch (B). Default 16 (GPT), 32 (BERT), 128 (ViT).
     pub batch_size: usize,
     /// Micro-batches whose gradients are summed into one step. Default 1.
     pub grad_accum: usize,
-    /// Optimizer steps in the run. Default 1400.
+    /// Optimizer steps in the run. Default 1400 (GPT), 2000 (MLM); the
+    /// classifiers count in `epochs` instead.
     pub max_steps: u64,
-    /// Peak learning rate. Default 2e-3.
+    /// Passes over the training data; when set, `max_steps` is computed from
+    /// it once the data is known. Default 1 (text classification), 10 (ViT),
+    /// none for the language models.
+    pub epochs: Option<f64>,
+    /// Peak learning rate. Default 2e-3 (GPT), 1e-3 (MLM), 5e-4 (classifier
+    /// from scratch), 1e-4 (classifier fine-tuned from a pre-trained encoder), 2e-3 (ViT).
     pub lr: f32,
-    /// Learning rate at the end of the cosine decay. Default 2e-4.
+    /// Learning rate at the end of the cosine decay. Default lr / 10.
     pub min_lr: f32,
     /// Steps of linear warm-up. Default 100.
     pub warmup_steps: u64,
@@ -40,26 +90,29 @@ pub struct TrainConfig {
     pub grad_clip: f32,
     #[serde(flatten)]
     pub adamw: AdamWConfig,
-    /// Evaluate (and checkpoint) every this many steps. Default 200.
-    pub eval_interval: u64,
-    /// At most this many batches of the validation split per evaluation. Default 20.
+    /// Evaluate and checkpoint every this many steps; `None`: once per epoch
+    /// (the classifiers' default). Default 200 (GPT), 250 (MLM).
+    pub eval_interval: Option<u64>,
+    /// At most this many batches of held-out data per evaluation (GPT). Default 20.
     pub eval_batches: usize,
-    /// Seed of initialisation, batches and dropout. Default 1337.
+    /// Seed of initialisation, data order, masking and dropout. Default 1337.
     pub seed: u64,
 }
 
 impl Default for TrainConfig {
+    /// The GPT's defaults (`qkv train`).
     fn default() -> Self {
         TrainConfig {
             batch_size: 16,
             grad_accum: 1,
             max_steps: 1400,
+            epochs: None,
             lr: 2e-3,
             min_lr: 2e-4,
             warmup_steps: 100,
             grad_clip: 1.0,
             adamw: AdamWConfig::default(),
-            eval_interval: 200,
+            eval_interval: Some(200),
             eval_batches: 20,
             seed: 1337,
         }
@@ -67,6 +120,48 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The defaults of a task. `fine_tune`: the text classifier starts from a
+    /// pre-trained encoder (a lower learning rate).
+    pub fn for_task(kind: TaskKind, fine_tune: bool) -> TrainConfig {
+        // encoders: BERT's AdamW settings (β2 0.999, weight decay 0.01)
+        let bert_adamw = AdamWConfig { beta2: 0.999, weight_decay: 0.01, ..AdamWConfig::default() };
+        let with_lr = |t: TrainConfig, lr: f32| TrainConfig { lr, min_lr: lr / 10.0, ..t };
+        match kind {
+            TaskKind::NextToken => TrainConfig::default(),
+            TaskKind::MaskedLm => with_lr(
+                TrainConfig {
+                    batch_size: 32,
+                    max_steps: 2000,
+                    adamw: bert_adamw,
+                    eval_interval: Some(250),
+                    ..TrainConfig::default()
+                },
+                1e-3,
+            ),
+            TaskKind::TextClassification => with_lr(
+                TrainConfig {
+                    batch_size: 32,
+                    epochs: Some(1.0),
+                    adamw: bert_adamw,
+                    eval_interval: None,
+                    ..TrainConfig::default()
+                },
+                if fine_tune { 1e-4 } else { 5e-4 },
+            ),
+            // reaches 98 %+ on MNIST in about 5 minutes on two cores
+            TaskKind::ImageClassification => with_lr(
+                TrainConfig {
+                    batch_size: 128,
+                    epochs: Some(10.0),
+                    adamw: AdamWConfig { beta2: 0.999, weight_decay: 0.05, ..AdamWConfig::default() },
+                    eval_interval: None,
+                    ..TrainConfig::default()
+                },
+                2e-3,
+            ),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
         if self.batch_size == 0 {
@@ -78,10 +173,15 @@ impl TrainConfig {
         if self.max_steps == 0 {
             return bad("max_steps must be at least 1");
         }
+        if let Some(e) = self.epochs
+            && !(e > 0.0 && e <= 1e6)
+        {
+            return bad("epochs must be positive (and below a million)");
+        }
         if !(self.lr > 0.0) || !(self.min_lr >= 0.0) || self.min_lr > self.lr {
             return bad("need 0 <= min_lr <= lr and lr > 0");
         }
-        if self.eval_interval == 0 {
+        if self.eval_interval == Some(0) {
             return bad("eval_interval must be at least 1");
         }
         if self.eval_batches == 0 {
@@ -101,111 +201,49 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Fix the step count and evaluation cadence once the number of batches
+    /// in an epoch is known: `epochs` becomes `max_steps`, and an unset
+    /// `eval_interval` becomes one epoch.
+    pub fn resolve(&mut self, steps_per_epoch: usize) {
+        let per_epoch = steps_per_epoch.max(1) as u64;
+        if let Some(e) = self.epochs.take() {
+            self.max_steps = ((e * per_epoch as f64).ceil() as u64).max(1);
+        }
+        self.eval_interval.get_or_insert(per_epoch);
+    }
+
     pub fn schedule(&self) -> LrSchedule {
         LrSchedule { lr: self.lr, min_lr: self.min_lr, warmup_steps: self.warmup_steps, max_steps: self.max_steps }
     }
 }
 
-/// What one optimizer step did.
-#[derive(Clone, Copy, Debug)]
-pub struct StepStats {
-    /// Mean training loss of the step's micro-batches (nats per token).
-    pub loss: f32,
-    pub lr: f32,
-    /// Gradient norm before clipping.
-    pub grad_norm: f32,
-    pub tokens: usize,
+/// FNV-1a 64-bit of `bytes`, as hex: the fingerprint that lets a resume
+/// notice that its data changed.
+pub fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
-/// A model, its optimizer and data, and where the run stands.
-pub struct Trainer {
-    pub model: Gpt,
-    pub config: TrainConfig,
-    pub opt: AdamW,
-    pub data: Split,
-    pub params: Vec<NamedParam>,
-    /// Draws batches and dropout seeds; saved in checkpoints.
-    pub rng: Rng,
-    /// Optimizer steps taken.
-    pub step: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Trainer {
-    pub fn new(model: Gpt, config: TrainConfig, data: Split) -> Result<Trainer> {
-        config.validate()?;
-        data.check(model.config.block_size)?;
-        let params = model.named_params();
-        let opt = AdamW::new(config.adamw, &params);
-        // batches and dropout draw from their own stream, separate from initialisation
-        let rng = Rng::new(config.seed ^ 0xD1B5_4A32_D192_ED03);
-        Ok(Trainer { model, config, opt, data, params, rng, step: 0 })
-    }
-
-    /// Tokens per optimizer step.
-    pub fn tokens_per_step(&self) -> usize {
-        self.config.batch_size * self.config.grad_accum * self.model.config.block_size
-    }
-
-    /// One optimizer step: `grad_accum` micro-batches forward and backward
-    /// (each loss scaled by 1/grad_accum so the sum is a mean), clip, AdamW.
-    pub fn train_step(&mut self) -> Result<StepStats> {
-        let (b, t) = (self.config.batch_size, self.model.config.block_size);
-        let lr = self.config.schedule().at(self.step);
-        for p in &self.params {
-            p.param.zero_grad();
+    #[test]
+    fn epochs_become_steps_and_evaluation_defaults_to_once_an_epoch() {
+        let mut t = TrainConfig::for_task(TaskKind::ImageClassification, false);
+        t.resolve(47);
+        assert_eq!((t.max_steps, t.eval_interval, t.epochs), (470, Some(47), None));
+        let mut t = TrainConfig { epochs: Some(0.5), eval_interval: Some(3), ..TrainConfig::default() };
+        t.resolve(7);
+        assert_eq!((t.max_steps, t.eval_interval), (4, Some(3)));
+        for kind in TaskKind::ALL {
+            TrainConfig::for_task(kind, false).validate().unwrap();
         }
-        let mut loss_sum = 0.0;
-        for _ in 0..self.config.grad_accum {
-            let (x, y) = random_batch(&self.data.train, b, t, &mut self.rng);
-            let drop = Dropout { p: self.model.config.dropout, seed: Some(self.rng.next_u64()) };
-            let loss = self.model.loss(&x, &y, b, t, &drop)?;
-            loss_sum += loss.item()?;
-            let scaled =
-                if self.config.grad_accum > 1 { loss.scale(1.0 / self.config.grad_accum as f32) } else { loss };
-            scaled.backward()?;
-        }
-        let grad_norm = if self.config.grad_clip > 0.0 {
-            clip_grad_norm(&self.params, self.config.grad_clip)
-        } else {
-            optim::grad_norm(&self.params)
-        };
-        self.opt.update(&self.params, lr);
-        self.step += 1;
-        let loss = loss_sum / self.config.grad_accum as f32;
-        if !loss.is_finite() {
-            return Err(Error::Data(format!(
-                "training diverged at step {}: the loss is {loss}; try a lower --lr or --grad-clip 1",
-                self.step
-            )));
-        }
-        Ok(StepStats { loss, lr, grad_norm, tokens: self.tokens_per_step() })
+        assert!(TrainConfig { epochs: Some(-1.0), ..TrainConfig::default() }.validate().is_err());
+        assert!(TrainConfig { eval_interval: Some(0), ..TrainConfig::default() }.validate().is_err());
     }
-
-    /// Mean loss (nats per token) on the validation split.
-    pub fn evaluate(&self) -> Result<f32> {
-        evaluate(&self.model, &self.data.val, self.config.batch_size, self.config.eval_batches)
-    }
-}
-
-/// Mean next-token loss of `model` over consecutive windows of `data`, in
-/// no-grad mode (nothing is kept for backward).
-pub fn evaluate<D: TokenIds + ?Sized>(model: &Gpt, data: &D, batch_size: usize, max_batches: usize) -> Result<f32> {
-    let t = model.config.block_size;
-    let batches = eval_batches(data, batch_size, t, max_batches);
-    if batches.is_empty() {
-        return Err(Error::Data(format!(
-            "{} tokens are too few to evaluate a context of {t} (need at least {})",
-            data.len(),
-            t + 1
-        )));
-    }
-    no_grad(|| {
-        let (mut total, mut count) = (0.0f64, 0usize);
-        for (x, y, n) in &batches {
-            let loss = model.loss(x, y, *n, t, &Dropout::default())?;
-            total += loss.item()? as f64 * (n * t) as f64;
-            count += n * t;
-        }
-        Ok((total / count as f64) as f32)
-    })
 }

@@ -1,318 +1,223 @@
-//! The run directory: everything needed to use a trained model or to resume
-//! its training exactly.
+//! The run loop: the one place where training happens, for every task.
 //!
-//! | file | holds |
-//! |---|---|
-//! | `config.json` | model and training configuration, data source |
-//! | `tokenizer.json` | the vocabulary |
-//! | `model.safetensors` | the weights (Hugging Face GPT-2 names) |
-//! | `optimizer.safetensors` | AdamW moments `m.<name>`, `v.<name>` |
-//! | `state.json` | step, RNG state, tokens seen — written last |
-//! | `metrics.jsonl` | one line per step: losses, learning rate, speed |
-//! | `loss.svg` | the loss curve, redrawn at every evaluation |
+//! A [`Trainer`] is a task with its optimizer: [`Trainer::train_step`] takes
+//! one optimizer step (micro-batches forward and backward, the divergence
+//! guard, clipping, AdamW). A [`Run`] is a trainer in its run directory:
+//! [`Run::train`] repeats steps and owns everything around them —
 //!
-//! Each file is written atomically, and the checkpoint files carry their step
-//! in their metadata, so a crash between two files is detected on resume
-//! instead of silently mixing two steps.
+//! - evaluation every `eval_interval` steps and at the end;
+//! - a line of `metrics.jsonl` per step, and `loss.svg` at every evaluation;
+//! - a checkpoint at every evaluation, and when asked to stop ([`Control`]);
+//! - progress [`Event`]s for whoever shows them (the command line draws a bar);
+//! - `report.json` when the run reaches its last step.
+//!
+//! A step that diverges (a loss or gradient norm that is not finite) is an
+//! error before any weight changes, so the last checkpoint stays the last
+//! good one. Nothing the loop writes can be torn by a crash (see
+//! [`super::checkpoint`]), and a resumed run takes the same steps with the
+//! same data and random numbers as one that never stopped.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use crate::error::Result;
+use crate::io::crash;
+use crate::train::TrainConfig;
+use crate::train::checkpoint::{self, Metric, RunState};
+use crate::train::optimizer::Optimizer;
+use crate::train::setup::RunSpec;
+use crate::train::task::{Evaluation, Task};
 
-use qkv_tensor::{Rng, Tensor};
-
-use crate::error::{Error, Result};
-use crate::io::{atomic::write_atomic, safetensors};
-use crate::models::gpt::{Gpt, GptConfig};
-use crate::nn::{Module, NamedParam};
-use crate::tokenize::Tokenizer;
-use crate::train::{TrainConfig, Trainer};
-
-pub const CONFIG: &str = "config.json";
-pub const TOKENIZER: &str = "tokenizer.json";
-pub const MODEL: &str = "model.safetensors";
-pub const OPTIMIZER: &str = "optimizer.safetensors";
-pub const STATE: &str = "state.json";
-pub const METRICS: &str = "metrics.jsonl";
-pub const CURVE: &str = "loss.svg";
-/// Every file a run writes; `--force` replaces these and nothing else.
-pub const RUN_FILES: [&str; 7] = [CONFIG, TOKENIZER, MODEL, OPTIMIZER, STATE, METRICS, CURVE];
-
-/// What a run is: model, training settings, and where its text came from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunConfig {
-    /// Always "gpt" for now.
-    pub kind: String,
-    pub model: GptConfig,
-    pub train: TrainConfig,
-    /// The corpus file; `None` for the bundled Shakespeare.
-    pub data: Option<PathBuf>,
-    /// Byte length and FNV-1a hash of the corpus, so a resume notices a changed file.
-    pub data_len: u64,
-    pub data_hash: String,
-    /// The `--tokenizer` the run was started with, for the record (the run's
-    /// own copy is `tokenizer.json`); `None` for the character tokenizer
-    /// learned from the corpus.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokenizer: Option<String>,
-}
-
-/// Where training stands at a checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    pub step: u64,
-    pub rng: [u64; 4],
-    pub tokens_seen: u64,
-    pub elapsed_s: f64,
-    /// Last validation loss (nats per token).
-    pub val_loss: Option<f32>,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Metric {
-    pub step: u64,
-    pub train_loss: f32,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub val_loss: Option<f32>,
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    /// Mean training loss of the step's micro-batches.
+    pub loss: f32,
     pub lr: f32,
-    pub tokens_per_s: f32,
-    pub elapsed_s: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Tokens the step trained on.
+    pub tokens: usize,
 }
 
-/// FNV-1a 64-bit of `bytes`, as hex.
-pub fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// A task and the optimizer of its parameters.
+pub struct Trainer {
+    pub task: Box<dyn Task>,
+    pub opt: Optimizer,
+    pub config: TrainConfig,
+    /// Optimizer steps taken.
+    pub step: u64,
+}
+
+impl Trainer {
+    /// `config` must be resolved (no `epochs` left: see [`TrainConfig::resolve`]).
+    pub fn new(task: Box<dyn Task>, config: TrainConfig) -> Result<Trainer> {
+        config.validate()?;
+        let opt = Optimizer::new(task.params(), config.adamw, config.schedule(), config.grad_clip);
+        Ok(Trainer { task, opt, config, step: 0 })
     }
-    format!("{h:016x}")
-}
 
-/// True when `dir` holds a qkv run (its `config.json` parses as one).
-pub fn is_run_dir(dir: &Path) -> bool {
-    read_config(dir).is_ok()
-}
-
-/// Make `dir` ready for a new run. A directory that already holds a run is
-/// refused unless `force`, and then only the run's own files are removed.
-pub fn prepare_new(dir: &Path, force: bool) -> Result<()> {
-    let has_run = RUN_FILES.iter().any(|f| dir.join(f).exists());
-    if has_run && !force {
-        return Err(Error::Config(format!(
-            "{} already holds a run; continue it with `qkv train --resume {}`, or start over with --force \
-             (which replaces only the run's own files)",
-            dir.display(),
-            dir.display()
-        )));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    for f in RUN_FILES {
-        let p = dir.join(f);
-        if p.exists() {
-            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-        }
-    }
-    Ok(())
-}
-
-fn not_a_run(dir: &Path, what: &str) -> Error {
-    Error::checkpoint(
-        dir,
-        format!("not a qkv run directory ({what}); train one with `qkv train --out-dir {}`", dir.display()),
-    )
-}
-
-pub fn read_config(dir: &Path) -> Result<RunConfig> {
-    let p = dir.join(CONFIG);
-    let text = std::fs::read_to_string(&p).map_err(|_| not_a_run(dir, "no readable config.json"))?;
-    serde_json::from_str(&text).map_err(|e| Error::format(&p, format!("not a qkv run configuration: {e}")))
-}
-
-pub fn write_config(dir: &Path, config: &RunConfig) -> Result<()> {
-    let json = serde_json::to_string_pretty(config).expect("serialisable");
-    write_atomic(&dir.join(CONFIG), json.as_bytes())
-}
-
-/// Write the run's `tokenizer.json`: qkv's character format, or a Hugging
-/// Face `tokenizer.json` for every other tokenizer.
-pub fn write_tokenizer(dir: &Path, tok: &Tokenizer) -> Result<()> {
-    tok.save(&dir.join(TOKENIZER))
-}
-
-pub fn read_tokenizer(dir: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(&dir.join(TOKENIZER))
-}
-
-/// Parameters as named tensors, for saving.
-fn param_tensors(params: &[NamedParam]) -> Vec<(String, Tensor)> {
-    params.iter().map(|p| (p.name.clone(), p.param.value())).collect()
-}
-
-/// Copy tensors from a checkpoint into the parameters: every parameter must
-/// be there with its shape, and nothing else may be.
-pub fn load_params(path: &Path, params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, prefix: &str) -> Result<()> {
-    let unused = crate::io::hf::assign(path, params, tensors, prefix)?;
-    if let Some(extra) = unused.iter().find(|k| k.starts_with(prefix)) {
-        return Err(Error::checkpoint(
-            path,
-            format!("unexpected tensor {extra:?}: the checkpoint is of another model"),
-        ));
-    }
-    Ok(())
-}
-
-fn step_meta(step: u64) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    m.insert("format".into(), "qkv".into());
-    m.insert("step".into(), step.to_string());
-    m
-}
-
-/// Write model, optimizer and state for the trainer's current step.
-pub fn save_checkpoint(dir: &Path, tr: &Trainer, state: &TrainState) -> Result<()> {
-    safetensors::save(&dir.join(MODEL), &param_tensors(&tr.params), &step_meta(tr.step))?;
-    let mut opt: Vec<(String, Tensor)> = Vec::new();
-    for (i, p) in tr.params.iter().enumerate() {
-        let shape = p.param.shape();
-        opt.push((format!("m.{}", p.name), Tensor::from_vec(tr.opt.m[i].clone(), &shape)?));
-        opt.push((format!("v.{}", p.name), Tensor::from_vec(tr.opt.v[i].clone(), &shape)?));
-    }
-    let mut meta = step_meta(tr.step);
-    meta.insert("adam_step".into(), tr.opt.step.to_string());
-    safetensors::save(&dir.join(OPTIMIZER), &opt, &meta)?;
-    let json = serde_json::to_string_pretty(state).expect("serialisable");
-    write_atomic(&dir.join(STATE), json.as_bytes())
-}
-
-fn meta_step(path: &Path, meta: &BTreeMap<String, String>) -> Result<u64> {
-    meta.get("step")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::checkpoint(path, "no step in the file's metadata: not written by qkv train"))
-}
-
-/// A trained model from a run directory, ready for generation or evaluation.
-pub fn load_model(dir: &Path) -> Result<(RunConfig, Gpt, Tokenizer)> {
-    let config = read_config(dir)?;
-    let tok = read_tokenizer(dir)?;
-    let model = Gpt::new(config.model.clone(), 0)?;
-    let path = dir.join(MODEL);
-    if !path.exists() {
-        return Err(not_a_run(dir, "no model.safetensors yet"));
-    }
-    let loaded = safetensors::load(&path)?;
-    load_params(&path, &model.named_params(), &loaded.tensors, "")?;
-    if tok.vocab_size() != model.config.vocab_size {
-        return Err(Error::checkpoint(
-            dir,
-            format!("tokenizer has {} tokens but the model {}", tok.vocab_size(), model.config.vocab_size),
-        ));
-    }
-    Ok((config, model, tok))
-}
-
-/// A GPT ready for generation or evaluation, from a qkv run directory or a
-/// Hugging Face GPT-2 directory (`config.json` with `model_type: "gpt2"`,
-/// `model.safetensors`, and its tokenizer files).
-pub fn load_gpt(dir: &Path) -> Result<(Gpt, Tokenizer)> {
-    let hf_config = std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .filter(crate::models::gpt2_hf::is_gpt2);
-    if hf_config.is_none() {
-        let (_, model, tok) = load_model(dir)?;
-        return Ok((model, tok));
-    }
-    let model = crate::models::gpt2_hf::load(dir)?;
-    let tok = Tokenizer::load(&dir.to_string_lossy()).map_err(|e| {
-        Error::format(
-            dir,
-            format!("a GPT-2 directory needs its tokenizer (tokenizer.json, or vocab.json + merges.txt): {e}"),
-        )
-    })?;
-    if tok.vocab_size() > model.config.vocab_size {
-        return Err(Error::checkpoint(
-            dir,
-            format!("tokenizer has {} tokens but the model only {}", tok.vocab_size(), model.config.vocab_size),
-        ));
-    }
-    Ok((model, tok))
-}
-
-/// Restore the trainer's weights, optimizer, step and RNG from `dir`.
-pub fn restore(dir: &Path, tr: &mut Trainer) -> Result<TrainState> {
-    let state_path = dir.join(STATE);
-    let text = std::fs::read_to_string(&state_path).map_err(|_| not_a_run(dir, "no state.json: no checkpoint yet"))?;
-    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::format(&state_path, e.to_string()))?;
-    let mpath = dir.join(MODEL);
-    let model = safetensors::load(&mpath)?;
-    let opath = dir.join(OPTIMIZER);
-    let opt = safetensors::load(&opath)?;
-    for (p, meta) in [(&mpath, &model.metadata), (&opath, &opt.metadata)] {
-        let s = meta_step(p, meta)?;
-        if s != state.step {
-            return Err(Error::checkpoint(
-                p,
-                format!("holds step {s} but state.json step {}: the last checkpoint was interrupted", state.step),
-            ));
-        }
-    }
-    load_params(&mpath, &tr.params, &model.tensors, "")?;
-    for (i, p) in tr.params.iter().enumerate() {
-        for (key, dst) in [("m", &mut tr.opt.m[i]), ("v", &mut tr.opt.v[i])] {
-            let name = format!("{key}.{}", p.name);
-            let t =
-                opt.tensors.get(&name).ok_or_else(|| Error::checkpoint(&opath, format!("missing tensor {name:?}")))?;
-            if t.numel() != dst.len() {
-                return Err(Error::checkpoint(
-                    &opath,
-                    format!("tensor {name:?} has {} values, expected {}", t.numel(), dst.len()),
-                ));
+    /// One optimizer step: `grad_accum` micro-batches forward and backward,
+    /// then the update. A loss or gradient norm that is not finite is an
+    /// error, and then no weight has changed.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let step = self.step + 1;
+        let micro = self.config.grad_accum;
+        self.opt.zero_grad();
+        let (mut loss, mut counted, mut tokens) = (0.0f32, 0usize, 0usize);
+        for _ in 0..micro {
+            if let Some(l) = self.task.training_loss()? {
+                loss += self.opt.accumulate(&l.value, micro, step)?;
+                counted += 1;
+                tokens += l.tokens;
             }
-            *dst = t.to_vec();
         }
+        crash::point("step");
+        let (lr, grad_norm) = if counted > 0 {
+            let u = self.opt.step(step)?;
+            (u.lr, u.grad_norm)
+        } else {
+            (self.opt.schedule.at(step - 1), 0.0) // nothing to learn from: no update
+        };
+        self.step = step;
+        Ok(StepStats { loss: loss / counted.max(1) as f32, lr, grad_norm, tokens })
     }
-    tr.opt.step = opt
-        .metadata
-        .get("adam_step")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::checkpoint(&opath, "no adam_step in the metadata"))?;
-    tr.step = state.step;
-    tr.rng = Rng::from_state(state.rng);
-    Ok(state)
 }
 
-pub fn append_metric(dir: &Path, m: &Metric) -> Result<()> {
-    use std::io::Write;
-    let p = dir.join(METRICS);
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| Error::io(&p, e))?;
-    writeln!(f, "{}", serde_json::to_string(m).expect("serialisable")).map_err(|e| Error::io(&p, e))
-}
+/// Asks a run to stop at the end of its current step (Ctrl-C, SIGTERM):
+/// it writes a checkpoint and returns [`Outcome::Interrupted`].
+#[derive(Clone, Debug, Default)]
+pub struct Control(Arc<AtomicBool>);
 
-pub fn read_metrics(dir: &Path) -> Result<Vec<Metric>> {
-    let p = dir.join(METRICS);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&p, e)),
-    };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::format(&p, format!("line {}: {e}", i + 1))))
-        .collect()
-}
-
-/// Drop metric lines after `step` (written after the checkpoint a resume starts from).
-pub fn truncate_metrics(dir: &Path, step: u64) -> Result<()> {
-    let kept: Vec<Metric> = read_metrics(dir)?.into_iter().filter(|m| m.step <= step).collect();
-    let mut text = String::new();
-    for m in &kept {
-        text.push_str(&serde_json::to_string(m).expect("serialisable"));
-        text.push('\n');
+impl Control {
+    pub fn request_stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
     }
-    write_atomic(&dir.join(METRICS), text.as_bytes())
+
+    pub fn stop_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a run reports while it trains.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A step is done (its metrics line is written).
+    Step { step: u64, stats: &'a StepStats, tokens_per_s: f32 },
+    /// The held-out data was scored after `step`.
+    Evaluated { step: u64, evaluation: &'a Evaluation },
+    /// A checkpoint of `step` is on disk.
+    Checkpoint { step: u64 },
+}
+
+/// How [`Run::train`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reached the step it was asked to reach.
+    Reached { step: u64 },
+    /// Stopped early, as [`Control`] asked, with a checkpoint of `step`.
+    Interrupted { step: u64 },
+}
+
+/// A trainer in its run directory.
+pub struct Run {
+    pub dir: PathBuf,
+    /// What the run is (`run.json`).
+    pub spec: RunSpec,
+    pub trainer: Trainer,
+    /// Where the run stood at its last checkpoint (or its start).
+    pub state: RunState,
+    /// Things worth telling the user about how the run was set up or
+    /// resumed (a rebuilt token cache, a torn metrics line dropped).
+    pub notes: Vec<String>,
+}
+
+impl Run {
+    /// Train until step `until` (at most `max_steps`).
+    pub fn train(&mut self, until: u64, control: &Control, on: &mut dyn FnMut(Event)) -> Result<Outcome> {
+        let stop = until.min(self.trainer.config.max_steps);
+        let interval = self.trainer.config.eval_interval.unwrap_or(200).max(1);
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed_s;
+        let mut window = (Instant::now(), 0usize);
+        let mut tokens_per_s = 0.0f32;
+        let mut checkpointed = self.state.step;
+        while self.trainer.step < stop {
+            if control.stop_requested() {
+                break;
+            }
+            let stats = self.trainer.train_step()?;
+            let step = self.trainer.step;
+            self.state.step = step;
+            self.state.tokens_seen += stats.tokens as u64;
+            window.1 += stats.tokens;
+            let dt = window.0.elapsed().as_secs_f32();
+            if dt > 2.0 || tokens_per_s == 0.0 {
+                tokens_per_s = window.1 as f32 / dt.max(1e-6);
+                if dt > 2.0 {
+                    window = (Instant::now(), 0);
+                }
+            }
+            self.state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+            let evaluation =
+                if step.is_multiple_of(interval) || step == stop { Some(self.trainer.task.evaluate()?) } else { None };
+            if evaluation.is_some() {
+                crash::point("eval");
+            }
+            if let Some(e) = &evaluation {
+                self.state.val_loss = Some(e.loss);
+                self.state.val_accuracy = e.accuracy;
+            }
+            checkpoint::append_metric(
+                &self.dir,
+                &Metric {
+                    step,
+                    train_loss: stats.loss,
+                    val_loss: evaluation.as_ref().map(|e| e.loss),
+                    val_accuracy: evaluation.as_ref().and_then(|e| e.accuracy),
+                    lr: stats.lr,
+                    grad_norm: stats.grad_norm,
+                    tokens_per_s,
+                    elapsed_s: self.state.elapsed_s,
+                },
+            )?;
+            on(Event::Step { step, stats: &stats, tokens_per_s });
+            if let Some(e) = &evaluation {
+                on(Event::Evaluated { step, evaluation: e });
+                self.checkpoint()?;
+                checkpointed = step;
+                on(Event::Checkpoint { step });
+                let (metrics, _) = checkpoint::read_metrics(&self.dir)?;
+                crate::viz::loss_curve::write_svg(&self.dir.join(checkpoint::CURVE), &metrics, "qkv train: loss")?;
+                // tokens/s counts training only, not the evaluation just done
+                window = (Instant::now(), 0);
+            }
+        }
+        let step = self.trainer.step;
+        if step < stop {
+            if checkpointed != step {
+                self.checkpoint()?;
+                on(Event::Checkpoint { step });
+            }
+            return Ok(Outcome::Interrupted { step });
+        }
+        if step == self.trainer.config.max_steps {
+            let mut report = self.trainer.task.report()?;
+            report["steps"] = step.into();
+            report["train_seconds"] = self.state.elapsed_s.into();
+            checkpoint::write_json(&self.dir.join(checkpoint::REPORT), &report)?;
+        }
+        Ok(Outcome::Reached { step })
+    }
+
+    /// Write the resume point and the model's weights for the current step.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.state.step = self.trainer.step;
+        self.state.task = self.trainer.task.state();
+        let params = &self.trainer.opt.params;
+        checkpoint::save_checkpoint(&self.dir, params, &self.trainer.opt.adamw, &self.state)?;
+        checkpoint::write_model(&self.dir, params, self.trainer.step)
+    }
 }

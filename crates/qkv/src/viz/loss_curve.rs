@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::io::atomic::write_atomic;
-use crate::train::run::Metric;
+use crate::train::checkpoint::Metric;
 
 /// Exponential moving average, so the per-step noise does not hide the trend.
 fn smooth(xs: &[(f64, f64)], keep: f64) -> Vec<(f64, f64)> {

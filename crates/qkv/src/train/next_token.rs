@@ -1,0 +1,178 @@
+//! Next-token prediction: the GPT's task. The text is cut into random
+//! windows of `block_size + 1` tokens; the model reads the first
+//! `block_size` and, at every position, is scored on the token that follows
+//! (cross-entropy). The last 10 % of the tokens are held out for evaluation.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use qkv_tensor::{Rng, no_grad};
+
+use crate::data::text::{Split, bits_per_char, corpus_tokens, eval_batches, eval_targets, load_corpus, random_batch};
+use crate::data::tokens::TokenIds;
+use crate::error::{Error, Result};
+use crate::models::gpt::{Gpt, GptConfig};
+use crate::nn::{Dropout, Module, NamedParam};
+use crate::tokenize::{CharTokenizer, Tokenizer};
+use crate::train::setup::{Built, Mode};
+use crate::train::task::{Evaluation, Loss, Task};
+use crate::train::{TrainConfig, fnv1a};
+
+/// What a next-token run trains, and on what.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NextTokenSpec {
+    /// The GPT (its `vocab_size` is set from the tokenizer). Default [`GptConfig::default`].
+    pub model: GptConfig,
+    /// The UTF-8 text; `None` for the bundled Shakespeare.
+    pub data: Option<PathBuf>,
+    /// A tokenizer (see [`Tokenizer::load`]); `None` for one token per
+    /// character of the corpus.
+    pub tokenizer: Option<String>,
+}
+
+/// A GPT and its text.
+pub struct NextToken {
+    pub model: Gpt,
+    pub tokenizer: Tokenizer,
+    pub data: Split,
+    pub batch_size: usize,
+    pub eval_batches: usize,
+    /// Draws the windows and dropout seeds.
+    rng: Rng,
+}
+
+impl NextToken {
+    pub fn new(model: Gpt, tokenizer: Tokenizer, data: Split, train: &TrainConfig) -> Result<NextToken> {
+        data.check(model.config.block_size)?;
+        // batches and dropout draw from their own stream, separate from initialisation
+        let rng = Rng::new(train.seed ^ 0xD1B5_4A32_D192_ED03);
+        Ok(NextToken { model, tokenizer, data, batch_size: train.batch_size, eval_batches: train.eval_batches, rng })
+    }
+
+    /// Mean held-out loss and the bits per character of the text it scored,
+    /// so runs with different tokenizers compare.
+    fn scored(&self) -> Result<(f32, f64)> {
+        let loss = evaluate(&self.model, &self.data.val, self.batch_size, self.eval_batches)?;
+        let t = self.model.config.block_size;
+        let scored = eval_targets(self.data.val.len(), self.batch_size, t, self.eval_batches);
+        let chars = self.tokenizer.count_chars(&self.data.val.window(scored.clone()))?;
+        Ok((loss, bits_per_char(loss as f64, scored.len(), chars)))
+    }
+}
+
+impl Task for NextToken {
+    fn params(&self) -> Vec<NamedParam> {
+        self.model.named_params()
+    }
+
+    fn training_loss(&mut self) -> Result<Option<Loss>> {
+        let (b, t) = (self.batch_size, self.model.config.block_size);
+        let (x, y) = random_batch(&self.data.train, b, t, &mut self.rng);
+        let drop = Dropout { p: self.model.config.dropout, seed: Some(self.rng.next_u64()) };
+        let value = self.model.loss(&x, &y, b, t, &drop)?;
+        Ok(Some(Loss { value, tokens: b * t }))
+    }
+
+    fn evaluate(&self) -> Result<Evaluation> {
+        let loss = evaluate(&self.model, &self.data.val, self.batch_size, self.eval_batches)?;
+        Ok(Evaluation { loss, accuracy: None, summary: format!("val {loss:.4}") })
+    }
+
+    fn state(&self) -> Value {
+        json!({ "rng": self.rng.state() })
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<()> {
+        self.rng = rng_of(state)?;
+        Ok(())
+    }
+
+    fn report(&self) -> Result<Value> {
+        let (loss, bpc) = self.scored()?;
+        Ok(json!({
+            "task": "next-token", "val_loss": loss, "perplexity": (loss as f64).exp(), "bits_per_char": bpc,
+        }))
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let c = &self.model.config;
+        vec![
+            format!(
+                "GPT {} layers × {} heads × {} wide, context {}, {:.2} M parameters, vocabulary {} ({})",
+                c.n_layer,
+                c.n_head,
+                c.n_embd,
+                c.block_size,
+                self.model.num_params() as f64 / 1e6,
+                c.vocab_size,
+                self.tokenizer.describe()
+            ),
+            format!(
+                "{} training tokens, {} validation tokens; {} tokens per micro-batch",
+                self.data.train.len(),
+                self.data.val.len(),
+                self.batch_size * c.block_size
+            ),
+        ]
+    }
+}
+
+/// The task's random stream from a saved state.
+pub(crate) fn rng_of(state: &Value) -> Result<Rng> {
+    let s: [u64; 4] = serde_json::from_value(state["rng"].clone())
+        .map_err(|e| Error::Config(format!("a checkpoint's task state has no usable \"rng\": {e}")))?;
+    Ok(Rng::from_state(s))
+}
+
+/// Mean next-token loss of `model` over consecutive windows of `data`, in
+/// no-grad mode (nothing is kept for backward).
+pub fn evaluate<D: TokenIds + ?Sized>(model: &Gpt, data: &D, batch_size: usize, max_batches: usize) -> Result<f32> {
+    let t = model.config.block_size;
+    let batches = eval_batches(data, batch_size, t, max_batches);
+    if batches.is_empty() {
+        return Err(Error::Data(format!(
+            "{} tokens are too few to evaluate a context of {t} (need at least {})",
+            data.len(),
+            t + 1
+        )));
+    }
+    no_grad(|| {
+        let (mut total, mut count) = (0.0f64, 0usize);
+        for (x, y, n) in &batches {
+            let loss = model.loss(x, y, *n, t, &Dropout::default())?;
+            total += loss.item()? as f64 * (n * t) as f64;
+            count += n * t;
+        }
+        Ok((total / count as f64) as f32)
+    })
+}
+
+/// A next-token run from its spec: read and tokenize the corpus, make (or,
+/// resuming, read) the tokenizer, build the GPT.
+pub(crate) fn build(spec: &mut NextTokenSpec, train: &TrainConfig, dir: &Path, mode: Mode) -> Result<Built> {
+    let (text, source) = load_corpus(spec.data.as_deref())?;
+    let tokenizer: Tokenizer = match (mode, &spec.tokenizer) {
+        (Mode::Resume, _) => Tokenizer::from_file(&dir.join(super::checkpoint::TOKENIZER))?,
+        (Mode::New, None) => CharTokenizer::from_text(&text).into(),
+        (Mode::New, Some(s)) => Tokenizer::load(s).map_err(|e| Error::Config(format!("--tokenizer {s}: {e}")))?,
+    };
+    spec.model.vocab_size = tokenizer.vocab_size();
+    spec.model.validate()?;
+    let (ids, notes) = corpus_tokens(&tokenizer, &text, &source, dir)?;
+    let split = Split::new(ids, 0.1);
+    split.check(spec.model.block_size).map_err(|e| Error::Data(format!("corpus {source}: {e}")))?;
+    let model = Gpt::new(spec.model.clone(), train.seed)?;
+    let config = crate::models::load::gpt_config_json(&spec.model);
+    let task = NextToken::new(model, tokenizer.clone(), split, train)?;
+    Ok(Built {
+        task: Box::new(task),
+        steps_per_epoch: None,
+        fingerprint: fnv1a(text.as_bytes()),
+        config,
+        tokenizer: Some(tokenizer),
+        notes,
+    })
+}
