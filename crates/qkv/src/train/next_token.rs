@@ -17,7 +17,7 @@ use crate::models::gpt::{Gpt, GptConfig};
 use crate::nn::{Dropout, Module, NamedParam};
 use crate::tokenize::{CharTokenizer, Tokenizer};
 use crate::train::setup::{Built, Mode};
-use crate::train::task::{Evaluation, Loss, Task};
+use crate::train::task::{Evaluation, Loss, Task, rng_of, rng_state};
 use crate::train::{TrainConfig, fnv1a};
 
 /// What a next-token run trains, and on what.
@@ -82,7 +82,7 @@ impl Task for NextToken {
     }
 
     fn state(&self) -> Value {
-        json!({ "rng": self.rng.state() })
+        rng_state(&self.rng)
     }
 
     fn restore(&mut self, state: &Value) -> Result<()> {
@@ -118,13 +118,6 @@ impl Task for NextToken {
             ),
         ]
     }
-}
-
-/// The task's random stream from a saved state.
-pub(crate) fn rng_of(state: &Value) -> Result<Rng> {
-    let s: [u64; 4] = serde_json::from_value(state["rng"].clone())
-        .map_err(|e| Error::Config(format!("a checkpoint's task state has no usable \"rng\": {e}")))?;
-    Ok(Rng::from_state(s))
 }
 
 /// Mean next-token loss of `model` over consecutive windows of `data`, in

@@ -4,9 +4,10 @@
 
 use serde_json::Value;
 
-use qkv_tensor::Tensor;
+use qkv_tensor::{Rng, Tensor};
 
-use crate::error::Result;
+use crate::data::shuffle::Epochs;
+use crate::error::{Error, Result};
 use crate::nn::NamedParam;
 
 /// The loss of one micro-batch.
@@ -57,4 +58,29 @@ pub trait Task {
 
     /// Lines that describe the run when it starts: the model, its size, the data.
     fn describe(&self) -> Vec<String>;
+}
+
+/// The state of a task whose only state is its random stream.
+pub fn rng_state(rng: &Rng) -> Value {
+    serde_json::json!({ "rng": rng.state() })
+}
+
+/// The random stream of a saved [`rng_state`].
+pub fn rng_of(state: &Value) -> Result<Rng> {
+    let s: [u64; 4] = serde_json::from_value(state["rng"].clone())
+        .map_err(|e| Error::Config(format!("a checkpoint's task state has no usable \"rng\": {e}")))?;
+    Ok(Rng::from_state(s))
+}
+
+/// The state of a task that goes through its data in epochs: its random
+/// stream and where it is in its passes.
+pub fn epochs_state(rng: &Rng, epochs: &Epochs) -> Value {
+    serde_json::json!({ "rng": rng.state(), "epochs": epochs })
+}
+
+/// The random stream and place in the data of a saved [`epochs_state`].
+pub fn restore_epochs(state: &Value) -> Result<(Rng, Epochs)> {
+    let epochs = serde_json::from_value(state["epochs"].clone())
+        .map_err(|e| Error::Config(format!("a checkpoint's task state has no usable \"epochs\": {e}")))?;
+    Ok((rng_of(state)?, epochs))
 }

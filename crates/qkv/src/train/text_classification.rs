@@ -14,6 +14,7 @@ use qkv_tensor::{Rng, no_grad};
 
 use crate::data::bert_input::{Specials, encode, pad_batch};
 use crate::data::classify::{SplitInfo, held_out, label_ids, label_names};
+use crate::data::shuffle::Epochs;
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationReport, argmax_rows, classification_report, majority_baseline};
 use crate::models::bert::{Batch, BertClassifier, BertConfig, Pooling};
@@ -22,9 +23,9 @@ use crate::nn::{Dropout, Module, NamedParam};
 use crate::tokenize::Tokenizer;
 use crate::train::TrainConfig;
 use crate::train::masked_lm::{bert_tokenizer, file_fingerprint, small_bert};
-use crate::train::next_token::rng_of;
 use crate::train::setup::{Built, Mode};
 use crate::train::task::{Evaluation, Loss, Task};
+use crate::train::task::{epochs_state, restore_epochs};
 
 /// What a text-classification run trains, and on what.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,49 +85,14 @@ pub struct TextClassifier {
     pub train: Examples,
     pub test: Examples,
     pub batch_size: usize,
-    /// Shuffles each epoch (with the epoch) and draws dropout.
+    /// Shuffles each epoch.
     seed: u64,
+    /// Where the run is in its passes over the training examples.
+    epochs: Epochs,
+    /// Draws dropout seeds.
     rng: Rng,
-    /// Where the run is in the data: pass `epoch`, next example `next`.
-    epoch: u64,
-    next: usize,
-    order: Vec<usize>,
     /// Facts about the data for the report (rows, duplicates, where the model came from).
     pub about: Value,
-}
-
-/// The order of `n` examples in `epoch`: a shuffle drawn from the seed and
-/// the epoch alone, so a resumed run needs only (epoch, position) to go on.
-pub(crate) fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut rng = Rng::new(seed ^ qkv_tensor::rng::splitmix64(epoch.wrapping_add(0x0C1A_55E5)));
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i as u64 + 1) as usize);
-    }
-    order
-}
-
-/// The next batch of indices of a shuffled pass over `n` examples; moves
-/// `(epoch, next)` on and refreshes `order` at each new epoch.
-pub(crate) fn next_batch(
-    n: usize,
-    batch: usize,
-    seed: u64,
-    epoch: &mut u64,
-    next: &mut usize,
-    order: &mut Vec<usize>,
-) -> Vec<usize> {
-    if *next >= n {
-        *epoch += 1;
-        *next = 0;
-    }
-    if order.len() != n || *next == 0 {
-        *order = epoch_order(n, seed, *epoch);
-    }
-    let end = (*next + batch).min(n);
-    let idx = order[*next..end].to_vec();
-    *next = end;
-    idx
 }
 
 impl TextClassifier {
@@ -152,10 +118,8 @@ impl TextClassifier {
             test,
             batch_size: config.batch_size,
             seed: config.seed,
+            epochs: Epochs::default(),
             rng: Rng::new(config.seed ^ 0x0C1A_55E5),
-            epoch: 0,
-            next: 0,
-            order: Vec::new(),
             about: json!({}),
         })
     }
@@ -202,8 +166,7 @@ impl Task for TextClassifier {
     }
 
     fn training_loss(&mut self) -> Result<Option<Loss>> {
-        let idx =
-            next_batch(self.train.len(), self.batch_size, self.seed, &mut self.epoch, &mut self.next, &mut self.order);
+        let idx = self.epochs.next_batch(self.train.len(), self.batch_size, self.seed);
         let seqs: Vec<&[u32]> = idx.iter().map(|&i| self.train[i].0.as_slice()).collect();
         let ys: Vec<u32> = idx.iter().map(|&i| self.train[i].1).collect();
         let (ids, mask, t) = pad_batch(&seqs, self.specials.pad);
@@ -223,16 +186,11 @@ impl Task for TextClassifier {
     }
 
     fn state(&self) -> Value {
-        json!({ "rng": self.rng.state(), "epoch": self.epoch, "next": self.next })
+        epochs_state(&self.rng, &self.epochs)
     }
 
     fn restore(&mut self, state: &Value) -> Result<()> {
-        self.rng = rng_of(state)?;
-        let (Some(epoch), Some(next)) = (state["epoch"].as_u64(), state["next"].as_u64()) else {
-            return Err(Error::Config("a checkpoint's task state lacks \"epoch\" or \"next\"".into()));
-        };
-        (self.epoch, self.next) = (epoch, next as usize);
-        self.order = epoch_order(self.train.len(), self.seed, epoch);
+        (self.rng, self.epochs) = restore_epochs(state)?;
         Ok(())
     }
 
