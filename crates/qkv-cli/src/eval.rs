@@ -35,7 +35,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         println!("{out}");
     } else {
         for (k, v) in out.as_object().into_iter().flatten() {
-            println!("{k:<22} {v}");
+            match v {
+                serde_json::Value::String(text) => println!("{k:<22} {text}"),
+                other => println!("{k:<22} {other}"),
+            }
         }
     }
     Ok(())

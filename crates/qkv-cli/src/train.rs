@@ -111,7 +111,7 @@ fn lr_help() -> String {
 
 fn steps_help() -> String {
     train_default("Optimizer steps (overrides --epochs)", |t| match t.epochs {
-        Some(e) => format!("{e} epochs"),
+        Some(e) => format!("{e} epoch{}", if e == 1.0 { "" } else { "s" }),
         None => show(t.max_steps),
     })
 }
@@ -267,7 +267,7 @@ pub struct TrainArgs {
     /// Classification: fine-tune the encoder of this MLM run (or Hugging Face BERT directory)
     #[arg(long, value_name = "DIR", help_heading = "Text encoders")]
     pub init_from: Option<PathBuf>,
-    #[arg(long, help_heading = "Text encoders", help = format!("Classification: cls (BERT's pooler on [CLS]) or mean (average of the tokens) [default: {:?}]", cls_spec().pooling).to_lowercase())]
+    #[arg(long, help_heading = "Text encoders", help = format!("Classification: cls (BERT's pooler on [CLS]) or mean (average of the tokens) [default: {}]", format!("{:?}", cls_spec().pooling).to_lowercase()))]
     pub pooling: Option<Pooling>,
     #[arg(long, help_heading = "Text encoders", help = format!("Fraction of a table's (de-duplicated) rows held out for testing [default: {}]", cls_spec().test_fraction))]
     pub test_fraction: Option<f64>,
