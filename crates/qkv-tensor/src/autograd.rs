@@ -282,7 +282,8 @@ impl Param {
     /// Change the value in place: `f(value, grad)`. The buffer is updated
     /// directly when this param is its only holder (the usual case once
     /// backward has freed the graph); otherwise it is copied first, so views
-    /// taken earlier keep the old numbers.
+    /// taken earlier keep the old numbers. Either way the value's buffer
+    /// carries no inference copies afterwards ([`crate::copies`]).
     pub fn update(&self, f: impl FnOnce(&mut [f32], Option<&[f32]>)) {
         let mut value = self.0.value.write().unwrap_or_else(|e| e.into_inner());
         self.bump_version();
@@ -302,7 +303,7 @@ impl Param {
         f(&mut data, slot.as_deref());
         let shape = value.shape().to_vec();
         *value = Tensor::from_parts(
-            Arc::new(crate::storage::Storage::Owned(data)),
+            Arc::new(crate::storage::Storage::owned(data)),
             crate::layout::Layout::contiguous(&shape),
             GradKind::Param(self.0.slot.clone()),
         );

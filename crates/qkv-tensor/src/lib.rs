@@ -19,6 +19,7 @@
 //! ```
 
 pub mod autograd;
+pub mod copies;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;
@@ -32,6 +33,7 @@ pub mod tensor;
 pub mod threads;
 
 pub use autograd::{NoGradGuard, Param, is_grad_enabled, no_grad};
+pub use copies::InferenceCopy;
 pub use error::{Error, Result};
 pub use ops::attention::{AttentionKernel, AttentionOpts, attention, attention_qkv};
 pub use ops::cross_entropy::cross_entropy;
