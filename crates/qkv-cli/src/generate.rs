@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use qkv::generate::{Sampling, generate};
+use qkv::models::inference::InferenceWeights;
 use qkv::train::run;
 
 #[derive(Args, Debug)]
@@ -53,7 +54,7 @@ pub struct GenerateArgs {
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let (mut model, tok) = run::load_gpt(&args.model)?;
     if args.f16_weights {
-        model.keep_f16_copies().context("--f16-weights")?;
+        model = model.prepared_for_inference(InferenceWeights::F16).context("--f16-weights")?;
     }
     if let Some(bs) = args.block_size {
         if bs > model.config.block_size {
