@@ -39,8 +39,6 @@ pub use ops::attention::{AttentionKernel, AttentionOpts, attention, attention_qk
 pub use ops::cross_entropy::cross_entropy;
 pub use ops::dropout::dropout;
 pub use ops::embedding::embedding;
-pub use ops::matmul_f16::F16Matrix;
-pub use ops::matmul_packed::PackedMatrix;
 pub use ops::norm::{layer_norm, rms_norm};
 pub use rng::Rng;
 pub use tensor::Tensor;

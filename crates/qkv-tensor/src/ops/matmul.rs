@@ -28,31 +28,6 @@ pub(crate) fn mat_of<'a>(t: &'a Tensor, batch_offset: usize) -> Mat<'a> {
     }
 }
 
-/// The checks shared by the products with an inference-only copy of a
-/// weight ([`Tensor::matmul_f16`], [`Tensor::matmul_packed`]): no gradient may
-/// be recorded (`what` names the copy), and the last axis of `x` must be `k`
-/// (`how` adds how `w_shape` is read). Returns the rows of `x` and the shape
-/// of the product, whose last axis is `n`.
-pub(super) fn inference_product_shape(
-    op: &'static str,
-    what: &str,
-    x: &Tensor,
-    w_shape: &[usize],
-    [k, n]: [usize; 2],
-    how: &str,
-) -> Result<(usize, Vec<usize>)> {
-    if crate::autograd::is_grad_enabled() {
-        return Err(Error::invalid(op, format!("{what} are for inference: call it inside no_grad")));
-    }
-    let r = x.rank();
-    if r == 0 || x.shape()[r - 1] != k {
-        return Err(Error::mismatch(op, x.shape(), w_shape, format!("the last axis must be K = {k}{how}")));
-    }
-    let mut shape = x.shape().to_vec();
-    shape[r - 1] = n;
-    Ok((x.shape()[..r - 1].iter().product(), shape))
-}
-
 impl Tensor {
     /// `[.., M, K] · [.., K, N] → [.., M, N]`.
     ///
