@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use qkv::data::text::Split;
 use qkv::models::gpt::{Gpt, GptConfig};
+use qkv::models::inference::InferenceWeights;
 use qkv::nn::Module;
 use qkv::nn::mlp::Activation;
 use qkv::tokenize::CharTokenizer;
@@ -314,10 +315,11 @@ fn train(
 
 /// BERT forward passes (no gradients) on random ids: `minilm` = 6 layers,
 /// C=384, 12 heads, F=1536; `base` = 12 layers, C=768, 12 heads, F=3072; both
-/// with vocabulary 30522, batch 8 × 128 tokens, no padding. The weights are
-/// packed for the GEMM once, before timing, as `qkv embed` does for more than
-/// one batch ([`Bert::keep_packed_weights`]); PyTorch's eager twin has no
-/// such step (its time to load a model is not counted either).
+/// with vocabulary 30522, batch 8 × 128 tokens, no padding. The model is
+/// prepared for inference once, before timing (q/k/v fused, the weights packed
+/// for the GEMM), as `qkv embed` does for more than one batch
+/// ([`Bert::prepared_for_inference`]); PyTorch's eager twin has no such step
+/// (its time to load a model is not counted either).
 fn encoder(args: &BenchArgs) -> Result<()> {
     use qkv::models::bert::{Bert, BertConfig};
     // `--case minilm` (or its full label, `minilm-8x128`) runs that case alone
@@ -342,15 +344,14 @@ fn encoder(args: &BenchArgs) -> Result<()> {
             intermediate_size: f,
             ..BertConfig::default()
         };
-        let mut bert = Bert::new(config, true, &mut Rng::new(0))?;
-        bert.keep_packed_weights()?;
+        let bert = Bert::new(config, true, &mut Rng::new(0))?.prepared_for_inference(InferenceWeights::PACKED)?;
         let reps = args.reps.unwrap_or(if name == "minilm" { 10 } else { 4 });
         encoder_case(name, &bert, reps)?;
     }
     // the real weights (e.g. all-MiniLM-L6-v2), when given
     if let Some(dir) = args.model.as_ref().filter(|_| wanted.is_none_or(|w| w == "real")) {
-        let mut enc = qkv::models::sentence::SentenceEncoder::open(dir)?;
-        enc.bert.keep_packed_weights()?;
+        let enc =
+            qkv::models::sentence::SentenceEncoder::open(dir)?.prepared_for_inference(InferenceWeights::PACKED)?;
         encoder_case("real", &enc.bert, args.reps.unwrap_or(10))?;
     }
     Ok(())
@@ -402,7 +403,7 @@ fn infer_gpt2(args: &BenchArgs) -> Result<()> {
         dropout: 0.0,
         tie_embeddings: true,
     };
-    let mut model = Gpt::new(config, 0)?;
+    let model = Gpt::new(config, 0)?;
     let mut rng = Rng::new(1);
     let prompt: Vec<u32> = (0..32).map(|_| rng.below(50257) as u32).collect();
     let new = 128;
@@ -435,7 +436,7 @@ fn infer_gpt2(args: &BenchArgs) -> Result<()> {
     // the same with 16-bit copies of the weights (`qkv generate --f16-weights`):
     // qkv only, as f32 is PyTorch's fastest CPU setting (its f16 and bf16
     // generation ran ~6x slower than its f32 here)
-    model.keep_f16_copies()?;
+    let model = model.prepared_for_inference(InferenceWeights::F16)?;
     let (secs16, prefill16) = run(&model)?;
     let decode16 = (new - 1) as f64 / (secs16 - prefill16);
     emit(json!({

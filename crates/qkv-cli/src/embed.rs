@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
+use qkv::models::inference::InferenceWeights;
 use qkv::models::sentence::{SentenceEncoder, SentencePooling, cosine};
 
 #[derive(Args, Debug)]
@@ -55,8 +56,8 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     }
     let mut enc = SentenceEncoder::open(&args.model)?;
     if sentences.len() > args.batch_size {
-        // several forward passes: pack the weights for the GEMM once, not on every pass
-        enc.bert.keep_packed_weights()?;
+        // several forward passes: pack the weights for the GEMM (and stack q/k/v) once, not on every pass
+        enc = enc.prepared_for_inference(InferenceWeights::PACKED)?;
     }
     let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(sentences.len());
     for chunk in sentences.chunks(args.batch_size) {

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use qkv::generate::{Sampling, generate};
+use qkv::models::inference::InferenceWeights;
 use qkv::models::load::{Model, open, wrong_kind};
 
 #[derive(Args, Debug)]
@@ -56,7 +57,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         other => return Err(wrong_kind(&args.model, &other, "a GPT (qkv run or GPT-2)").into()),
     };
     if args.f16_weights {
-        model.keep_f16_copies().context("--f16-weights")?;
+        model = model.prepared_for_inference(InferenceWeights::F16).context("--f16-weights")?;
     }
     if let Some(bs) = args.block_size {
         if bs > model.config.block_size {

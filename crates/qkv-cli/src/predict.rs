@@ -9,6 +9,7 @@ use serde_json::json;
 use qkv::data::bert_input::{Specials, encode};
 use qkv::data::images::load_image_noting;
 use qkv::models::bert::Batch;
+use qkv::models::inference::InferenceWeights;
 use qkv::models::load::{Model, need_tokenizer, open, wrong_kind};
 use qkv::nn::Dropout;
 use qkv_tensor::no_grad;
@@ -129,8 +130,8 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     let batch = 16;
     if refs.len() > batch {
-        // several forward passes: pack the weights for the GEMM once, not on every pass
-        model.bert.keep_packed_weights()?;
+        // several forward passes: pack the weights for the GEMM (and stack q/k/v) once, not on every pass
+        model = model.prepared_for_inference(InferenceWeights::PACKED)?;
     }
     let probs = model.probabilities(&refs, sp.pad, batch)?;
     let mut results = Vec::new();
@@ -159,8 +160,8 @@ pub fn classify_image(args: &ClassifyImageArgs) -> Result<()> {
     };
     let (ch, size) = (model.config.num_channels, model.config.image_size);
     if args.images.len() > 1 {
-        // one forward pass per image: pack the weights for the GEMM once, not on every pass
-        model.keep_packed_weights()?;
+        // one forward pass per image: pack the weights for the GEMM (and stack q/k/v) once, not on every pass
+        model = model.prepared_for_inference(InferenceWeights::PACKED)?;
     }
     let mut results = Vec::new();
     for path in &args.images {

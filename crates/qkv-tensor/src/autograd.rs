@@ -205,26 +205,13 @@ pub struct Param(Arc<ParamInner>);
 struct ParamInner {
     value: RwLock<Tensor>,
     slot: Arc<GradSlot>,
-    /// Raised by every change of the value ([`Param::version`]).
-    version: std::sync::atomic::AtomicU64,
 }
 
 impl Param {
     pub fn new(value: Tensor) -> Param {
         let slot = Arc::new(GradSlot::default());
         let value = Tensor::from_parts(value.0.storage.clone(), value.0.layout.clone(), GradKind::Param(slot.clone()));
-        Param(Arc::new(ParamInner { value: RwLock::new(value), slot, version: Default::default() }))
-    }
-
-    /// A number that changes whenever the value does ([`Param::update`],
-    /// [`Param::set_value`]), so that copies derived from the value (a packed
-    /// or 16-bit weight for inference) can tell they are stale.
-    pub fn version(&self) -> u64 {
-        self.0.version.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn bump_version(&self) {
-        self.0.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Param(Arc::new(ParamInner { value: RwLock::new(value), slot }))
     }
 
     /// The current value, as a leaf of the graph (gradients flow into this param).
@@ -282,10 +269,10 @@ impl Param {
     /// Change the value in place: `f(value, grad)`. The buffer is updated
     /// directly when this param is its only holder (the usual case once
     /// backward has freed the graph); otherwise it is copied first, so views
-    /// taken earlier keep the old numbers.
+    /// taken earlier keep the old numbers. Either way the value's buffer
+    /// carries no inference copies afterwards ([`crate::copies`]).
     pub fn update(&self, f: impl FnOnce(&mut [f32], Option<&[f32]>)) {
         let mut value = self.0.value.write().unwrap_or_else(|e| e.into_inner());
-        self.bump_version();
         let slot = self.0.slot.0.lock().unwrap_or_else(|e| e.into_inner());
         let contiguous_owned = value.is_contiguous() && value.layout().offset() == 0;
         let inner = Arc::get_mut(&mut value.0);
@@ -302,7 +289,7 @@ impl Param {
         f(&mut data, slot.as_deref());
         let shape = value.shape().to_vec();
         *value = Tensor::from_parts(
-            Arc::new(crate::storage::Storage::Owned(data)),
+            Arc::new(crate::storage::Storage::owned(data)),
             crate::layout::Layout::contiguous(&shape),
             GradKind::Param(self.0.slot.clone()),
         );
@@ -314,7 +301,6 @@ impl Param {
         if t.shape() != value.shape() {
             return Err(Error::mismatch("Param::set_value", value.shape(), t.shape(), "a parameter keeps its shape"));
         }
-        self.bump_version();
         *value = Tensor::from_parts(t.0.storage.clone(), t.0.layout.clone(), GradKind::Param(self.0.slot.clone()));
         Ok(())
     }
@@ -323,27 +309,5 @@ impl Param {
 impl std::fmt::Debug for Param {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Param{:?}", self.shape())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn param_version_changes_with_the_value_only() {
-        let p = Param::new(Tensor::zeros(&[2, 3]));
-        let v0 = p.version();
-        let _ = p.value();
-        p.zero_grad();
-        assert_eq!(p.version(), v0, "reading the value or clearing the gradient changes nothing");
-        p.update(|w, _| w[0] = 1.0);
-        let v1 = p.version();
-        assert_ne!(v1, v0);
-        p.set_value(&Tensor::ones(&[2, 3])).unwrap();
-        assert_ne!(p.version(), v1);
-        let v2 = p.version();
-        assert!(p.set_value(&Tensor::ones(&[3])).is_err());
-        assert_eq!(p.version(), v2, "a refused value changes nothing");
     }
 }

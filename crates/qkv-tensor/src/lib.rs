@@ -19,6 +19,7 @@
 //! ```
 
 pub mod autograd;
+pub mod copies;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;
@@ -32,13 +33,12 @@ pub mod tensor;
 pub mod threads;
 
 pub use autograd::{NoGradGuard, Param, is_grad_enabled, no_grad};
+pub use copies::InferenceCopy;
 pub use error::{Error, Result};
 pub use ops::attention::{AttentionKernel, AttentionOpts, attention, attention_qkv};
 pub use ops::cross_entropy::cross_entropy;
 pub use ops::dropout::dropout;
 pub use ops::embedding::embedding;
-pub use ops::matmul_f16::F16Matrix;
-pub use ops::matmul_packed::PackedMatrix;
 pub use ops::norm::{layer_norm, rms_norm};
 pub use rng::Rng;
 pub use tensor::Tensor;

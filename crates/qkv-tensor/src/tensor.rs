@@ -45,7 +45,7 @@ impl Tensor {
                 format!("{} values cannot fill shape {shape:?} ({n} values)", data.len()),
             ));
         }
-        Ok(Self::from_parts(Arc::new(Storage::Owned(data)), Layout::contiguous(shape), GradKind::None))
+        Ok(Self::from_parts(Arc::new(Storage::owned(data)), Layout::contiguous(shape), GradKind::None))
     }
 
     /// A tensor over memory someone else owns (e.g. a memory-mapped file).
@@ -58,7 +58,7 @@ impl Tensor {
                 format!("{len} values cannot fill shape {shape:?} ({n} values)"),
             ));
         }
-        Ok(Self::from_parts(Arc::new(Storage::External(buf)), Layout::contiguous(shape), GradKind::None))
+        Ok(Self::from_parts(Arc::new(Storage::external(buf)), Layout::contiguous(shape), GradKind::None))
     }
 
     /// Output of an op: owns `data`; records `backward` when gradients are on
@@ -72,7 +72,7 @@ impl Tensor {
     ) -> Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         let grad = Self::record(inputs, backward);
-        Self::from_parts(Arc::new(Storage::Owned(data)), Layout::contiguous(shape), grad)
+        Self::from_parts(Arc::new(Storage::owned(data)), Layout::contiguous(shape), grad)
     }
 
     /// `value`'s buffer and layout, recorded as the output of an op over

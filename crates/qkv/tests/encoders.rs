@@ -3,13 +3,13 @@
 
 use qkv::data::bert_input::Specials;
 use qkv::models::bert::{Batch, Bert, BertClassifier, BertConfig, Pooling};
-use qkv::nn::linear::packed_for;
+use qkv::models::inference::InferenceWeights;
 use qkv::nn::{Dropout, Module};
 use qkv::train::TrainConfig;
 use qkv::train::optimizer::AdamWConfig;
 use qkv::train::run::Trainer;
 use qkv::train::text_classification::TextClassifier;
-use qkv_tensor::{Rng, no_grad};
+use qkv_tensor::{InferenceCopy, Rng, Tensor, no_grad};
 
 fn tiny() -> BertConfig {
     BertConfig {
@@ -99,10 +99,10 @@ fn a_classifier_learns_which_token_a_sentence_contains() {
 }
 
 #[test]
-fn packed_weights_give_the_same_vectors_and_step_aside_once_a_weight_changes() {
+fn a_prepared_encoder_gives_the_same_vectors_and_its_copies_step_aside_once_a_weight_changes() {
     let plain = Bert::new(tiny(), true, &mut Rng::new(0)).unwrap();
-    let mut packed = Bert::new(tiny(), true, &mut Rng::new(0)).unwrap();
-    packed.keep_packed_weights().unwrap();
+    let prepared =
+        Bert::new(tiny(), true, &mut Rng::new(0)).unwrap().prepared_for_inference(InferenceWeights::PACKED).unwrap();
     let mut rng = Rng::new(3);
     let ids: Vec<u32> = (0..2 * 9).map(|_| rng.below(40) as u32).collect();
     let mask = [true; 18];
@@ -110,27 +110,29 @@ fn packed_weights_give_the_same_vectors_and_step_aside_once_a_weight_changes() {
         no_grad(|| m.forward(&Batch { ids: &ids, type_ids: None, mask: &mask, b: 2, t: 9 }, &Dropout::default()))
     };
     let before = run(&plain).unwrap();
-    assert!(run(&packed).unwrap().max_abs_diff(&before).unwrap() < 1e-5);
+    assert!(run(&prepared).unwrap().max_abs_diff(&before).unwrap() < 1e-5);
 
-    // where the CPU has the packed GEMM, the copies exist and are used only
-    // for several rows without gradients
-    let fc = &packed.layers[0].mlp.c_fc;
-    let usable = |x: &[usize]| packed_for(&fc.packed, &qkv_tensor::Tensor::zeros(x), &[&fc.weight]).is_some();
-    if fc.packed.is_some() {
-        assert!(no_grad(|| usable(&[3, 16])));
-        assert!(!usable(&[3, 16]), "gradients are recorded");
-        assert!(!no_grad(|| usable(&[1, 16])), "one row");
+    // where the CPU has the packed GEMM, the copies exist and are read only
+    // by products of several rows without gradients
+    let fc = prepared.layers[0].mlp.c_fc.w_in_out().unwrap();
+    let copy = |x: &[usize]| Tensor::zeros(x).inference_copy_for(&fc);
+    let packed = no_grad(|| copy(&[3, 16])).is_some();
+    if packed {
+        assert_eq!(no_grad(|| copy(&[3, 16])), Some(InferenceCopy::Packed));
+        assert_eq!(copy(&[3, 16]), None, "gradients are recorded");
+        assert_eq!(no_grad(|| copy(&[1, 16])), None, "one row");
     }
 
     // a training step changes weights (here: every weight scaled) in both
-    // models; the packed copies are stale and the products read the new weights
-    for m in [&plain, &packed] {
+    // models; the packed copies are dropped and the products read the new weights
+    for m in [&plain, &prepared] {
         for p in m.named_params() {
             p.param.update(|w, _| w.iter_mut().for_each(|x| *x *= 1.5));
         }
     }
-    assert!(!no_grad(|| usable(&[3, 16])), "stale");
+    let fc = prepared.layers[0].mlp.c_fc.w_in_out().unwrap();
+    assert_eq!(no_grad(|| Tensor::zeros(&[3, 16]).inference_copy_for(&fc)), None, "dropped");
     let after = run(&plain).unwrap();
     assert!(after.max_abs_diff(&before).unwrap() > 1e-3, "the update changed the model");
-    assert!(run(&packed).unwrap().max_abs_diff(&after).unwrap() < 1e-5);
+    assert!(run(&prepared).unwrap().max_abs_diff(&after).unwrap() < 1e-5);
 }

@@ -8,6 +8,7 @@ use qkv::generate::{Sampling, generate};
 use qkv::io::safetensors::{Loaded, load};
 use qkv::models::bert::{Batch, Bert, BertConfig};
 use qkv::models::gpt2_hf;
+use qkv::models::inference::InferenceWeights;
 use qkv::models::load::{Model, open};
 use qkv::nn::{Dropout, Module};
 use qkv_tensor::{Tensor, no_grad};
@@ -49,13 +50,13 @@ fn gpt2_logits_and_greedy_continuations_match_transformers() {
 fn gpt2_with_f16_weights_decodes_close_to_transformers() {
     for name in ["gpt2-3heads", "gpt2-odd", "gpt2-untied"] {
         let r = reference(name);
-        let mut model = gpt2_hf::load(&dir(name)).unwrap();
+        let model = gpt2_hf::load(&dir(name)).unwrap();
         let (_, t) = r.tensors["ids"].dims2().unwrap();
         let ids = ids_of(&r.tensors["ids"]);
         let want = r.tensors["logits"].narrow(0, 0, 1).unwrap().reshape(&[t, model.config.vocab_size]).unwrap();
         // training and full passes keep using the f32 weights, bit for bit
         let before = model.forward(&ids[..t], 1, t, &Dropout::default()).unwrap();
-        model.keep_f16_copies().unwrap();
+        let model = model.prepared_for_inference(InferenceWeights::F16).unwrap();
         let after = model.forward(&ids[..t], 1, t, &Dropout::default()).unwrap();
         assert_eq!(before.to_vec(), after.to_vec(), "{name}: a pass with gradients must not read the f16 copies");
         // one token at a time through the cache: every product reads f16 weights

@@ -218,6 +218,11 @@ impl PackedB {
     pub fn shape(&self) -> [usize; 2] {
         [self.k, self.n]
     }
+
+    /// Floats held (the panels, padded to whole panels, and the alignment).
+    pub fn floats(&self) -> usize {
+        self.data.len()
+    }
 }
 
 /// [`gemm`] with `B` packed ahead ([`PackedB`]): the same products, without

@@ -15,7 +15,7 @@ use crate::layout::{Layout, broadcast_shape};
 use crate::tensor::Tensor;
 
 /// Matrix `idx` of a batched tensor as a [`Mat`] view (batch layout `bl`).
-pub(super) fn mat_of<'a>(t: &'a Tensor, batch_offset: usize) -> Mat<'a> {
+pub(crate) fn mat_of<'a>(t: &'a Tensor, batch_offset: usize) -> Mat<'a> {
     let r = t.rank();
     let (s, st) = (t.shape(), t.layout().strides());
     Mat {
@@ -28,34 +28,19 @@ pub(super) fn mat_of<'a>(t: &'a Tensor, batch_offset: usize) -> Mat<'a> {
     }
 }
 
-/// The checks shared by the products with an inference-only copy of a
-/// weight ([`Tensor::matmul_f16`], [`Tensor::matmul_packed`]): no gradient may
-/// be recorded (`what` names the copy), and the last axis of `x` must be `k`
-/// (`how` adds how `w_shape` is read). Returns the rows of `x` and the shape
-/// of the product, whose last axis is `n`.
-pub(super) fn inference_product_shape(
-    op: &'static str,
-    what: &str,
-    x: &Tensor,
-    w_shape: &[usize],
-    [k, n]: [usize; 2],
-    how: &str,
-) -> Result<(usize, Vec<usize>)> {
-    if crate::autograd::is_grad_enabled() {
-        return Err(Error::invalid(op, format!("{what} are for inference: call it inside no_grad")));
-    }
-    let r = x.rank();
-    if r == 0 || x.shape()[r - 1] != k {
-        return Err(Error::mismatch(op, x.shape(), w_shape, format!("the last axis must be K = {k}{how}")));
-    }
-    let mut shape = x.shape().to_vec();
-    shape[r - 1] = n;
-    Ok((x.shape()[..r - 1].iter().product(), shape))
-}
-
 impl Tensor {
     /// `[.., M, K] · [.., K, N] → [.., M, N]`.
+    ///
+    /// Without gradients, a product by a matrix whose buffer carries an
+    /// inference copy of it reads the copy ([`crate::copies`]): the packed
+    /// copy for several rows, the 16-bit one for one row.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.product(rhs, true)
+    }
+
+    /// [`Tensor::matmul`]; `copies`: whether it may read an inference copy
+    /// of `rhs` (not in a backward pass, whose numbers are the f32 weights').
+    fn product(&self, rhs: &Tensor, copies: bool) -> Result<Tensor> {
         let (a, b) = (self, rhs);
         if a.rank() < 2 || b.rank() < 2 {
             return Err(Error::mismatch("matmul", a.shape(), b.shape(), "both operands need at least 2 axes"));
@@ -72,61 +57,74 @@ impl Tensor {
             ));
         }
         let batch = broadcast_shape("matmul", &a.shape()[..ra - 2], &b.shape()[..rb - 2])?;
-        let nb: usize = batch.iter().product();
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);
-        let mut out = crate::pool::take(nb * m * n);
-
-        // A stack of rows times one matrix: fold the batch into M when a's
-        // layout allows it without a copy.
-        let folded = if rb == 2 && ra > 2 { a.layout().reshape(&[nb * m, k]) } else { None };
-        if let Some(l) = folded {
-            let am = Mat {
-                data: a.storage_slice(),
-                offset: l.offset(),
-                rows: nb * m,
-                cols: k,
-                rs: l.strides()[0],
-                cs: l.strides()[1],
-            };
-            matmul(MatMut::rows(&mut out, nb * m, n), am, mat_of(b, 0), 1.0, false, Threads::All);
-        } else {
-            // Batch offsets of each operand (stride 0 along broadcast axes).
-            let batch_offsets = |t: &Tensor| -> Result<Vec<usize>> {
-                let r = t.rank();
-                let l = Layout::new(t.shape()[..r - 2].to_vec(), t.layout().strides()[..r - 2].to_vec(), 0);
-                Ok(l.broadcast_to(&batch)?.indices().collect())
-            };
-            let (oa, ob) = (batch_offsets(a)?, batch_offsets(b)?);
-            let small = m * n * k < 64 * 64 * 64;
-            if nb > 1 && small {
-                out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, c)| {
-                    matmul(MatMut::rows(c, m, n), mat_of(a, oa[i]), mat_of(b, ob[i]), 1.0, false, Threads::One)
-                });
-            } else {
-                for (i, c) in out.chunks_mut((m * n).max(1)).enumerate().take(nb) {
-                    matmul(MatMut::rows(c, m, n), mat_of(a, oa[i]), mat_of(b, ob[i]), 1.0, false, Threads::All);
-                }
-            }
-        }
+        let out = match copies.then(|| crate::copies::chosen(a, b)).flatten() {
+            Some(copy) => copy.product(a, k, n),
+            None => plain_product(a, b, &batch)?,
+        };
 
         let (ad, bd) = (a.detach(), b.detach());
         let (need_a, need_b) = (a.requires_grad(), b.requires_grad());
         Ok(Tensor::from_op(out, &out_shape, &[a, b], move |g| {
-            let ga = if need_a { Some(g.matmul(&bd.t()?)?.sum_to(ad.shape())?) } else { None };
+            let ga = if need_a { Some(g.product(&bd.t()?, false)?.sum_to(ad.shape())?) } else { None };
             let gb = if !need_b {
                 None
             } else if bd.rank() == 2 && ad.rank() > 2 {
                 let k = ad.shape()[ad.rank() - 1];
                 let n = g.shape()[g.rank() - 1];
                 let rows = ad.numel() / k.max(1);
-                Some(ad.reshape(&[rows, k])?.t()?.matmul(&g.reshape(&[rows, n])?)?)
+                Some(ad.reshape(&[rows, k])?.t()?.product(&g.reshape(&[rows, n])?, false)?)
             } else {
-                Some(ad.t()?.matmul(g)?.sum_to(bd.shape())?)
+                Some(ad.t()?.product(g, false)?.sum_to(bd.shape())?)
             };
             Ok(vec![ga, gb])
         }))
     }
+}
+
+/// The product from the f32 numbers: `a` `[.., M, K]` · `b` `[.., K, N]`
+/// over the broadcast leading axes `batch`, row-major.
+fn plain_product(a: &Tensor, b: &Tensor, batch: &[usize]) -> Result<Vec<f32>> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let (m, k, n) = (a.shape()[ra - 2], a.shape()[ra - 1], b.shape()[rb - 1]);
+    let nb: usize = batch.iter().product();
+    let mut out = crate::pool::take(nb * m * n);
+
+    // A stack of rows times one matrix: fold the batch into M when a's
+    // layout allows it without a copy.
+    let folded = if rb == 2 && ra > 2 { a.layout().reshape(&[nb * m, k]) } else { None };
+    if let Some(l) = folded {
+        let am = Mat {
+            data: a.storage_slice(),
+            offset: l.offset(),
+            rows: nb * m,
+            cols: k,
+            rs: l.strides()[0],
+            cs: l.strides()[1],
+        };
+        matmul(MatMut::rows(&mut out, nb * m, n), am, mat_of(b, 0), 1.0, false, Threads::All);
+    } else {
+        // Batch offsets of each operand (stride 0 along broadcast axes).
+        let batch_offsets = |t: &Tensor| -> Result<Vec<usize>> {
+            let r = t.rank();
+            let l = Layout::new(t.shape()[..r - 2].to_vec(), t.layout().strides()[..r - 2].to_vec(), 0);
+            Ok(l.broadcast_to(batch)?.indices().collect())
+        };
+        let (oa, ob) = (batch_offsets(a)?, batch_offsets(b)?);
+        let small = m * n * k < 64 * 64 * 64;
+        if nb > 1 && small {
+            out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, c)| {
+                matmul(MatMut::rows(c, m, n), mat_of(a, oa[i]), mat_of(b, ob[i]), 1.0, false, Threads::One)
+            });
+        } else {
+            for (i, c) in out.chunks_mut((m * n).max(1)).enumerate().take(nb) {
+                matmul(MatMut::rows(c, m, n), mat_of(a, oa[i]), mat_of(b, ob[i]), 1.0, false, Threads::All);
+            }
+        }
+    }
+
+    Ok(out)
 }
 
 #[cfg(test)]

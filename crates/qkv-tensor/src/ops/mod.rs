@@ -8,8 +8,6 @@ pub mod cross_entropy;
 pub mod dropout;
 pub mod embedding;
 pub mod matmul;
-pub mod matmul_f16;
-pub mod matmul_packed;
 pub mod norm;
 pub mod reduce;
 pub mod softmax;

@@ -160,17 +160,6 @@ pub struct Batch<'a> {
 }
 
 impl Bert {
-    /// Keep every layer's projection weights packed for the GEMM, for
-    /// inference over batches (embedding, classifying): the products then skip
-    /// repacking the same weights on every call. A second copy of those
-    /// weights; stale copies (after training changes a weight) are ignored.
-    pub fn keep_packed_weights(&mut self) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.keep_packed()?;
-        }
-        Ok(())
-    }
-
     /// A freshly initialised encoder (BERT's scheme: N(0, 0.02) weights, zero
     /// biases, unit LayerNorms).
     pub fn new(config: BertConfig, pooler: bool, rng: &mut Rng) -> Result<Bert> {

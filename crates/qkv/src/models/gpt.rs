@@ -11,13 +11,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use qkv_tensor::{F16Matrix, Param, Result as TResult, Rng, Tensor, is_grad_enabled};
+use qkv_tensor::{Param, Result as TResult, Rng, Tensor};
 
 use crate::error::{Error, Result};
-use crate::nn::attention::{KvCache, QkvProjection, SelfAttention};
+use crate::nn::attention::{KvCache, SelfAttention};
 use crate::nn::block::{Block, Naming, Placement};
 use crate::nn::embedding::Embedding;
-use crate::nn::linear::Derived;
 use crate::nn::mlp::{Activation, Mlp};
 use crate::nn::norm::{Norm, NormKind};
 use crate::nn::positional::{Positions, sinusoidal_table};
@@ -143,8 +142,6 @@ pub struct Gpt {
     pub ln_f: Norm,
     /// `[V, C]` separate LM head, when not tied.
     pub lm_head: Option<Param>,
-    /// 16-bit copy of the LM head for generation ([`Gpt::keep_f16_copies`]).
-    pub lm_head_f16: Option<Derived<F16Matrix>>,
 }
 
 impl Gpt {
@@ -170,7 +167,7 @@ impl Gpt {
             .collect();
         let ln_f = Norm::new(c.norm, c.n_embd, c.bias, c.norm_eps);
         let lm_head = (!c.tie_embeddings).then(|| Param::new(Tensor::randn(&[c.vocab_size, c.n_embd], std, &mut rng)));
-        Ok(Gpt { config, wte, wpe, h, ln_f, lm_head, lm_head_f16: None })
+        Ok(Gpt { config, wte, wpe, h, ln_f, lm_head })
     }
 
     /// Key/value caches for generation, one per layer.
@@ -233,39 +230,17 @@ impl Gpt {
         Ok(self.ln_f.forward(&x)?)
     }
 
-    /// Keep 16-bit copies of the weights that every generated token reads —
-    /// each block's projections and the LM head — so decoding reads half the
-    /// bytes (about twice the tokens/s, since it is memory-bound). Prompts,
-    /// training and saving still use the f32 weights; the logits of generated
-    /// tokens move by the rounding of the weights (≈ 1e-3 here).
-    pub fn keep_f16_copies(&mut self) -> TResult<()> {
-        for block in &mut self.h {
-            if let QkvProjection::Fused(l) = &mut block.attn.qkv {
-                l.keep_f16_copy()?;
-            }
-            block.attn.c_proj.keep_f16_copy()?;
-            block.mlp.c_fc.keep_f16_copy()?;
-            block.mlp.c_proj.keep_f16_copy()?;
-        }
-        let head = self.lm_head.as_ref().unwrap_or(&self.wte.weight);
-        self.lm_head_f16 = Some(Derived::new(F16Matrix::from_tensor(&head.value())?, &[head]));
-        Ok(())
-    }
-
     /// Scores over the vocabulary: `x · Wᵀ` with `W` the `[V, C]` head.
     ///
     /// # Shapes
     /// x `[.., C]` → `[.., V]`
     pub fn logits(&self, x: &Tensor) -> TResult<Tensor> {
-        let head = self.lm_head.as_ref().unwrap_or(&self.wte.weight);
-        if let Some(w) = &self.lm_head_f16
-            && x.numel() == self.config.n_embd
-            && !is_grad_enabled()
-            && let Some(w) = w.fresh(&[head])
-        {
-            return x.matmul_f16(w, true);
-        }
-        x.matmul(&head.value().t()?)
+        x.matmul(&self.head().value().t()?)
+    }
+
+    /// The `[V, C]` LM head: `lm_head`, or the token embedding when tied.
+    pub fn head(&self) -> &Param {
+        self.lm_head.as_ref().unwrap_or(&self.wte.weight)
     }
 
     /// # Shapes

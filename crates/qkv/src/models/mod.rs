@@ -3,6 +3,7 @@
 pub mod bert;
 pub mod gpt;
 pub mod gpt2_hf;
+pub mod inference;
 pub mod load;
 pub mod sentence;
 pub mod vit;

@@ -144,17 +144,6 @@ pub struct Vit {
 }
 
 impl Vit {
-    /// Keep every layer's projection weights packed for the GEMM, for
-    /// inference over batches (embedding, classifying): the products then skip
-    /// repacking the same weights on every call. A second copy of those
-    /// weights; stale copies (after training changes a weight) are ignored.
-    pub fn keep_packed_weights(&mut self) -> Result<()> {
-        for layer in &mut self.layers {
-            layer.keep_packed()?;
-        }
-        Ok(())
-    }
-
     pub fn new(config: VitConfig, seed: u64) -> Result<Vit> {
         config.validate()?;
         let c = &config;

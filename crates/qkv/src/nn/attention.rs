@@ -13,9 +13,9 @@
 //! Cost: the scores are a `T × T` matrix per head — quadratic in T. The flash
 //! kernel (the default) never stores that matrix, so memory stays linear.
 
-use qkv_tensor::{AttentionKernel, AttentionOpts, PackedMatrix, Result, Rng, Tensor, attention, attention_qkv};
+use qkv_tensor::{AttentionKernel, AttentionOpts, Param, Result, Rng, Tensor, attention, attention_qkv};
 
-use super::linear::{Derived, Linear, WeightLayout, pack, packed_for};
+use super::linear::{Linear, WeightLayout};
 use super::positional::{Positions, alibi_slopes, apply_rope, rope_tables};
 use super::{Module, NamedParam};
 
@@ -89,9 +89,8 @@ pub enum QkvProjection {
     /// One projection to `3C` features (GPT-2's `c_attn`: the query, key and
     /// value blocks side by side).
     Fused(Linear),
-    /// Three projections (BERT, ViT: `query`, `key`, `value`), and their
-    /// weights side by side, packed for inference ([`QkvProjection::keep_packed`]).
-    Separate { query: Linear, key: Linear, value: Linear, packed: Option<Derived<PackedMatrix>> },
+    /// Three projections (BERT, ViT: `query`, `key`, `value`).
+    Separate { query: Linear, key: Linear, value: Linear },
 }
 
 impl QkvProjection {
@@ -102,12 +101,12 @@ impl QkvProjection {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             QkvProjection::Fused(l) => l.forward(x),
-            QkvProjection::Separate { query, key, value, packed } => {
+            QkvProjection::Separate { query, key, value } => {
                 // one matmul against the three weights side by side
-                let trio = [&query.weight, &key.weight, &value.weight];
-                let y = match packed_for(packed, x, &trio) {
-                    Some(w) => x.matmul_packed(w)?,
-                    None => x.matmul(&stacked_weight(query, key, value)?)?,
+                let (w, layout) = stacked_weight(query, key, value)?;
+                let y = match layout {
+                    WeightLayout::InOut => x.matmul(&w)?,
+                    WeightLayout::OutIn => x.matmul(&w.t()?)?,
                 };
                 match (&query.bias, &key.bias, &value.bias) {
                     (Some(bq), Some(bk), Some(bv)) => {
@@ -119,27 +118,37 @@ impl QkvProjection {
         }
     }
 
-    /// Keep the projection's weight packed for inference (see
-    /// [`Linear::keep_packed`]); for the trio, their stack.
-    pub fn keep_packed(&mut self) -> Result<()> {
-        match self {
-            QkvProjection::Fused(l) => l.keep_packed(),
-            QkvProjection::Separate { query, key, value, packed } => {
-                *packed = pack(&stacked_weight(query, key, value)?, &[&query.weight, &key.weight, &value.weight])?;
-                Ok(())
+    /// The same projection as one [`QkvProjection::Fused`]: the three weights
+    /// stacked into one new weight, the biases concatenated, so that the
+    /// product reads one weight that exists between calls (the inference
+    /// copies of [`crate::models::inference`] need one). New parameters:
+    /// training them leaves the three unchanged.
+    pub fn fused(&self) -> Result<QkvProjection> {
+        let QkvProjection::Separate { query, key, value } = self else {
+            return Ok(self.clone());
+        };
+        let (w, layout) = stacked_weight(query, key, value)?;
+        let bias = match (&query.bias, &key.bias, &value.bias) {
+            (Some(bq), Some(bk), Some(bv)) => {
+                Some(Param::new(Tensor::concat(&[&bq.value(), &bk.value(), &bv.value()], 0)?))
             }
-        }
+            _ => None,
+        };
+        Ok(QkvProjection::Fused(Linear { weight: Param::new(w), bias, layout }))
     }
 }
 
-/// The query, key and value weights side by side as one `[C, 3C]` `B`.
-/// Weights stored out × in (as nn.Linear, BERT, ViT) are stacked as rows — a
-/// plain copy — and read transposed.
-fn stacked_weight(query: &Linear, key: &Linear, value: &Linear) -> Result<Tensor> {
+/// The query, key and value weights side by side as one weight, a plain
+/// copy, and how it is stored: weights stored out × in (as nn.Linear, BERT,
+/// ViT) are stacked as rows (`[3C, C]`, read transposed), others as the
+/// columns of one `[C, 3C]`.
+fn stacked_weight(query: &Linear, key: &Linear, value: &Linear) -> Result<(Tensor, WeightLayout)> {
     if [query, key, value].iter().all(|l| l.layout == WeightLayout::OutIn) {
-        Tensor::concat(&[&query.weight.value(), &key.weight.value(), &value.weight.value()], 0)?.t()
+        let w = Tensor::concat(&[&query.weight.value(), &key.weight.value(), &value.weight.value()], 0)?;
+        Ok((w, WeightLayout::OutIn))
     } else {
-        Tensor::concat(&[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?], 1)
+        let w = Tensor::concat(&[&query.w_in_out()?, &key.w_in_out()?, &value.w_in_out()?], 1)?;
+        Ok((w, WeightLayout::InOut))
     }
 }
 
@@ -191,7 +200,6 @@ impl SelfAttention {
                 query: Linear::new_out_in(c, c, bias, std, rng),
                 key: Linear::new_out_in(c, c, bias, std, rng),
                 value: Linear::new_out_in(c, c, bias, std, rng),
-                packed: None,
             },
             c_proj: Linear::new_out_in(c, c, bias, std, rng),
             n_head,
@@ -256,7 +264,7 @@ impl SelfAttention {
     pub fn collect_named(&self, qkv: &str, out: &str, params: &mut Vec<NamedParam>) {
         match &self.qkv {
             QkvProjection::Fused(l) => l.collect_params(qkv, params),
-            QkvProjection::Separate { query, key, value, .. } => {
+            QkvProjection::Separate { query, key, value } => {
                 query.collect_params(&format!("{qkv}query."), params);
                 key.collect_params(&format!("{qkv}key."), params);
                 value.collect_params(&format!("{qkv}value."), params);

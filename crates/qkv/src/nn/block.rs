@@ -64,15 +64,6 @@ pub struct Block {
 }
 
 impl Block {
-    /// Keep every projection's weight packed for inference
-    /// ([`super::linear::Linear::keep_packed`]).
-    pub fn keep_packed(&mut self) -> Result<()> {
-        self.attn.qkv.keep_packed()?;
-        self.attn.c_proj.keep_packed()?;
-        self.mlp.c_fc.keep_packed()?;
-        self.mlp.c_proj.keep_packed()
-    }
-
     /// # Shapes
     /// x `[B, T, C]` → `[B, T, C]`
     pub fn forward(
