@@ -19,7 +19,7 @@ use crate::models::vit::{Vit, VitConfig};
 use crate::nn::{Dropout, Module, NamedParam};
 use crate::train::setup::{Built, Mode};
 use crate::train::task::{Evaluation, Loss, Task, epochs_state, restore_epochs};
-use crate::train::{TrainConfig, fnv1a};
+use crate::train::{Fnv1a, TrainConfig};
 
 /// What an image-classification run trains, and on what.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -207,12 +207,12 @@ impl Task for ImageClassifier {
 
 /// FNV-1a over the images' pixels and labels: what the run trains on.
 fn fingerprint(data: &ImageData) -> String {
-    let mut bytes = Vec::new();
+    let mut h = Fnv1a::default();
     for set in [&data.train, &data.test] {
-        bytes.extend(set.pixels.iter().flat_map(|p| p.to_le_bytes()));
-        bytes.extend(set.labels.iter().flat_map(|l| l.to_le_bytes()));
+        h = set.pixels.iter().fold(h, |h, p| h.update(&p.to_le_bytes()));
+        h = set.labels.iter().fold(h, |h, l| h.update(&l.to_le_bytes()));
     }
-    fnv1a(&bytes)
+    h.hex()
 }
 
 pub(crate) fn build(spec: &mut ImageClassificationSpec, train: &TrainConfig, _dir: &Path, mode: Mode) -> Result<Built> {

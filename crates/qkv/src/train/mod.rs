@@ -220,12 +220,31 @@ impl TrainConfig {
 /// FNV-1a 64-bit of `bytes`, as hex: the fingerprint that lets a resume
 /// notice that its data changed.
 pub fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    Fnv1a::default().update(bytes).hex()
+}
+
+/// FNV-1a over data that comes in pieces.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
     }
-    format!("{h:016x}")
+}
+
+impl Fnv1a {
+    pub fn update(mut self, bytes: &[u8]) -> Fnv1a {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+
+    pub fn hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
 }
 
 #[cfg(test)]
