@@ -36,7 +36,7 @@ pub use autograd::{NoGradGuard, Param, is_grad_enabled, no_grad};
 pub use copies::InferenceCopy;
 pub use error::{Error, Result};
 pub use ops::attention::{AttentionKernel, AttentionOpts, attention, attention_qkv};
-pub use ops::cross_entropy::cross_entropy;
+pub use ops::cross_entropy::{cross_entropy, cross_entropy_smoothed};
 pub use ops::dropout::dropout;
 pub use ops::embedding::embedding;
 pub use ops::norm::{layer_norm, rms_norm};

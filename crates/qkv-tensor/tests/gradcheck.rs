@@ -101,6 +101,7 @@ fn softmax_and_cross_entropy() {
     // an ignored row contributes nothing and the mean is over the rest
     let with_ignored = [1u32, 99, 0, 99];
     check(&[randn(&[2, 2, 6], 2)], |x| qkv_tensor::cross_entropy(&x[0], &with_ignored, Some(99)));
+    check(&[randn(&[2, 2, 6], 3)], |x| qkv_tensor::cross_entropy_smoothed(&x[0], &with_ignored, Some(99), 0.1));
 }
 
 #[test]
