@@ -32,7 +32,7 @@ pub mod text_classification;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use optimizer::{AdamWConfig, LrSchedule};
+use optimizer::{AdamWConfig, Decay, LrSchedule};
 
 /// Which task a run trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,9 @@ pub struct TrainConfig {
     pub min_lr: f32,
     /// Steps of linear warm-up. Default 100.
     pub warmup_steps: u64,
+    /// What follows the warm-up: cosine decay to `min_lr`, or the original
+    /// transformer's inverse square root. Default cosine.
+    pub decay: Decay,
     /// Global-norm gradient clipping; 0 turns it off. Default 1.0.
     pub grad_clip: f32,
     #[serde(flatten)]
@@ -110,6 +113,7 @@ impl Default for TrainConfig {
             lr: 2e-3,
             min_lr: 2e-4,
             warmup_steps: 100,
+            decay: Decay::Cosine,
             grad_clip: 1.0,
             adamw: AdamWConfig::default(),
             eval_interval: Some(200),
@@ -213,7 +217,13 @@ impl TrainConfig {
     }
 
     pub fn schedule(&self) -> LrSchedule {
-        LrSchedule { lr: self.lr, min_lr: self.min_lr, warmup_steps: self.warmup_steps, max_steps: self.max_steps }
+        LrSchedule {
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_steps: self.warmup_steps,
+            max_steps: self.max_steps,
+            decay: self.decay,
+        }
     }
 }
 

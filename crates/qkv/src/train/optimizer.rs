@@ -116,19 +116,38 @@ pub fn clip_grad_norm(params: &[NamedParam], max_norm: f32) -> f32 {
     norm
 }
 
-/// Learning rate over training: linear warm-up, then cosine decay to a floor.
+/// The shape of the learning rate after warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decay {
+    /// Half a cosine from the peak down to `min_lr` at the last step (GPT-2, BERT).
+    #[default]
+    Cosine,
+    /// "Attention Is All You Need": the peak at the end of warm-up, then
+    /// falling as `1/√step` — `lr·√(warmup/step)` — with `min_lr` as a floor.
+    InverseSqrt,
+}
+
+/// Learning rate over training: linear warm-up, then a decay.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LrSchedule {
     pub lr: f32,
     pub min_lr: f32,
     pub warmup_steps: u64,
     pub max_steps: u64,
+    pub decay: Decay,
 }
 
 impl LrSchedule {
-    /// Rate for step `it` (0-based): `lr·(it+1)/(warmup+1)` while warming up,
-    /// then `min_lr + ½(1 + cos(π·progress))·(lr - min_lr)`, then `min_lr`.
+    /// Rate for step `it` (0-based): `lr·(it+1)/(warmup+1)` while warming up;
+    /// then, cosine: `min_lr + ½(1 + cos(π·progress))·(lr - min_lr)`, and
+    /// `min_lr` past the last step; inverse square root:
+    /// `max(min_lr, lr·√((warmup+1)/(it+1)))`.
     pub fn at(&self, it: u64) -> f32 {
+        if self.decay == Decay::InverseSqrt && it >= self.warmup_steps {
+            let r = ((self.warmup_steps + 1) as f64 / (it + 1) as f64).sqrt();
+            return ((self.lr as f64 * r) as f32).max(self.min_lr);
+        }
         if it < self.warmup_steps {
             return self.lr * (it + 1) as f32 / (self.warmup_steps + 1) as f32;
         }
@@ -215,20 +234,26 @@ mod tests {
 
     #[test]
     fn warms_up_then_decays_to_the_floor() {
-        let s = LrSchedule { lr: 1.0, min_lr: 0.1, warmup_steps: 9, max_steps: 109 };
+        let s = LrSchedule { lr: 1.0, min_lr: 0.1, warmup_steps: 9, max_steps: 109, decay: Decay::Cosine };
         assert!((s.at(0) - 0.1).abs() < 1e-6);
         assert!((s.at(8) - 0.9).abs() < 1e-6);
         assert!((s.at(9) - 1.0).abs() < 1e-6);
         assert!((s.at(59) - 0.55).abs() < 1e-6);
         assert!((s.at(109) - 0.1).abs() < 1e-6);
         assert!(s.at(30) > s.at(31));
+        // inverse square root: the same warm-up, the peak at its end, then 1/√step
+        let s = LrSchedule { decay: Decay::InverseSqrt, min_lr: 0.0, ..s };
+        assert!((s.at(8) - 0.9).abs() < 1e-6 && (s.at(9) - 1.0).abs() < 1e-6);
+        assert!((s.at(39) - 0.5).abs() < 1e-6, "four times the warm-up: half the peak");
+        assert!((s.at(999) - (10.0f32 / 1000.0).sqrt()).abs() < 1e-6);
+        assert!((LrSchedule { min_lr: 0.2, ..s }.at(999) - 0.2).abs() < 1e-6, "min_lr is a floor");
     }
 
     #[test]
     fn a_non_finite_gradient_stops_the_step_before_any_weight_changes() {
         let w = Param::new(Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap());
         let params = vec![NamedParam { name: "w".into(), param: w.clone(), decay: true }];
-        let schedule = LrSchedule { lr: 0.1, min_lr: 0.1, warmup_steps: 0, max_steps: 10 };
+        let schedule = LrSchedule { lr: 0.1, min_lr: 0.1, warmup_steps: 0, max_steps: 10, decay: Decay::Cosine };
         let mut opt = Optimizer::new(params, AdamWConfig::default(), schedule, 1.0);
         for bad in [f32::NAN, f32::INFINITY] {
             w.set_grad(Some(vec![bad, 1.0])).unwrap();
