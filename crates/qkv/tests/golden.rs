@@ -5,7 +5,7 @@
 
 use qkv::io::safetensors::Loaded;
 use qkv::models::gpt::{Gpt, GptConfig};
-use qkv::nn::attention::SelfAttention;
+use qkv::nn::attention::Attention;
 use qkv::nn::block::{Block, Naming, Placement};
 use qkv::nn::mlp::{Activation, Mlp};
 use qkv::nn::norm::{Norm, NormKind};
@@ -44,7 +44,7 @@ fn multi_head_attention_matches_pytorch_causal_and_padded() {
         let key_mask: Option<Vec<bool>> =
             f.tensors.get("key_mask").map(|m| m.to_vec().iter().map(|&v| v > 0.5).collect());
         for kernel in [AttentionKernel::Flash, AttentionKernel::Naive] {
-            let mut attn = SelfAttention::new(c, h, true, causal, Positions::None, 0.02, 0.02, &mut Rng::new(0));
+            let mut attn = Attention::new(c, h, true, causal, Positions::None, 0.02, 0.02, &mut Rng::new(0));
             attn.kernel = kernel;
             check_module(&f, &attn.named_params(), "attn.", |x| attn.forward(x, key_mask.as_deref(), None).unwrap());
         }
@@ -59,7 +59,7 @@ fn transformer_block_matches_pytorch() {
     let mut rng = Rng::new(0);
     let block = Block {
         ln_1: Norm::new(NormKind::LayerNorm, c, true, 1e-5),
-        attn: SelfAttention::new(c, h, true, true, Positions::None, 0.02, 0.02, &mut rng),
+        attn: Attention::new(c, h, true, true, Positions::None, 0.02, 0.02, &mut rng),
         ln_2: Norm::new(NormKind::LayerNorm, c, true, 1e-5),
         mlp: Mlp::new(c, 4 * c, Activation::GeluTanh, true, 0.02, 0.02, &mut rng),
         placement: Placement::Pre,

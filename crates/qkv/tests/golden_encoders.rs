@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use qkv::data::mlm::{IGNORE, MaskingRule, mask_tokens};
 use qkv::models::bert::{Batch, BertConfig, BertForMaskedLm};
 use qkv::models::vit::{Vit, VitConfig};
-use qkv::nn::attention::SelfAttention;
+use qkv::nn::attention::Attention;
 use qkv::nn::block::{Block, Naming, Placement};
 use qkv::nn::mlp::{Activation, Mlp};
 use qkv::nn::norm::{Norm, NormKind};
@@ -28,7 +28,7 @@ fn bert_layer_with_padding_matches_transformers() {
     let mut rng = Rng::new(0);
     let layer = Block {
         ln_1: Norm::new(NormKind::LayerNorm, c, true, 1e-12),
-        attn: SelfAttention::new_separate(c, h, true, 0.02, &mut rng),
+        attn: Attention::new_separate(c, h, true, 0.02, &mut rng),
         ln_2: Norm::new(NormKind::LayerNorm, c, true, 1e-12),
         mlp: Mlp::new_out_in(c, ff, Activation::Gelu, true, 0.02, &mut rng),
         placement: Placement::Post,

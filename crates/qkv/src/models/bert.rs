@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use qkv_tensor::{Param, Rng, Tensor};
 
 use crate::error::{Error, Result};
-use crate::nn::attention::SelfAttention;
+use crate::nn::attention::Attention;
 use crate::nn::block::{Block, Naming, Placement};
 use crate::nn::embedding::Embedding;
 use crate::nn::linear::Linear;
@@ -177,7 +177,7 @@ impl Bert {
         let layers = (0..c.num_hidden_layers)
             .map(|_| Block {
                 ln_1: norm(),
-                attn: SelfAttention::new_separate(c.hidden_size, c.num_attention_heads, true, std, rng),
+                attn: Attention::new_separate(c.hidden_size, c.num_attention_heads, true, std, rng),
                 ln_2: norm(),
                 mlp: Mlp::new_out_in(c.hidden_size, c.intermediate_size, act, true, std, rng),
                 placement: Placement::Post,

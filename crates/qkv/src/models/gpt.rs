@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use qkv_tensor::{Param, Result as TResult, Rng, Tensor};
 
 use crate::error::{Error, Result};
-use crate::nn::attention::{KvCache, SelfAttention};
+use crate::nn::attention::{Attention, KvCache};
 use crate::nn::block::{Block, Naming, Placement};
 use crate::nn::embedding::Embedding;
 use crate::nn::mlp::{Activation, Mlp};
@@ -158,7 +158,7 @@ impl Gpt {
         let h = (0..c.n_layer)
             .map(|_| Block {
                 ln_1: Norm::new(c.norm, c.n_embd, c.bias, c.norm_eps),
-                attn: SelfAttention::new(c.n_embd, c.n_head, c.bias, true, c.positions, std, proj_std, &mut rng),
+                attn: Attention::new(c.n_embd, c.n_head, c.bias, true, c.positions, std, proj_std, &mut rng),
                 ln_2: Norm::new(c.norm, c.n_embd, c.bias, c.norm_eps),
                 mlp: Mlp::new(c.n_embd, c.mlp_hidden(), c.activation, c.bias, std, proj_std, &mut rng),
                 placement: c.norm_placement,

@@ -48,6 +48,7 @@ pub fn config_from_hf(c: &Value) -> Result<GptConfig> {
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
         "gelu" => Activation::Gelu,
         "relu" => Activation::Relu,
+        "silu" | "swish" => Activation::Silu,
         other => {
             return Err(Error::Config(format!("GPT-2 activation_function {other:?} is not supported")));
         }
@@ -149,6 +150,7 @@ pub fn export(model: &Gpt, dir: &Path, extra_config: &[(&str, Value)]) -> Result
         Activation::Gelu => "gelu",
         Activation::GeluTanh => "gelu_new",
         Activation::Relu => "relu",
+        Activation::Silu => "silu",
         Activation::SwiGlu => unreachable!("refused above"),
     };
     let mut config = json!({

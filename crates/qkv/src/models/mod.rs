@@ -6,4 +6,5 @@ pub mod gpt2_hf;
 pub mod inference;
 pub mod load;
 pub mod sentence;
+pub mod seq2seq;
 pub mod vit;

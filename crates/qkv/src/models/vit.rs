@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use qkv_tensor::{Param, Rng, Tensor};
 
 use crate::error::{Error, Result};
-use crate::nn::attention::SelfAttention;
+use crate::nn::attention::Attention;
 use crate::nn::block::{Block, Naming, Placement};
 use crate::nn::linear::Linear;
 use crate::nn::mlp::{Activation, Mlp};
@@ -156,7 +156,7 @@ impl Vit {
         let layers = (0..c.num_hidden_layers)
             .map(|_| Block {
                 ln_1: norm(),
-                attn: SelfAttention::new_separate(c.hidden_size, c.num_attention_heads, c.qkv_bias, std, &mut rng),
+                attn: Attention::new_separate(c.hidden_size, c.num_attention_heads, c.qkv_bias, std, &mut rng),
                 ln_2: norm(),
                 mlp: Mlp::new_out_in(c.hidden_size, c.intermediate_size, c.activation(), true, std, &mut rng),
                 placement: Placement::Pre,

@@ -1,9 +1,15 @@
-//! Multi-head self-attention: every token asks a question (its **query**),
+//! Multi-head attention: every token asks a question (its **query**),
 //! offers a label (its **key**) and carries content (its **value**). A token's
 //! output is the average of all values, weighted by how well its query matches
 //! each key: `softmax(q·kᵀ / √D) · v`. With **H heads** the width C is cut into
 //! H slices of D = C/H features, each head attending on its own, and an output
 //! projection mixes the heads back together.
+//!
+//! **Self-attention** takes queries, keys and values from the same tokens.
+//! **Cross-attention** — the decoder of an encoder–decoder reading the
+//! encoder's output — takes the queries from one sequence and the keys and
+//! values from another ([`Attention::forward_cross`]): the same module and
+//! the same kernel, with `Tq ≠ Tk` and the other sequence's padding masked.
 //!
 //! In a decoder the mask is **causal**: a token may not look at later tokens,
 //! which is what lets one forward pass train every next-token prediction of a
@@ -53,6 +59,23 @@ impl KvCache {
     /// Forget everything (keep the buffers).
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Keep the batch rows `idx`, in that order (beam search: each surviving
+    /// hypothesis takes the cache of the hypothesis it extends).
+    pub fn select(&mut self, idx: &[usize]) -> Result<()> {
+        let (_, cap, h, d) = self.k.dims4()?;
+        let per = cap * h * d;
+        for buf in [&mut self.k, &mut self.v] {
+            let old = buf.to_vec();
+            let mut out = Vec::with_capacity(idx.len() * per);
+            for &i in idx {
+                out.extend_from_slice(&old[i * per..i * per + self.len * h * d]);
+                out.resize(out.len() + (cap - self.len) * h * d, 0.0);
+            }
+            *buf = Tensor::from_vec(out, &[idx.len(), cap, h, d])?;
+        }
+        Ok(())
     }
 
     /// Add keys and values `[B, H, Tn, D]` of new positions; returns views of
@@ -152,11 +175,11 @@ fn stacked_weight(query: &Linear, key: &Linear, value: &Linear) -> Result<(Tenso
     }
 }
 
-/// Multi-head self-attention, causal (decoders) or bidirectional (encoders).
-/// `qkv` projects each token to its query, key and value; `c_proj` mixes the
-/// heads' outputs (`[C, C]`).
+/// Multi-head attention: self-attention, causal (decoders) or bidirectional
+/// (encoders), or cross-attention over another sequence. `qkv` projects each
+/// token to its query, key and value; `c_proj` mixes the heads' outputs (`[C, C]`).
 #[derive(Clone, Debug)]
-pub struct SelfAttention {
+pub struct Attention {
     pub qkv: QkvProjection,
     pub c_proj: Linear,
     pub n_head: usize,
@@ -167,7 +190,7 @@ pub struct SelfAttention {
     pub kernel: AttentionKernel,
 }
 
-impl SelfAttention {
+impl Attention {
     /// GPT-2 layout (fused `c_attn`, weights `[in, out]`). `proj_std`: init
     /// scale of the output projection (GPT-2 scales it down by √(2·layers) so
     /// the residual stream does not grow with depth).
@@ -182,7 +205,7 @@ impl SelfAttention {
         proj_std: f32,
         rng: &mut Rng,
     ) -> Self {
-        SelfAttention {
+        Attention {
             qkv: QkvProjection::Fused(Linear::new(c, 3 * c, bias, std, rng)),
             c_proj: Linear::new(c, c, bias, proj_std, rng),
             n_head,
@@ -195,7 +218,7 @@ impl SelfAttention {
 
     /// BERT/ViT layout: separate query, key, value, weights `[out, in]`, bidirectional.
     pub fn new_separate(c: usize, n_head: usize, bias: bool, std: f32, rng: &mut Rng) -> Self {
-        SelfAttention {
+        Attention {
             qkv: QkvProjection::Separate {
                 query: Linear::new_out_in(c, c, bias, std, rng),
                 key: Linear::new_out_in(c, c, bias, std, rng),
@@ -259,22 +282,135 @@ impl SelfAttention {
         self.c_proj.forward(&y)
     }
 
+    /// The keys and values of another sequence (the encoder's output), cut
+    /// into heads, for [`Attention::forward_cross`]: computed once per
+    /// sentence when decoding, since the encoder's output does not change.
+    ///
+    /// # Shapes
+    /// memory `[B, Tk, C]`, mask `[B, Tk]` → keys and values `[B, H, Tk, D]`
+    pub fn memory(&self, memory: &Tensor, mask: Option<&[bool]>) -> Result<Memory> {
+        let QkvProjection::Separate { key, value, .. } = &self.qkv else {
+            return Err(qkv_tensor::Error::invalid(
+                "cross-attention",
+                "needs separate query, key and value projections (keys and values come from another sequence)",
+            ));
+        };
+        let (b, tk, c) = memory.dims3()?;
+        let (h, d) = (self.n_head, c / self.n_head);
+        let heads = |p: Tensor| p.reshape(&[b, tk, h, d])?.permute(&[0, 2, 1, 3]);
+        Ok(Memory {
+            k: heads(key.forward(memory)?)?,
+            v: heads(value.forward(memory)?)?,
+            mask: mask.map(<[bool]>::to_vec),
+        })
+    }
+
+    /// Cross-attention: the queries of `x` over the keys and values of
+    /// another sequence ([`Attention::memory`]), padding keys hidden. No
+    /// causal mask: every position may read the whole other sequence.
+    ///
+    /// # Shapes
+    /// x `[B, Tq, C]` → `[B, Tq, C]`
+    pub fn forward_cross(&self, x: &Tensor, memory: &Memory) -> Result<Tensor> {
+        let QkvProjection::Separate { query, .. } = &self.qkv else {
+            return Err(qkv_tensor::Error::invalid("cross-attention", "needs a separate query projection"));
+        };
+        let (b, t, c) = x.dims3()?;
+        let (h, d) = (self.n_head, c / self.n_head);
+        let q = query.forward(x)?.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3])?;
+        let opts = AttentionOpts { key_mask: memory.mask.clone(), kernel: self.kernel, ..Default::default() };
+        let y = attention(&q, &memory.k, &memory.v, &opts)?; // [B, H, Tq, D], stored as [B, Tq, H, D]
+        self.c_proj.forward(&y.transpose(1, 2)?.reshape(&[b, t, c])?)
+    }
+
+    /// The weights of the probabilities of [`Attention::forward_cross`], for
+    /// pictures: `[B, H, Tq, Tk]`, each row summing to 1 over the real keys.
+    pub fn cross_probabilities(&self, x: &Tensor, memory: &Memory) -> Result<Tensor> {
+        let QkvProjection::Separate { query, .. } = &self.qkv else {
+            return Err(qkv_tensor::Error::invalid("cross-attention", "needs a separate query projection"));
+        };
+        let (b, t, c) = x.dims3()?;
+        let (h, d) = (self.n_head, c / self.n_head);
+        let q = query.forward(x)?.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3])?; // [B, H, Tq, D]
+        let tk = memory.k.dims4()?.2;
+        let scores = q.matmul(&memory.k.transpose(2, 3)?)?.scale(1.0 / (d as f32).sqrt()); // [B, H, Tq, Tk]
+        let mut s = scores.to_vec();
+        if let Some(mask) = &memory.mask {
+            for (i, row) in s.chunks_mut(tk).enumerate() {
+                let bi = i / (h * t);
+                for (j, x) in row.iter_mut().enumerate() {
+                    if !mask[bi * tk + j] {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(s, &[b, h, t, tk])?.softmax())
+    }
+
     /// Parameters under explicit names: `qkv` is the prefix of the fused
     /// projection or of the `query.`/`key.`/`value.` trio; `out` of `c_proj`.
     pub fn collect_named(&self, qkv: &str, out: &str, params: &mut Vec<NamedParam>) {
         match &self.qkv {
             QkvProjection::Fused(l) => l.collect_params(qkv, params),
+            QkvProjection::Separate { .. } => {
+                let names = [format!("{qkv}query."), format!("{qkv}key."), format!("{qkv}value."), out.to_string()];
+                return self.collect_projections(&names, params);
+            }
+        }
+        self.c_proj.collect_params(out, params);
+    }
+
+    /// Parameters of separate projections under four prefixes: query, key,
+    /// value, output (Marian's `q_proj.`, `k_proj.`, `v_proj.`, `out_proj.`).
+    /// A fused projection goes under the query's prefix.
+    pub fn collect_projections(&self, [q, k, v, out]: &[String; 4], params: &mut Vec<NamedParam>) {
+        match &self.qkv {
+            QkvProjection::Fused(l) => l.collect_params(q, params),
             QkvProjection::Separate { query, key, value } => {
-                query.collect_params(&format!("{qkv}query."), params);
-                key.collect_params(&format!("{qkv}key."), params);
-                value.collect_params(&format!("{qkv}value."), params);
+                query.collect_params(q, params);
+                key.collect_params(k, params);
+                value.collect_params(v, params);
             }
         }
         self.c_proj.collect_params(out, params);
     }
 }
 
-impl Module for SelfAttention {
+/// Another sequence's keys and values for cross-attention
+/// ([`Attention::memory`]), with its padding mask.
+#[derive(Clone, Debug)]
+pub struct Memory {
+    /// `[B, H, Tk, D]`
+    pub k: Tensor,
+    /// `[B, H, Tk, D]`
+    pub v: Tensor,
+    /// `[B, Tk]`, false for padding.
+    pub mask: Option<Vec<bool>>,
+}
+
+impl Memory {
+    /// Keep the rows `idx` of the batch (beam search: the sentences of the
+    /// surviving hypotheses).
+    pub fn select(&self, idx: &[usize]) -> Result<Memory> {
+        let (_, h, tk, d) = self.k.dims4()?;
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let data = t.contiguous();
+            let data = data.data();
+            let per = h * tk * d;
+            let mut out = Vec::with_capacity(idx.len() * per);
+            for &i in idx {
+                out.extend_from_slice(&data[i * per..(i + 1) * per]);
+            }
+            Tensor::from_vec(out, &[idx.len(), h, tk, d])
+        };
+        let mask =
+            self.mask.as_ref().map(|m| idx.iter().flat_map(|&i| m[i * tk..(i + 1) * tk].iter().copied()).collect());
+        Ok(Memory { k: pick(&self.k)?, v: pick(&self.v)?, mask })
+    }
+}
+
+impl Module for Attention {
     /// GPT-2 names: `c_attn.` (fused) or `query.`/`key.`/`value.`, and `c_proj.`.
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         let qkv = match self.qkv {

@@ -5,12 +5,15 @@
 //! - **pre-norm** (GPT-2, ViT): `x + sublayer(norm(x))` — the residual
 //!   stream is never normalised, which keeps deep stacks stable;
 //! - **post-norm** (the original transformer, BERT): `norm(x + sublayer(x))`.
+//!
+//! An encoder–decoder's decoder has a third sublayer between the two:
+//! cross-attention to the encoder's output ([`DecoderBlock`]).
 
 use serde::{Deserialize, Serialize};
 
 use qkv_tensor::{Result, Tensor};
 
-use super::attention::{KvCache, SelfAttention};
+use super::attention::{Attention, KvCache, Memory};
 use super::mlp::Mlp;
 use super::norm::Norm;
 use super::{Dropout, Module, NamedParam};
@@ -48,6 +51,9 @@ pub enum Naming {
     /// `attention.output.dense`, `layernorm_after` (= ln_2),
     /// `intermediate.dense`, `output.dense`.
     Vit,
+    /// Marian (Hugging Face's encoder–decoders): `self_attn.{q,k,v,out}_proj`,
+    /// `self_attn_layer_norm` (= ln_1), `fc1`, `fc2`, `final_layer_norm` (= ln_2).
+    Marian,
 }
 
 #[derive(Clone, Debug)]
@@ -55,7 +61,7 @@ pub struct Block {
     /// The norm of the attention sublayer (before it when pre-norm, after the
     /// residual addition when post-norm).
     pub ln_1: Norm,
-    pub attn: SelfAttention,
+    pub attn: Attention,
     /// The norm of the MLP sublayer.
     pub ln_2: Norm,
     pub mlp: Mlp,
@@ -113,6 +119,13 @@ impl Module for Block {
                 self.mlp.c_proj.collect_params(&p("output.dense."), out);
                 self.ln_2.collect_params(&p("output.LayerNorm."), out);
             }
+            Naming::Marian => {
+                self.attn.collect_projections(&marian_attn(prefix, "self_attn"), out);
+                self.ln_1.collect_params(&p("self_attn_layer_norm."), out);
+                self.mlp.c_fc.collect_params(&p("fc1."), out);
+                self.mlp.c_proj.collect_params(&p("fc2."), out);
+                self.ln_2.collect_params(&p("final_layer_norm."), out);
+            }
             Naming::Vit => {
                 self.ln_1.collect_params(&p("layernorm_before."), out);
                 self.attn.collect_named(&p("attention.attention."), &p("attention.output.dense."), out);
@@ -121,5 +134,78 @@ impl Module for Block {
                 self.mlp.c_proj.collect_params(&p("output.dense."), out);
             }
         }
+    }
+}
+
+/// Marian's names of an attention sublayer's four projections.
+fn marian_attn(prefix: &str, name: &str) -> [String; 4] {
+    ["q_proj", "k_proj", "v_proj", "out_proj"].map(|p| format!("{prefix}{name}.{p}."))
+}
+
+/// A block of an encoder–decoder's decoder: causal self-attention over the
+/// target so far, then **cross-attention** from the target's positions to the
+/// encoder's output (the source sentence), then the MLP — each in a residual
+/// connection with its norm, placed before or after as in [`Block`].
+/// Names follow Marian's (`self_attn`, `encoder_attn`, `fc1`, `fc2` and
+/// their `*_layer_norm`).
+#[derive(Clone, Debug)]
+pub struct DecoderBlock {
+    pub self_attn: Attention,
+    pub self_attn_layer_norm: Norm,
+    /// Queries from the target, keys and values from the encoder's output.
+    pub encoder_attn: Attention,
+    pub encoder_attn_layer_norm: Norm,
+    pub mlp: Mlp,
+    pub final_layer_norm: Norm,
+    pub placement: Placement,
+}
+
+impl DecoderBlock {
+    /// `memory`: this block's keys and values of the encoder's output
+    /// ([`Attention::memory`]). With a `cache`, `x` holds the positions
+    /// after those it has seen.
+    ///
+    /// # Shapes
+    /// x `[B, T, C]` → `[B, T, C]`
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        memory: &Memory,
+        cache: Option<&mut KvCache>,
+        drop: &Dropout,
+        site: u64,
+    ) -> Result<Tensor> {
+        let dropout = |y: Tensor, site: u64| drop.apply(&y, site);
+        match self.placement {
+            Placement::Pre => {
+                let a = self.self_attn.forward(&self.self_attn_layer_norm.forward(x)?, None, cache)?;
+                let x = dropout(a, site)?.add_into(x)?;
+                let c = self.encoder_attn.forward_cross(&self.encoder_attn_layer_norm.forward(&x)?, memory)?;
+                let x = dropout(c, site + 1)?.add_into(&x)?;
+                let m = self.mlp.forward(&self.final_layer_norm.forward(&x)?)?;
+                dropout(m, site + 2)?.add_into(&x)
+            }
+            Placement::Post => {
+                let a = self.self_attn.forward(x, None, cache)?;
+                let x = self.self_attn_layer_norm.forward(&dropout(a, site)?.add_into(x)?)?;
+                let c = self.encoder_attn.forward_cross(&x, memory)?;
+                let x = self.encoder_attn_layer_norm.forward(&dropout(c, site + 1)?.add_into(&x)?)?;
+                let m = self.mlp.forward(&x)?;
+                self.final_layer_norm.forward(&dropout(m, site + 2)?.add_into(&x)?)
+            }
+        }
+    }
+}
+
+impl Module for DecoderBlock {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
+        let p = |s: &str| format!("{prefix}{s}");
+        self.self_attn.collect_projections(&marian_attn(prefix, "self_attn"), out);
+        self.self_attn_layer_norm.collect_params(&p("self_attn_layer_norm."), out);
+        self.encoder_attn.collect_projections(&marian_attn(prefix, "encoder_attn"), out);
+        self.encoder_attn_layer_norm.collect_params(&p("encoder_attn_layer_norm."), out);
+        self.mlp.c_fc.collect_params(&p("fc1."), out);
+        self.mlp.c_proj.collect_params(&p("fc2."), out);
+        self.final_layer_norm.collect_params(&p("final_layer_norm."), out);
     }
 }

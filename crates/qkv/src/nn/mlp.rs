@@ -18,6 +18,9 @@ pub enum Activation {
     /// GELU with the tanh approximation (GPT-2).
     GeluTanh,
     Relu,
+    /// `x·sigmoid(x)`, also called swish (Marian's translation models).
+    #[serde(alias = "swish")]
+    Silu,
     /// Gated: `silu(x·W_gate) ∘ (x·W_up)` (LLaMA). `c_fc` holds both halves, `[C, 2F]`.
     #[serde(alias = "swiglu")]
     SwiGlu,
@@ -27,7 +30,7 @@ impl std::str::FromStr for Activation {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         serde_json::from_value(serde_json::Value::String(s.to_lowercase()))
-            .map_err(|_| format!("unknown activation {s:?}: use gelu, gelu-tanh, relu or swiglu"))
+            .map_err(|_| format!("unknown activation {s:?}: use gelu, gelu-tanh, relu, silu or swiglu"))
     }
 }
 
@@ -64,6 +67,7 @@ impl Mlp {
             Activation::Gelu => h.gelu(),
             Activation::GeluTanh => h.gelu_tanh(),
             Activation::Relu => h.relu(),
+            Activation::Silu => h.silu(),
             Activation::SwiGlu => {
                 let f = h.dim(-1)? / 2;
                 let gu = h.split(-1, &[f, f])?;

@@ -53,6 +53,29 @@ pub fn sinusoidal_table(start: usize, t: usize, c: usize) -> Tensor {
     Tensor::from_vec(data, &[t, c]).expect("sizes match")
 }
 
+/// The sinusoids of [`sinusoidal_table`] with the sines in the first half of
+/// the width and the cosines in the second — `PE[pos, i] = sin(pos /
+/// 10000^(2i/C))`, `PE[pos, C/2 + i] = cos(…)` — the layout of Marian and
+/// fairseq (the same features, permuted), rows `start .. start + t`.
+///
+/// # Shapes
+/// → `[t, C]`
+pub fn sinusoidal_halves_table(start: usize, t: usize, c: usize) -> Tensor {
+    let half = c.div_ceil(2);
+    let mut data = vec![0.0f32; t * c];
+    for p in 0..t {
+        let pos = (start + p) as f64;
+        for i in 0..half {
+            let angle = pos / 10000f64.powf(2.0 * i as f64 / c as f64);
+            data[p * c + i] = angle.sin() as f32;
+            if half + i < c {
+                data[p * c + half + i] = angle.cos() as f32;
+            }
+        }
+    }
+    Tensor::from_vec(data, &[t, c]).expect("sizes match")
+}
+
 /// RoPE cos and sin tables for positions `start .. start + t`, each `[t, D]`,
 /// in the "rotate half" layout of GPT-NeoX and LLaMA: feature `i` and
 /// `i + D/2` form a pair rotated by `pos · base^(-2i/D)`.
