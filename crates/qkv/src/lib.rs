@@ -8,7 +8,7 @@
 //! - [`models`]: whole models (GPT, BERT, ViT) and opening model directories;
 //! - [`train`]: one run loop for every task: AdamW, schedules, checkpoints, exact resume;
 //! - [`eval`]: scoring a trained model on held-out data;
-//! - [`generate`]: sampling with a KV cache;
+//! - [`generate`]: sampling with a KV cache; [`translate`]: greedy and beam search for an encoder–decoder;
 //! - [`data`], [`io`], [`viz`]: corpora, files, pictures.
 
 // Validation writes `!(x > 0.0)` on purpose: unlike `x <= 0.0` it also rejects NaN.
@@ -24,6 +24,7 @@ pub mod models;
 pub mod nn;
 pub mod tokenize;
 pub mod train;
+pub mod translate;
 pub mod viz;
 
 pub use error::{Error, Result};

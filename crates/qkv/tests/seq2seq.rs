@@ -112,7 +112,7 @@ fn decoding_through_caches_equals_the_full_forward() {
 fn a_sentence_alone_and_padded_in_a_batch_translates_the_same() {
     let model = Seq2Seq::new(small(Positions::Sinusoidal, false), 8).unwrap();
     let (src, mask, tgt) = batch(&mut Rng::new(2));
-    let tmask = vec![true; 5];
+    let tmask = [true; 5];
     let run = |src: &[u32], mask: &[bool], b: usize| {
         let t = src.len() / b;
         let tgt: Vec<u32> = tgt[5..].iter().copied().cycle().take(5 * b).collect();
@@ -188,4 +188,80 @@ fn bad_configurations_are_refused_with_the_option_named() {
     c.extra.insert("share_encoder_decoder_embeddings".into(), false.into());
     assert!(bad(c).contains("share_encoder_decoder_embeddings"));
     assert!(bad(Seq2SeqConfig { eos_token_id: 9000, ..Seq2SeqConfig::default() }).contains("9000"));
+}
+
+// ---------------------------------------------------------------- Marian
+
+mod marian {
+    use std::path::PathBuf;
+
+    use qkv::io::safetensors::load;
+    use qkv::models::seq2seq::{Seq2Seq, Side};
+    use qkv::nn::Dropout;
+    use qkv::translate::{Decoding, EarlyStopping, translate};
+    use qkv_tensor::no_grad;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/marian-odd")
+    }
+
+    fn rows(t: &qkv_tensor::Tensor) -> Vec<Vec<f32>> {
+        let w = t.shape()[1];
+        t.to_vec().chunks(w).map(<[f32]>::to_vec).collect()
+    }
+
+    #[test]
+    fn marian_logits_match_transformers() {
+        let r = load(&dir().join("reference.safetensors")).expect("regenerate with scripts/make_seq2seq_fixtures.py");
+        let model = Seq2Seq::load(&dir()).unwrap();
+        let (b, ts) = (r.tensors["src"].shape()[0], r.tensors["src"].shape()[1]);
+        let tt = r.tensors["dec_in"].shape()[1];
+        let src: Vec<u32> = r.tensors["src"].to_vec().iter().map(|&v| v as u32).collect();
+        let mask: Vec<bool> = r.tensors["src_mask"].to_vec().iter().map(|&v| v > 0.5).collect();
+        let dec: Vec<u32> = r.tensors["dec_in"].to_vec().iter().map(|&v| v as u32).collect();
+        let tmask = vec![true; dec.len()];
+        let logits = no_grad(|| {
+            model.forward(
+                &Side { ids: &src, mask: &mask, b, t: ts },
+                &Side { ids: &dec, mask: &tmask, b, t: tt },
+                &Dropout::default(),
+            )
+        })
+        .unwrap();
+        let want = &r.tensors["logits"];
+        assert_eq!(logits.shape(), want.shape());
+        let d = logits.max_abs_diff(want).unwrap();
+        assert!(d < 1e-4, "logits differ from transformers' by {d}");
+    }
+
+    #[test]
+    fn marian_greedy_and_beam_translations_match_generate() {
+        let r = load(&dir().join("reference.safetensors")).unwrap();
+        let model = Seq2Seq::load(&dir()).unwrap();
+        let max_new: usize = r.metadata["max_new_tokens"].parse().unwrap();
+        let src = rows(&r.tensors["src"]);
+        let mask = rows(&r.tensors["src_mask"]);
+        // each source without its padding
+        let sources: Vec<Vec<u32>> = src
+            .iter()
+            .zip(&mask)
+            .map(|(s, m)| s.iter().zip(m).filter(|(_, m)| **m > 0.5).map(|(&x, _)| x as u32).collect())
+            .collect();
+        let fixed = Decoding { max_len_ratio: 0.0, max_len_extra: max_new, ..Decoding::default() };
+        for (name, how) in [
+            ("greedy", Decoding { beam: 1, ..fixed }),
+            ("beam4", Decoding { beam: 4, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic, ..fixed }),
+            (
+                "beam3_lp06_early",
+                Decoding { beam: 3, length_penalty: 0.6, early_stopping: EarlyStopping::Done, ..fixed },
+            ),
+        ] {
+            let want: Vec<Vec<u32>> = rows(&r.tensors[name])
+                .iter()
+                .map(|row| row.iter().filter(|&&x| x >= 0.0).map(|&x| x as u32).collect())
+                .collect();
+            let got = translate(&model, &sources, &how).unwrap();
+            assert_eq!(got, want, "{name}");
+        }
+    }
 }

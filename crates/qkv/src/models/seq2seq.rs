@@ -402,6 +402,59 @@ impl Seq2Seq {
     }
 }
 
+impl Seq2Seq {
+    /// Load a Hugging Face `MarianMTModel` directory (or a `qkv train --model
+    /// seq2seq` run, written in the same layout): `config.json` and the
+    /// weights. `final_logits_bias` is read; the copies of the shared
+    /// embedding (`lm_head`, `model.encoder.embed_tokens`, …) must equal it;
+    /// stored sinusoidal position tables are recomputed, not read.
+    pub fn load(dir: &std::path::Path) -> Result<Seq2Seq> {
+        use crate::io::hf;
+        let config = hf::read_config(dir)?;
+        let cfg_path = dir.join(hf::CONFIG);
+        let cfg: Seq2SeqConfig = serde_json::from_value(config)
+            .map_err(|e| Error::format(&cfg_path, format!("not a Marian config: {e}")))?;
+        cfg.validate().map_err(|e| Error::format(&cfg_path, e.to_string()))?;
+        let mut model = Seq2Seq::new(cfg, 0)?;
+        let tensors = hf::read_weights(dir)?;
+        let path = dir.join(hf::WEIGHTS);
+        let unused = hf::assign(&path, &model.named_params(), &tensors, "")?;
+        let shared = model.shared.weight.value().to_vec();
+        for name in unused {
+            let t = &tensors[&name];
+            match name.as_str() {
+                "final_logits_bias" => {
+                    let v = model.config.vocab_size;
+                    if t.numel() != v {
+                        return Err(Error::checkpoint(
+                            &path,
+                            format!("final_logits_bias has {} values, expected {v}", t.numel()),
+                        ));
+                    }
+                    model.final_logits_bias = Some(t.reshape(&[v])?);
+                }
+                "lm_head.weight" | "model.encoder.embed_tokens.weight" | "model.decoder.embed_tokens.weight" => {
+                    if t.to_vec() != shared {
+                        return Err(Error::checkpoint(
+                            &path,
+                            format!("{name} differs from model.shared.weight: qkv ties input and output embeddings"),
+                        ));
+                    }
+                }
+                "model.encoder.embed_positions.weight" | "model.decoder.embed_positions.weight"
+                    if model.config.qkv_positions == Positions::Sinusoidal => {}
+                other => {
+                    return Err(Error::checkpoint(
+                        &path,
+                        format!("unexpected tensor {other:?}: not a model this config describes"),
+                    ));
+                }
+            }
+        }
+        Ok(model)
+    }
+}
+
 impl Module for Seq2Seq {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         self.shared.collect_params(&format!("{prefix}model.shared."), out);

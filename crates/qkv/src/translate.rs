@@ -1,0 +1,291 @@
+//! Decoding a translation from an encoder–decoder ([`Seq2Seq`]): the source
+//! sentences are encoded once, the keys and values of their memory computed
+//! once per decoder block, then the target grows one token at a time with
+//! the decoder's self-attention keys and values cached.
+//!
+//! - **Greedy**: the most likely next token, until `eos` or the maximum length.
+//! - **Beam search** keeps the `beam` most likely partial translations of
+//!   each sentence. Every step extends each of them by every token, keeps
+//!   the best `2·beam` extensions, sets aside those that end (`eos`) as
+//!   finished hypotheses — scored by their total log-probability divided by
+//!   `length^length_penalty`, so that longer translations are not punished
+//!   for having more factors below 1 — and continues the best `beam` that
+//!   did not end. A sentence stops when its best running hypothesis can no
+//!   longer beat the worst of `beam` finished ones ([`EarlyStopping`]).
+//!
+//! The algorithm, its scores and its stopping rule are those of Hugging Face
+//! `transformers`' `generate` (`num_beams`, `length_penalty`,
+//! `early_stopping`), so the same model gives the same translations (tested
+//! on a Marian model). The padding token is never generated.
+
+use qkv_tensor::no_grad;
+
+use crate::error::{Error, Result};
+use crate::metrics::argmax;
+use crate::models::seq2seq::{Seq2Seq, Side};
+use crate::nn::Dropout;
+use crate::nn::attention::{KvCache, Memory};
+
+/// When a sentence's beam search stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EarlyStopping {
+    /// When the best running hypothesis, scored at its current length, can
+    /// no longer beat the worst finished one (`transformers`' default, `False`).
+    #[default]
+    Heuristic,
+    /// As soon as `beam` hypotheses have finished (`True`).
+    Done,
+    /// Like `Heuristic`, but with a positive length penalty the best running
+    /// hypothesis is scored at the maximum length ("never").
+    Never,
+}
+
+/// How to decode. Every field has a default.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decoding {
+    /// Hypotheses kept per sentence; 1 decodes greedily. Default 4.
+    pub beam: usize,
+    /// Finished hypotheses are scored by `log-probability / length^length_penalty`. Default 1.0.
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
+    /// At most `ceil(max_len_ratio · source tokens) + max_len_extra` new
+    /// tokens (and never past the model's positions). Default 1.5 and 10.
+    pub max_len_ratio: f32,
+    pub max_len_extra: usize,
+}
+
+impl Default for Decoding {
+    fn default() -> Self {
+        Decoding {
+            beam: 4,
+            length_penalty: 1.0,
+            early_stopping: EarlyStopping::Heuristic,
+            max_len_ratio: 1.5,
+            max_len_extra: 10,
+        }
+    }
+}
+
+impl Decoding {
+    pub fn validate(&self) -> Result<()> {
+        if self.beam == 0 {
+            return Err(Error::Config("a beam of 0 keeps no hypothesis: use 1 (greedy) or more".into()));
+        }
+        if !self.length_penalty.is_finite() || !self.max_len_ratio.is_finite() || self.max_len_ratio < 0.0 {
+            return Err(Error::Config("length_penalty and max_len_ratio must be finite (the ratio ≥ 0)".into()));
+        }
+        Ok(())
+    }
+
+    /// New tokens allowed for a source of `n` tokens.
+    fn max_new(&self, n: usize, positions: usize) -> usize {
+        let want = (self.max_len_ratio as f64 * n as f64).ceil() as usize + self.max_len_extra;
+        want.clamp(1, positions.saturating_sub(1).max(1))
+    }
+}
+
+/// Translations of `sources` (token ids, each ending with `eos` if the model
+/// was trained so), as token ids after the start token, ending with `eos`
+/// when the model produced it. `sources` are decoded as one batch.
+pub fn translate(model: &Seq2Seq, sources: &[Vec<u32>], how: &Decoding) -> Result<Vec<Vec<u32>>> {
+    how.validate()?;
+    if sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(i) = sources.iter().position(|s| s.is_empty()) {
+        return Err(Error::Data(format!("source sentence {} is empty", i + 1)));
+    }
+    no_grad(|| {
+        let c = &model.config;
+        let b = sources.len();
+        let t = sources.iter().map(Vec::len).max().unwrap_or(1);
+        let mut ids = Vec::with_capacity(b * t);
+        let mut mask = Vec::with_capacity(b * t);
+        for s in sources {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(c.pad_token_id, t - s.len()));
+            mask.extend(std::iter::repeat_n(true, s.len()));
+            mask.extend(std::iter::repeat_n(false, t - s.len()));
+        }
+        let memory = model.encode(&Side { ids: &ids, mask: &mask, b, t }, &Dropout::default())?;
+        let memories = model.memories(&memory, &mask)?;
+        let max_new: Vec<usize> = sources.iter().map(|s| how.max_new(s.len(), c.max_position_embeddings)).collect();
+        if how.beam == 1 { greedy(model, memories, &max_new) } else { beam_search(model, memories, &max_new, how) }
+    })
+}
+
+/// Log-probabilities of the next token for each row, the padding token
+/// forbidden (`[R, V]` as rows).
+fn next_log_probs(model: &Seq2Seq, last: &[u32], memories: &[Memory], caches: &mut [KvCache]) -> Result<Vec<Vec<f32>>> {
+    let r = last.len();
+    let mask = vec![true; r];
+    let h = model.decode(&Side { ids: last, mask: &mask, b: r, t: 1 }, memories, Some(caches), &Dropout::default())?;
+    let logits = model.logits(&h)?.log_softmax();
+    let v = model.config.vocab_size;
+    let pad = model.config.pad_token_id as usize;
+    Ok(logits
+        .to_vec()
+        .chunks(v)
+        .map(|row| {
+            let mut row = row.to_vec();
+            row[pad] = f32::NEG_INFINITY;
+            row
+        })
+        .collect())
+}
+
+/// Keep the `rows` of every memory and cache (in that order).
+fn keep(memories: &mut Vec<Memory>, caches: &mut [KvCache], rows: &[usize]) -> Result<()> {
+    *memories = memories.iter().map(|m| m.select(rows)).collect::<qkv_tensor::Result<_>>()?;
+    for cache in caches.iter_mut() {
+        cache.select(rows)?;
+    }
+    Ok(())
+}
+
+fn greedy(model: &Seq2Seq, mut memories: Vec<Memory>, max_new: &[usize]) -> Result<Vec<Vec<u32>>> {
+    let c = &model.config;
+    let b = max_new.len();
+    let longest = max_new.iter().copied().max().unwrap_or(1);
+    let mut caches = model.new_caches(b, longest + 1);
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+    // the sentences still being decoded, in row order
+    let mut active: Vec<usize> = (0..b).collect();
+    let mut last = vec![c.decoder_start_token_id; b];
+    while !active.is_empty() {
+        let logp = next_log_probs(model, &last, &memories, &mut caches)?;
+        let mut still = Vec::with_capacity(active.len());
+        for (row, &s) in active.iter().enumerate() {
+            let tok = argmax(&logp[row]);
+            out[s].push(tok);
+            if tok != c.eos_token_id && out[s].len() < max_new[s] {
+                still.push(row);
+            }
+        }
+        if still.len() != active.len() {
+            keep(&mut memories, &mut caches, &still)?;
+        }
+        last = still.iter().map(|&row| *out[active[row]].last().expect("a token")).collect();
+        active = still.iter().map(|&row| active[row]).collect();
+    }
+    Ok(out)
+}
+
+/// `length^penalty`, computed as `transformers` does (in f64, used as f32).
+fn length_norm(length: usize, penalty: f32) -> f32 {
+    (length as f64).powf(penalty as f64) as f32
+}
+
+/// One hypothesis: its tokens after the start and its summed log-probability
+/// (for a finished one: divided by `length^length_penalty`).
+#[derive(Clone, Debug)]
+struct Hyp {
+    score: f32,
+    tokens: Vec<u32>,
+}
+
+/// The beam search of one sentence.
+struct Search {
+    running: Vec<Hyp>,
+    finished: Vec<Hyp>,
+    improvable: bool,
+    done: bool,
+}
+
+fn beam_search(model: &Seq2Seq, memories: Vec<Memory>, max_new: &[usize], how: &Decoding) -> Result<Vec<Vec<u32>>> {
+    let c = &model.config;
+    let (b, k) = (max_new.len(), how.beam);
+    let longest = max_new.iter().copied().max().unwrap_or(1);
+    // every sentence starts as k rows: one live hypothesis and k - 1 that cannot win
+    let rows: Vec<usize> = (0..b).flat_map(|s| std::iter::repeat_n(s, k)).collect();
+    let mut memories: Vec<Memory> = memories.iter().map(|m| m.select(&rows)).collect::<qkv_tensor::Result<_>>()?;
+    let mut caches = model.new_caches(b * k, longest + 1);
+    let start = Hyp { score: 0.0, tokens: Vec::new() };
+    let mut searches: Vec<Search> = (0..b)
+        .map(|_| Search {
+            running: (0..k).map(|j| Hyp { score: if j == 0 { 0.0 } else { -1e9 }, ..start.clone() }).collect(),
+            finished: Vec::new(),
+            improvable: true,
+            done: false,
+        })
+        .collect();
+    let mut active: Vec<usize> = (0..b).collect();
+    let mut last = vec![c.decoder_start_token_id; b * k];
+    let mut generated = 0usize; // tokens after the start so far
+    while !active.is_empty() {
+        let logp = next_log_probs(model, &last, &memories, &mut caches)?;
+        let mut keep_rows = Vec::new();
+        let mut next_active = Vec::new();
+        for (a, &s) in active.iter().enumerate() {
+            let search = &mut searches[s];
+            let at_limit = generated + 1 >= max_new[s];
+            // the best 2k extensions over every (hypothesis, token)
+            let mut cands: Vec<(f32, usize, u32)> = Vec::with_capacity(k * c.vocab_size);
+            for (j, hyp) in search.running.iter().enumerate() {
+                for (tok, &lp) in logp[a * k + j].iter().enumerate() {
+                    cands.push((hyp.score + lp, j, tok as u32));
+                }
+            }
+            let top = 2 * k;
+            cands.select_nth_unstable_by(top - 1, |x, y| y.0.total_cmp(&x.0));
+            cands.truncate(top);
+            cands.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let ends = |tok: u32| tok == c.eos_token_id || at_limit;
+            // finished: the ending extensions among the best k, scored per length
+            let full = search.finished.len() == k && how.early_stopping == EarlyStopping::Done;
+            if search.improvable && !full {
+                let norm = length_norm(generated + 1, how.length_penalty);
+                for &(score, j, tok) in cands.iter().take(k).filter(|x| ends(x.2)) {
+                    let mut tokens = search.running[j].tokens.clone();
+                    tokens.push(tok);
+                    search.finished.push(Hyp { score: score / norm, tokens });
+                }
+                search.finished.sort_by(|x, y| y.score.total_cmp(&x.score));
+                search.finished.truncate(k);
+            }
+            // running: the best k extensions that did not end
+            let mut parents = Vec::with_capacity(k);
+            let mut running = Vec::with_capacity(k);
+            let mut open: Vec<(f32, usize, u32)> =
+                cands.iter().map(|&(s, j, t)| (s + if ends(t) { -1e9 } else { 0.0 }, j, t)).collect();
+            open.sort_by(|x, y| y.0.total_cmp(&x.0));
+            for &(score, j, tok) in open.iter().take(k) {
+                let mut tokens = search.running[j].tokens.clone();
+                tokens.push(tok);
+                running.push(Hyp { score, tokens });
+                parents.push(a * k + j);
+            }
+            search.running = running;
+            // can the best running hypothesis still beat the worst finished one?
+            let length = if how.early_stopping == EarlyStopping::Never && how.length_penalty > 0.0 {
+                max_new[s]
+            } else {
+                generated + 1
+            };
+            if search.finished.len() == k {
+                let best = search.running[0].score / length_norm(length, how.length_penalty);
+                let worst = search.finished.iter().map(|h| h.score).fold(f32::INFINITY, f32::min);
+                search.improvable &= best > worst;
+            }
+            let all_full = search.finished.len() == k && how.early_stopping == EarlyStopping::Done;
+            search.done = !search.improvable || all_full || at_limit;
+            if !search.done {
+                keep_rows.extend(parents);
+                next_active.push(s);
+            }
+        }
+        generated += 1;
+        keep(&mut memories, &mut caches, &keep_rows)?;
+        last = next_active
+            .iter()
+            .flat_map(|&s| searches[s].running.iter().map(|h| *h.tokens.last().expect("a token")))
+            .collect();
+        active = next_active;
+    }
+    Ok(searches
+        .into_iter()
+        .map(|s| {
+            s.finished.into_iter().next().or_else(|| s.running.into_iter().next()).map(|h| h.tokens).unwrap_or_default()
+        })
+        .collect())
+}
