@@ -1,6 +1,10 @@
-//! Numbers that say how good a classifier is: accuracy, macro-F1 (the mean
-//! over classes of each class's F1, so a rare class counts as much as a
-//! common one), and the majority-class baseline to compare them with.
+//! Numbers that say how good a model is: for classifiers accuracy, macro-F1
+//! (the mean over classes of each class's F1, so a rare class counts as much
+//! as a common one) and the majority-class baseline to compare them with; for
+//! translations [`bleu`] and [`chrf`], as sacreBLEU computes them.
+
+pub mod bleu;
+pub mod chrf;
 
 use serde::Serialize;
 
