@@ -15,22 +15,28 @@ pub struct EvalArgs {
     pub model: PathBuf,
     /// GPT: UTF-8 text to score (every full window of the context). Classifiers: the data
     /// they were trained on (their held-out split is scored; the test files for IDX
-    /// images). MLM: a text whose last 10 % is scored, or the table it was trained on
+    /// images). MLM: a text whose last 10 % is scored, or the table it was trained on.
+    /// Translation: the sentence pairs it was trained on (its held-out pairs are translated),
+    /// e.g. data/bible-en-es.tsv.gz
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
     /// Sequences per batch
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = qkv::eval::EvalOptions::default().batch_size)]
     pub batch_size: usize,
     /// Tables: replace bytes that are not UTF-8 instead of refusing the file
     #[arg(long)]
     pub lossy: bool,
+    /// Translation: hypotheses kept by beam search; 1 translates greedily
+    #[arg(long, default_value_t = qkv::eval::EvalOptions::default().beam)]
+    pub beam: usize,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let out = qkv::eval::evaluate(&args.model, &args.data, args.batch_size, args.lossy)?;
+    let opts = qkv::eval::EvalOptions { batch_size: args.batch_size, lossy: args.lossy, beam: args.beam };
+    let out = qkv::eval::evaluate(&args.model, &args.data, &opts)?;
     if args.json {
         println!("{out}");
     } else {

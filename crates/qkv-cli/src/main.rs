@@ -8,6 +8,7 @@ mod generate;
 mod predict;
 mod tokenizer;
 mod train;
+mod translate;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,8 +30,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Train a model: a GPT on text (default: the bundled Shakespeare), BERT (--model bert:
-    /// masked language modelling or classification), or a Vision Transformer (--model vit).
+    /// masked language modelling or classification), a Vision Transformer (--model vit), or an
+    /// encoder–decoder that translates (--model seq2seq: English → Spanish on the bundled Bible).
     Train(Box<train::TrainArgs>),
+    /// Translate sentences with a trained encoder–decoder (greedy or beam search).
+    Translate(translate::TranslateArgs),
     /// Continue a prompt with a trained model (tokens stream to standard output).
     Generate(generate::GenerateArgs),
     /// Evaluate a trained model: loss, perplexity and bits per character of a GPT; accuracy
@@ -78,6 +82,7 @@ fn run_command(command: Cmd) -> Result<i32> {
     match command {
         Cmd::Train(_) => unreachable!("handled above"),
         Cmd::Generate(args) => generate::run(&args),
+        Cmd::Translate(args) => translate::run(&args),
         Cmd::FillMask(args) => predict::fill_mask(&args),
         Cmd::Classify(args) => predict::classify(&args),
         Cmd::ClassifyImage(args) => predict::classify_image(&args),

@@ -153,8 +153,10 @@ fn train(args: &TrainArgs) -> Result<()> {
     }
     let bytes: usize = texts.iter().map(String::len).sum();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let tok =
-        qkv::tokenize::train::train(&refs, &TrainOptions { kind, vocab_size, min_frequency: args.min_frequency })?;
+    let tok = qkv::tokenize::train::train(
+        &refs,
+        &TrainOptions { kind, vocab_size, min_frequency: args.min_frequency, specials: Vec::new() },
+    )?;
     tok.save(&args.output)?;
     eprintln!(
         "trained {} from {} file{} ({:.1} MB) in {:.1} s → {}",

@@ -15,6 +15,7 @@ use qkv::generate::{Sampling, generate};
 use qkv::models::bert::{BertConfig, Pooling};
 use qkv::models::gpt::GptConfig;
 use qkv::models::load::{Model, open};
+use qkv::models::seq2seq::Seq2SeqConfig;
 use qkv::models::vit::VitConfig;
 use qkv::nn::block::Placement;
 use qkv::nn::mlp::Activation;
@@ -24,9 +25,11 @@ use qkv::train::checkpoint::REPORT;
 use qkv::train::image_classification::ImageClassificationSpec;
 use qkv::train::masked_lm::{MaskedLmSpec, small_bert};
 use qkv::train::next_token::NextTokenSpec;
+use qkv::train::optimizer::Decay;
 use qkv::train::run::{Control, Event, Outcome, Run};
 use qkv::train::setup::{ResumeChanges, RunSpec, TaskSpec, resume, start};
 use qkv::train::text_classification::TextClassificationSpec;
+use qkv::train::translation::TranslationSpec;
 use qkv::train::{TaskKind, TrainConfig};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -38,6 +41,8 @@ pub enum ModelKind {
     Bert,
     /// Vision Transformer: image classification
     Vit,
+    /// Encoder–decoder (the original transformer): translation of sentence pairs
+    Seq2seq,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,6 +51,22 @@ pub enum Task {
     Mlm,
     /// Classification of labelled texts (CSV, TSV or JSONL)
     Classify,
+}
+
+/// `--decay` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DecayArg {
+    Cosine,
+    InverseSqrt,
+}
+
+impl From<DecayArg> for Decay {
+    fn from(d: DecayArg) -> Self {
+        match d {
+            DecayArg::Cosine => Decay::Cosine,
+            DecayArg::InverseSqrt => Decay::InverseSqrt,
+        }
+    }
 }
 
 /// `--norm` values (clap-friendly wrapper).
@@ -93,14 +114,20 @@ fn model_default(
     gpt: impl Fn(&GptConfig) -> String,
     bert: impl Fn(&BertConfig) -> String,
     vit: impl Fn(&VitConfig) -> String,
+    seq2seq: impl Fn(&Seq2SeqConfig) -> String,
 ) -> String {
     per_task(text, |k| match k {
         TaskKind::NextToken => Some(gpt(&NextTokenSpec::default().model)),
         TaskKind::MaskedLm => Some(bert(&small_bert())),
         TaskKind::TextClassification => None,
         TaskKind::ImageClassification => Some(vit(&VitConfig::default())),
+        TaskKind::Translation => Some(seq2seq(&Seq2SeqConfig::default())),
     })
     .replace(" mlm", " bert")
+}
+
+fn s2s_spec() -> TranslationSpec {
+    TranslationSpec::default()
 }
 
 fn lr_help() -> String {
@@ -134,6 +161,7 @@ fn mlp_help() -> String {
         |g| show(g.mlp_ratio),
         |b| show(b.intermediate_size / b.hidden_size),
         |v| show(v.intermediate_size / v.hidden_size),
+        |s| show(s.encoder_ffn_dim / s.d_model),
     )
 }
 
@@ -162,13 +190,14 @@ fn vit_spec() -> ImageClassificationSpec {
   qkv train --model bert --task mlm --tokenizer vocab.txt --data corpus.txt
   qkv train --model bert --task classify --data tweets.csv --label-column sentiment --tokenizer vocab.txt
   qkv train --model vit --data mnist/
+  qkv train --model seq2seq                  # English → Spanish on the bundled Bible, held-out books
   qkv train --resume runs/gpt                # continue from the last checkpoint
 
 Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint and exits with status 130;
 a second Ctrl-C exits at once. A run killed any other way resumes from its last checkpoint, and
 a resumed run ends with exactly the weights of one that never stopped (same thread count).")]
 pub struct TrainArgs {
-    /// gpt | bert | vit
+    /// gpt | bert | vit | seq2seq
     #[arg(long, value_enum, default_value_t = ModelKind::Gpt)]
     pub model: ModelKind,
     /// BERT: mlm (pre-training on --data text) or classify (--data labelled CSV/JSONL)
@@ -200,27 +229,27 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SPEC")]
     pub tokenizer: Option<String>,
 
-    #[arg(long, help_heading = "Model", help = model_default("Transformer blocks", |g| show(g.n_layer), |b| show(b.num_hidden_layers), |v| show(v.num_hidden_layers)))]
+    #[arg(long, help_heading = "Model", help = model_default("Transformer blocks (seq2seq: of the encoder and of the decoder each)", |g| show(g.n_layer), |b| show(b.num_hidden_layers), |v| show(v.num_hidden_layers), |s| show(s.encoder_layers)))]
     pub n_layer: Option<usize>,
-    #[arg(long, help_heading = "Model", help = model_default("Attention heads per block; must divide --n-embd", |g| show(g.n_head), |b| show(b.num_attention_heads), |v| show(v.num_attention_heads)))]
+    #[arg(long, help_heading = "Model", help = model_default("Attention heads per block; must divide --n-embd", |g| show(g.n_head), |b| show(b.num_attention_heads), |v| show(v.num_attention_heads), |s| show(s.encoder_attention_heads)))]
     pub n_head: Option<usize>,
-    #[arg(long, help_heading = "Model", help = model_default("Model width C", |g| show(g.n_embd), |b| show(b.hidden_size), |v| show(v.hidden_size)))]
+    #[arg(long, help_heading = "Model", help = model_default("Model width C", |g| show(g.n_embd), |b| show(b.hidden_size), |v| show(v.hidden_size), |s| show(s.d_model)))]
     pub n_embd: Option<usize>,
     #[arg(long, help_heading = "Model", help = gpt_default("Context length T in tokens (BERT: --max-len)", |g| show(g.block_size)))]
     pub block_size: Option<usize>,
     #[arg(long, help_heading = "Model", help = mlp_help())]
     pub mlp_ratio: Option<f32>,
-    #[arg(long, help_heading = "Model", help = gpt_default("GPT: gelu | gelu-tanh | relu | swiglu", |g| format!("{:?}", g.activation).to_lowercase()))]
+    #[arg(long, help_heading = "Model", help = format!("{} (seq2seq: relu | silu | gelu | gelu-tanh) [default: {} gpt, {} seq2seq]", "GPT: gelu | gelu-tanh | relu | silu | swiglu", format!("{:?}", GptConfig::default().activation).to_lowercase(), Seq2SeqConfig::default().activation_function))]
     pub activation: Option<Activation>,
     #[arg(long, help_heading = "Model", help = gpt_default("GPT: layernorm | rmsnorm", |g| format!("{:?}", g.norm).to_lowercase()))]
     pub norm: Option<NormKindArg>,
-    #[arg(long, help_heading = "Model", help = gpt_default("GPT: pre | post", |g| format!("{:?}", g.norm_placement).to_lowercase()))]
+    #[arg(long, help_heading = "Model", help = format!("GPT, seq2seq: pre | post [default: {} gpt, {} seq2seq]", format!("{:?}", GptConfig::default().norm_placement).to_lowercase(), if Seq2SeqConfig::default().normalize_before { "pre" } else { "post" }))]
     pub norm_placement: Option<Placement>,
-    #[arg(long, help_heading = "Model", help = gpt_default("GPT: learned | sinusoidal | rope | alibi | none", |g| format!("{:?}", g.positions).to_lowercase()))]
+    #[arg(long, help_heading = "Model", help = format!("GPT: learned | sinusoidal | rope | alibi | none; seq2seq: sinusoidal | learned | rope [default: {} gpt, {} seq2seq]", format!("{:?}", GptConfig::default().positions).to_lowercase(), format!("{:?}", Seq2SeqConfig::default().qkv_positions).to_lowercase()))]
     pub positions: Option<Positions>,
     #[arg(long, help_heading = "Model", help = gpt_default("GPT: biases in projections and LayerNorms, true | false", |g| show(g.bias)))]
     pub bias: Option<bool>,
-    #[arg(long, help_heading = "Model", help = model_default("Dropout while training", |g| show(g.dropout), |b| show(b.hidden_dropout_prob), |v| show(v.hidden_dropout_prob)))]
+    #[arg(long, help_heading = "Model", help = model_default("Dropout while training", |g| show(g.dropout), |b| show(b.hidden_dropout_prob), |v| show(v.hidden_dropout_prob), |s| show(s.dropout)))]
     pub dropout: Option<f32>,
     #[arg(long, help_heading = "Model", help = gpt_default("GPT: share the token embedding with the LM head, true | false", |g| show(g.tie_embeddings)))]
     pub tie_embeddings: Option<bool>,
@@ -239,6 +268,8 @@ pub struct TrainArgs {
     pub min_lr: Option<f32>,
     #[arg(long, help_heading = "Training", help = train_default("Linear warm-up steps", |t| show(t.warmup_steps)))]
     pub warmup_steps: Option<u64>,
+    #[arg(long, value_enum, help_heading = "Training", help = train_default("After warm-up: cosine | inverse-sqrt (the original transformer's)", |t| format!("{:?}", t.decay).to_lowercase().replace("inversesqrt", "inverse-sqrt")))]
+    pub decay: Option<DecayArg>,
     #[arg(long, help_heading = "Training", help = train_default("AdamW decoupled weight decay (projection weights only)", |t| show(t.adamw.weight_decay)))]
     pub weight_decay: Option<f32>,
     #[arg(long, help_heading = "Training", help = train_default("Clip the global gradient norm to this; 0 = off", |t| show(t.grad_clip)))]
@@ -275,6 +306,21 @@ pub struct TrainArgs {
         also the sequence length of MLM [default: {} (fine-tuning: the encoder's own, up to {})]", mlm_spec().max_len, mlm_spec().max_len))]
     pub max_len: Option<usize>,
 
+    #[arg(long, help_heading = "Translation", help = format!("The column holding the sentences to translate [default: {}]", s2s_spec().source_column))]
+    pub source_column: Option<String>,
+    #[arg(long, help_heading = "Translation", help = format!("The column holding their translations [default: {}]", s2s_spec().target_column))]
+    pub target_column: Option<String>,
+    /// Hold out whole groups of this column (so test sentences come from documents the model
+    /// never saw) [default: book for the bundled Bible, else none: pair by pair]
+    #[arg(long, help_heading = "Translation")]
+    pub group_column: Option<String>,
+    #[arg(long, help_heading = "Translation", help = format!("Padded tokens per batch (pairs of similar length go together) [default: {}]", s2s_spec().max_tokens))]
+    pub max_tokens: Option<usize>,
+    #[arg(long, help_heading = "Translation", help = format!("Label smoothing of the loss [default: {}]", s2s_spec().label_smoothing))]
+    pub label_smoothing: Option<f32>,
+    #[arg(long, help_heading = "Translation", help = format!("Vocabulary of the joint BPE trained on both sides (without --tokenizer) [default: {}]", s2s_spec().vocab_size))]
+    pub vocab_size: Option<usize>,
+
     #[arg(long, help_heading = "Vision Transformer", help = format!("Side of a square patch in pixels [default: {}]", vit_spec().model.patch_size))]
     pub patch_size: Option<usize>,
     #[arg(long, help_heading = "Vision Transformer", help = format!("Images are resized to this side [default: {}]", vit_spec().model.image_size))]
@@ -302,6 +348,7 @@ impl TrainArgs {
                 bail!("--model bert needs --task mlm (pre-training on text) or --task classify (labelled texts)")
             }
             (ModelKind::Vit, None) => TaskKind::ImageClassification,
+            (ModelKind::Seq2seq, None) => TaskKind::Translation,
             (m, Some(_)) => bail!("--task is for --model bert; --model {m:?} has one task", m = m),
         })
     }
@@ -317,25 +364,40 @@ impl TrainArgs {
         let gpt = kind == TaskKind::NextToken;
         let bert = matches!(kind, TaskKind::MaskedLm | TaskKind::TextClassification);
         let vit = kind == TaskKind::ImageClassification;
+        let s2s = kind == TaskKind::Translation;
         for (given, flag) in [
             (self.activation.is_some(), "--activation"),
-            (self.norm.is_some(), "--norm"),
             (self.norm_placement.is_some(), "--norm-placement"),
             (self.positions.is_some(), "--positions"),
+        ] {
+            no(given && !gpt && !s2s, flag);
+        }
+        for (given, flag) in [
+            (self.norm.is_some(), "--norm"),
             (self.bias.is_some(), "--bias"),
             (self.tie_embeddings.is_some(), "--tie-embeddings"),
         ] {
             no(given && !gpt, flag);
         }
-        no(self.block_size.is_some() && vit, "--block-size");
+        no(self.block_size.is_some() && (vit || s2s), "--block-size");
         no(self.tokenizer.is_some() && vit, "--tokenizer");
         for (given, flag) in [
             (self.max_len.is_some(), "--max-len"),
-            (self.text_column.is_some(), "--text-column"),
             (self.test_fraction.is_some(), "--test-fraction"),
             (self.lossy, "--lossy"),
         ] {
-            no(given && !bert, flag);
+            no(given && !bert && !s2s, flag);
+        }
+        no(self.text_column.is_some() && !bert, "--text-column");
+        for (given, flag) in [
+            (self.source_column.is_some(), "--source-column"),
+            (self.target_column.is_some(), "--target-column"),
+            (self.group_column.is_some(), "--group-column"),
+            (self.max_tokens.is_some(), "--max-tokens"),
+            (self.label_smoothing.is_some(), "--label-smoothing"),
+            (self.vocab_size.is_some(), "--vocab-size"),
+        ] {
+            no(given && !s2s, flag);
         }
         for (given, flag) in [
             (self.label_column.is_some(), "--label-column"),
@@ -373,7 +435,9 @@ impl TrainArgs {
             task => "--task", text_column => "--text-column", label_column => "--label-column",
             init_from => "--init-from", pooling => "--pooling", test_fraction => "--test-fraction",
             max_len => "--max-len", patch_size => "--patch-size", image_size => "--image-size",
-            channels => "--channels", shift => "--shift");
+            channels => "--channels", shift => "--shift", decay => "--decay", source_column => "--source-column",
+            target_column => "--target-column", group_column => "--group-column", max_tokens => "--max-tokens",
+            label_smoothing => "--label-smoothing", vocab_size => "--vocab-size");
         if self.model != ModelKind::Gpt {
             v.push("--model");
         }
@@ -456,6 +520,9 @@ fn new_spec(a: &TrainArgs) -> Result<RunSpec> {
     if let Some(v) = a.weight_decay {
         train.adamw.weight_decay = v;
     }
+    if let Some(v) = a.decay {
+        train.decay = v.into();
+    }
     if let Some(v) = a.beta1 {
         train.adamw.beta1 = v;
     }
@@ -523,6 +590,47 @@ fn new_spec(a: &TrainArgs) -> Result<RunSpec> {
             s.shift = a.shift.unwrap_or(s.shift);
             s.data = a.data.clone().or(s.data);
             TaskSpec::ImageClassification(s)
+        }
+        TaskKind::Translation => {
+            let mut s = overlay(&TranslationSpec::default(), &patch, &what)?;
+            let m = &mut s.model;
+            let ratio = m.encoder_ffn_dim as f32 / m.d_model as f32;
+            m.encoder_layers = a.n_layer.unwrap_or(m.encoder_layers);
+            m.decoder_layers = a.n_layer.unwrap_or(m.decoder_layers);
+            m.encoder_attention_heads = a.n_head.unwrap_or(m.encoder_attention_heads);
+            m.decoder_attention_heads = a.n_head.unwrap_or(m.decoder_attention_heads);
+            m.d_model = a.n_embd.unwrap_or(m.d_model);
+            let ffn = (m.d_model as f32 * a.mlp_ratio.unwrap_or(ratio)).round() as usize;
+            (m.encoder_ffn_dim, m.decoder_ffn_dim) = (ffn, ffn);
+            m.dropout = a.dropout.unwrap_or(m.dropout);
+            if let Some(p) = a.norm_placement {
+                m.normalize_before = p == Placement::Pre;
+            }
+            if let Some(p) = a.positions {
+                m.qkv_positions = p;
+            }
+            if let Some(act) = a.activation {
+                m.activation_function = match act {
+                    Activation::Relu => "relu",
+                    Activation::Silu => "swish",
+                    Activation::Gelu => "gelu",
+                    Activation::GeluTanh => "gelu_new",
+                    Activation::SwiGlu => bail!("--activation swiglu: the encoder–decoder's MLP is not gated"),
+                }
+                .into();
+            }
+            s.data = a.data.clone().or(s.data);
+            s.tokenizer = a.tokenizer.clone().or(s.tokenizer);
+            s.source_column = a.source_column.clone().unwrap_or(s.source_column);
+            s.target_column = a.target_column.clone().unwrap_or(s.target_column);
+            s.group_column = a.group_column.clone().or(s.group_column);
+            s.test_fraction = a.test_fraction.unwrap_or(s.test_fraction);
+            s.max_len = a.max_len.unwrap_or(s.max_len);
+            s.max_tokens = a.max_tokens.unwrap_or(s.max_tokens);
+            s.label_smoothing = a.label_smoothing.unwrap_or(s.label_smoothing);
+            s.vocab_size = a.vocab_size.unwrap_or(s.vocab_size);
+            s.lossy |= a.lossy;
+            TaskSpec::Translation(s)
         }
     };
     Ok(RunSpec { task, train, data_fingerprint: String::new() })

@@ -1,5 +1,5 @@
-//! What every training run promises, checked for each of the four tasks
-//! (GPT, masked LM, text classifier, ViT):
+//! What every training run promises, checked for each of the five tasks
+//! (GPT, masked LM, text classifier, ViT, translation):
 //!
 //! - the same command gives the same weights, bit for bit;
 //! - killed at any moment — during a step, an evaluation, a checkpoint write
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use qkv::io::safetensors::load;
 
 mod common;
-use common::{corpus, fails_with, ok, pictures, qkv, qkv_env, reviews, s, scratch, stderr, vocab};
+use common::{corpus, fails_with, ok, pictures, qkv, qkv_env, reviews, s, scratch, stderr, toy_pairs, vocab};
 
 /// One task's command line (without --out-dir), with its data made in `dir`.
 struct Case {
@@ -63,10 +63,17 @@ fn case(name: &'static str, dir: &Path) -> Case {
                 "--n-head", "2", "--n-embd", "16", "--batch-size", "8", "--dropout", "0.1", "--data", s(&data)];
             a.iter().map(|x| x.to_string()).collect()
         }
+        "seq2seq" => {
+            let data = toy_pairs(dir);
+            #[rustfmt::skip]
+            let a = ["--model", "seq2seq", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--max-tokens", "64",
+                "--max-len", "16", "--vocab-size", "60", "--group-column", "group", "--data", s(&data)];
+            a.iter().map(|x| x.to_string()).collect()
+        }
         _ => unreachable!(),
     };
     args.extend(extra);
-    Case { args, accuracy: name != "gpt" }
+    Case { args, accuracy: !matches!(name, "gpt" | "seq2seq") }
 }
 
 impl Case {
@@ -203,6 +210,11 @@ fn vit_runs_are_deterministic_and_resume_exactly_after_a_kill() {
     kill_and_resume("vit");
 }
 
+#[test]
+fn translation_runs_are_deterministic_and_resume_exactly_after_a_kill() {
+    kill_and_resume("seq2seq");
+}
+
 /// A GPT run long enough to be stopped from outside.
 fn long_gpt(dir: &Path, out: &Path, steps: &str) -> Vec<String> {
     let data = corpus(dir);
@@ -287,7 +299,7 @@ fn ctrl_c_and_sigterm_checkpoint_the_step_and_kill_9_loses_nothing_but_time() {
 
 #[test]
 fn an_absurd_learning_rate_stops_every_task_before_a_non_finite_weight_is_saved() {
-    for name in ["gpt", "mlm", "classify", "vit"] {
+    for name in ["gpt", "mlm", "classify", "vit", "seq2seq"] {
         let d = scratch(&format!("diverge-{name}"));
         let c = case(name, &d).with("--eval-interval", "1");
         let run = d.join("run");

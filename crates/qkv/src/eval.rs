@@ -11,19 +11,41 @@ use crate::data::bert_input::Specials;
 use crate::data::classify::{held_out, label_ids};
 use crate::data::images;
 use crate::data::mlm::{is_table, mlm_data};
+use crate::data::parallel::{Columns, read_pairs};
 use crate::data::text::{bits_per_char, eval_targets, read_corpus};
 use crate::error::{Error, Result};
+use crate::metrics::bleu::corpus_bleu;
+use crate::metrics::chrf::corpus_chrf;
+use crate::models::load::TranslationExtras;
 use crate::models::load::{Model, need_tokenizer, open};
+use crate::models::seq2seq::Seq2Seq;
+use crate::tokenize::Tokenizer;
 use crate::tokenize::corpus::encode_corpus;
 use crate::train::TrainConfig;
 use crate::train::masked_lm::MaskedLm;
 use crate::train::text_classification::encode_examples;
+use crate::translate::{Decoding, translate_texts};
 
-/// Score the model in `dir` on `data` (sequences per batch: `batch_size`;
-/// `lossy`: replace bytes of a table that are not UTF-8). One JSON object
-/// of named numbers.
-pub fn evaluate(dir: &Path, data: &Path, batch_size: usize, lossy: bool) -> Result<Value> {
-    let batch = batch_size.max(1);
+/// How to evaluate. Every field has a default.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalOptions {
+    /// Sequences per batch. Default 16.
+    pub batch_size: usize,
+    /// Replace bytes of a table that are not UTF-8 instead of refusing it. Default false.
+    pub lossy: bool,
+    /// Translation: hypotheses kept by beam search (1: greedy). Default 4.
+    pub beam: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions { batch_size: 16, lossy: false, beam: 4 }
+    }
+}
+
+/// Score the model in `dir` on `data`. One JSON object of named numbers.
+pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
+    let (batch, lossy) = (opts.batch_size.max(1), opts.lossy);
     match open(dir)? {
         Model::Gpt { model, tokenizer, .. } => {
             let text = read_corpus(data)?;
@@ -75,10 +97,48 @@ pub fn evaluate(dir: &Path, data: &Path, batch_size: usize, lossy: bool) -> Resu
                 "masked_tokens": r.masked, "split": d.held_out,
             }))
         }
+        Model::Translator { model, tokenizer, extras } => {
+            let tokenizer = need_tokenizer(tokenizer, dir)?;
+            translation(&model, &tokenizer, extras.as_ref(), data, opts)
+        }
         found @ Model::Encoder(_) => Err(Error::Config(format!(
             "{}: {} has no task to score; use `qkv embed` for its sentence embeddings",
             dir.display(),
             found.describe()
         ))),
     }
+}
+
+/// BLEU and chrF of a translation model on the held-out pairs of `data`
+/// (split as its run split them; every pair when it records no split), beside
+/// the copy-the-source baseline.
+fn translation(
+    model: &Seq2Seq,
+    tok: &Tokenizer,
+    extras: Option<&TranslationExtras>,
+    data: &Path,
+    opts: &EvalOptions,
+) -> Result<Value> {
+    let default_columns = Columns { source: "en".into(), target: "es".into(), group: None };
+    let columns = extras.map_or(default_columns, |e| e.columns.clone());
+    let pairs = read_pairs(Some(data), &columns, opts.lossy)?;
+    let (test, split) = match extras {
+        Some(e) => (e.split.held_out(&pairs)?.1, "held-out pairs"),
+        None => (pairs, "every pair"),
+    };
+    let max_len = extras.map_or(model.config.max_position_embeddings - 1, |e| e.max_len);
+    let how = Decoding { beam: opts.beam.max(1), ..Decoding::default() };
+    let sources: Vec<&str> = test.source.iter().map(String::as_str).collect();
+    let hyps = translate_texts(model, tok, &sources, max_len, &how, 64)?;
+    let (h, r, s): (Vec<&str>, Vec<&str>, Vec<&str>) = (
+        hyps.iter().map(String::as_str).collect(),
+        test.target.iter().map(String::as_str).collect(),
+        test.source.iter().map(String::as_str).collect(),
+    );
+    let bleu = corpus_bleu(&h, &r);
+    Ok(json!({
+        "bleu": bleu.score, "chrf": corpus_chrf(&h, &r), "brevity_penalty": bleu.brevity_penalty,
+        "copy_source_bleu": corpus_bleu(&s, &r).score, "copy_source_chrf": corpus_chrf(&s, &r),
+        "pairs": test.len(), "beam": how.beam, "split": split,
+    }))
 }

@@ -114,6 +114,34 @@ pub fn translate(model: &Seq2Seq, sources: &[Vec<u32>], how: &Decoding) -> Resul
     })
 }
 
+/// Translate sentences of text: each encoded (cut to `max_len` tokens with
+/// its `</s>`), decoded in batches of `batch` sentences, turned back into
+/// text (without its `</s>` and surrounding spaces). An empty sentence
+/// translates to an empty one.
+pub fn translate_texts(
+    model: &Seq2Seq,
+    tok: &crate::tokenize::Tokenizer,
+    texts: &[&str],
+    max_len: usize,
+    how: &Decoding,
+    batch: usize,
+) -> Result<Vec<String>> {
+    let eos = model.config.eos_token_id;
+    let mut out = vec![String::new(); texts.len()];
+    let todo: Vec<usize> = (0..texts.len()).filter(|&i| !texts[i].trim().is_empty()).collect();
+    for chunk in todo.chunks(batch.max(1)) {
+        let sources: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|&i| Ok(crate::train::translation::encode_sentence(tok, texts[i], max_len, eos)?.0))
+            .collect::<Result<_>>()?;
+        for (&i, ids) in chunk.iter().zip(translate(model, &sources, how)?) {
+            let ids: Vec<u32> = ids.into_iter().take_while(|&t| t != eos).collect();
+            out[i] = tok.decode(&ids)?.trim().to_string();
+        }
+    }
+    Ok(out)
+}
+
 /// Log-probabilities of the next token for each row, the padding token
 /// forbidden (`[R, V]` as rows).
 fn next_log_probs(model: &Seq2Seq, last: &[u32], memories: &[Memory], caches: &mut [KvCache]) -> Result<Vec<Vec<f32>>> {

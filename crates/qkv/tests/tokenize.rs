@@ -152,7 +152,7 @@ fn small_corpus() -> &'static str {
 }
 
 fn trained(kind: Kind, vocab_size: usize) -> Tokenizer {
-    train(&[small_corpus()], &TrainOptions { kind, vocab_size, min_frequency: 2 }).unwrap()
+    train(&[small_corpus()], &TrainOptions { kind, vocab_size, min_frequency: 2, specials: Vec::new() }).unwrap()
 }
 
 #[test]
@@ -231,9 +231,12 @@ fn training_is_deterministic() {
 
 #[test]
 fn too_small_a_vocabulary_is_refused() {
-    let e = train(&["some text"], &TrainOptions { kind: Kind::ByteBpe, vocab_size: 100, min_frequency: 2 })
-        .unwrap_err()
-        .to_string();
+    let e = train(
+        &["some text"],
+        &TrainOptions { kind: Kind::ByteBpe, vocab_size: 100, min_frequency: 2, specials: Vec::new() },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("257"), "{e}");
 }
 

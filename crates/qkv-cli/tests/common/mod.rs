@@ -104,3 +104,33 @@ pub fn qkv_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     c.output().expect("the qkv binary runs")
 }
+
+/// A toy translation task: sentences of a small English vocabulary and
+/// their word-by-word "Spanish", 300 pairs in 6 groups, as a TSV in `dir`.
+pub fn toy_pairs(dir: &Path) -> PathBuf {
+    let words = [
+        ("the", "el"),
+        ("cat", "gato"),
+        ("dog", "perro"),
+        ("sees", "ve"),
+        ("a", "un"),
+        ("big", "grande"),
+        ("small", "pequeño"),
+        ("house", "casa"),
+        ("eats", "come"),
+        ("bread", "pan"),
+        ("and", "y"),
+        ("runs", "corre"),
+    ];
+    let mut tsv = String::from("group\ten\tes\n");
+    for i in 0..300usize {
+        let n = 3 + i % 5;
+        let pick: Vec<usize> = (0..n).map(|j| (i * 7 + j * 5 + j * j * 3) % words.len()).collect();
+        let en: Vec<&str> = pick.iter().map(|&k| words[k].0).collect();
+        let es: Vec<&str> = pick.iter().map(|&k| words[k].1).collect();
+        tsv.push_str(&format!("g{}\t{}\t{}\n", i % 6, en.join(" "), es.join(" ")));
+    }
+    let p = dir.join("pairs.tsv");
+    std::fs::write(&p, tsv).unwrap();
+    p
+}

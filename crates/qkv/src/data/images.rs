@@ -12,9 +12,9 @@
 //! images of another size are resized, and colour/grey converted, to the
 //! model's.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use super::read_maybe_gz;
 use crate::error::{Error, Result};
 
 /// A set of images with labels.
@@ -55,20 +55,6 @@ pub struct ImageData {
     pub label_names: Vec<String>,
     /// Where the test split came from (for reports).
     pub test_source: String,
-}
-
-/// Read the bytes of a file, un-gzipping when it starts with the gzip magic.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("not a valid gzip file: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
-    }
 }
 
 /// An IDX array of unsigned bytes: its dimensions and data.

@@ -11,6 +11,7 @@
 //! | `BertForSequenceClassification` | [`Model::TextClassifier`] |
 //! | `ViTForImageClassification` | [`Model::ImageClassifier`] |
 //! | `BertModel` (e.g. sentence-transformers) | [`Model::Encoder`] |
+//! | `MarianMTModel` (and qkv's seq2seq runs) | [`Model::Translator`] |
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ use crate::io::hf;
 use crate::models::bert::{BertClassifier, BertConfig, BertForMaskedLm, Pooling};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::sentence::SentenceEncoder;
+use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
 use crate::models::vit::{Vit, VitConfig};
 use crate::nn::{Module, NamedParam};
 use crate::tokenize::Tokenizer;
@@ -44,6 +46,18 @@ impl Default for QkvExtras {
     fn default() -> Self {
         QkvExtras { pooling: Pooling::Cls, max_len: 128, split: None }
     }
+}
+
+/// What qkv keeps in a translation model's `config.json` under `"qkv"`: how
+/// its pairs were cut and split, so `qkv eval` scores the same held-out pairs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TranslationExtras {
+    /// Source and target were cut to this many tokens (`</s>` included).
+    pub max_len: usize,
+    pub columns: crate::data::parallel::Columns,
+    pub split: crate::data::parallel::PairSplit,
+    /// The training data (`None`: the bundled Bible).
+    pub data: Option<std::path::PathBuf>,
 }
 
 /// A model ready to run, as its directory declares it.
@@ -72,6 +86,12 @@ pub enum Model {
     },
     /// A BERT encoder without a task head, with its pooling: sentence embeddings.
     Encoder(SentenceEncoder),
+    /// An encoder–decoder that translates (`MarianMTModel`, or a qkv seq2seq run).
+    Translator {
+        model: Seq2Seq,
+        tokenizer: Option<Tokenizer>,
+        extras: Option<TranslationExtras>,
+    },
 }
 
 impl Model {
@@ -84,6 +104,7 @@ impl Model {
             Model::TextClassifier { .. } => "a text classifier (BertForSequenceClassification)",
             Model::ImageClassifier { .. } => "an image classifier (ViTForImageClassification)",
             Model::Encoder(_) => "a BERT encoder without a task head (BertModel)",
+            Model::Translator { .. } => "a translation model (MarianMTModel)",
         }
     }
 }
@@ -112,6 +133,18 @@ pub fn bert_config_json(
         v["id2label"] = id2label;
         v["label2id"] = label2id;
     }
+    v
+}
+
+/// A Hugging Face Marian `config.json` for an encoder–decoder, with qkv's extras.
+pub fn seq2seq_config_json(config: &Seq2SeqConfig, extras: &TranslationExtras) -> Value {
+    let mut v = serde_json::to_value(config).expect("a seq2seq config serialises");
+    v["architectures"] = json!(["MarianMTModel"]);
+    v["model_type"] = json!("marian");
+    v["decoder_vocab_size"] = json!(config.vocab_size);
+    v["share_encoder_decoder_embeddings"] = json!(true);
+    v["tie_word_embeddings"] = json!(true);
+    v["qkv"] = serde_json::to_value(extras).expect("extras serialise");
     v
 }
 
@@ -236,6 +269,7 @@ pub fn open(dir: &Path) -> Result<Model> {
     })?;
     let extras: QkvExtras = config
         .get("qkv")
+        .filter(|_| !arch.starts_with("Marian"))
         .map(|v| serde_json::from_value(v.clone()))
         .transpose()
         .map_err(|e| Error::format(&cfg_path, format!("bad \"qkv\" section: {e}")))?
@@ -267,9 +301,17 @@ pub fn open(dir: &Path) -> Result<Model> {
             Ok(Model::ImageClassifier { model, labels })
         }
         "BertModel" => Ok(Model::Encoder(SentenceEncoder::open(dir)?)),
+        "MarianMTModel" => {
+            let extras = config
+                .get("qkv")
+                .map(|v| serde_json::from_value(v.clone()))
+                .transpose()
+                .map_err(|e| Error::format(&cfg_path, format!("bad \"qkv\" section: {e}")))?;
+            Ok(Model::Translator { model: Seq2Seq::load(dir)?, tokenizer: tokenizer(), extras })
+        }
         other => Err(Error::Config(format!(
             "{}: architecture {other:?} is not one qkv runs (GPT2LMHeadModel, BertForMaskedLM, \
-             BertForSequenceClassification, BertModel, ViTForImageClassification, or a qkv run)",
+             BertForSequenceClassification, BertModel, ViTForImageClassification, MarianMTModel, or a qkv run)",
             dir.display()
         ))),
     }

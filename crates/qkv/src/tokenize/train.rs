@@ -103,6 +103,20 @@ pub struct TrainOptions {
     pub vocab_size: usize,
     /// BPE and WordPiece merge only pairs seen at least this often.
     pub min_frequency: u64,
+    /// Special tokens in place of the kind's (`bpe` and `unigram` must keep
+    /// `<unk>`): a translation model's `<pad>`, `</s>`, `<unk>`. Empty: the kind's.
+    pub specials: Vec<String>,
+}
+
+impl TrainOptions {
+    /// The special tokens, which take the first ids in this order.
+    pub fn special_tokens(&self) -> Vec<String> {
+        if self.specials.is_empty() {
+            self.kind.special_tokens().iter().map(|s| s.to_string()).collect()
+        } else {
+            self.specials.clone()
+        }
+    }
 }
 
 /// A tokenizer learned from `texts` (the files of a corpus).
@@ -112,16 +126,21 @@ pub fn train(texts: &[&str], opts: &TrainOptions) -> Result<Tokenizer> {
         let all: HashSet<char> = texts.iter().flat_map(|t| t.chars()).collect();
         return Ok(CharTokenizer::from_text(&all.into_iter().collect::<String>()).into());
     }
-    if opts.vocab_size < kind.min_vocab_size() {
+    let special_tokens = opts.special_tokens();
+    if matches!(kind, Kind::Bpe | Kind::Unigram) && !special_tokens.iter().any(|t| t == UNK) {
+        return Err(Error::Config(format!("a {} tokenizer's special tokens must include {UNK}", kind.name())));
+    }
+    let min_vocab = kind.min_vocab_size() - kind.special_tokens().len() + special_tokens.len();
+    if opts.vocab_size < min_vocab {
         return Err(Error::Config(format!(
             "a {} tokenizer needs a vocabulary of at least {} tokens (its special tokens{}), not {}",
             kind.name(),
-            kind.min_vocab_size(),
+            min_vocab,
             if kind == Kind::ByteBpe { " and the 256 bytes" } else { " and a character" },
             opts.vocab_size
         )));
     }
-    let specials: Vec<AddedToken> = kind.special_tokens().iter().map(|s| AddedToken::from(*s, true)).collect();
+    let specials: Vec<AddedToken> = special_tokens.iter().map(|s| AddedToken::from(s.clone(), true)).collect();
     let trained = |e: tokenizers::Error| Error::Data(format!("training the tokenizer failed: {e}"));
     let (mut tok, mut trainer): (tokenizers::Tokenizer, TrainerWrapper) = match kind {
         Kind::ByteBpe => {

@@ -4,8 +4,8 @@
 //!   training loss per micro-batch, an evaluation, and its state (random
 //!   stream, place in the data) to save and restore. Four tasks implement it:
 //!   [`next_token`] (GPT), [`masked_lm`] (BERT pre-training),
-//!   [`text_classification`] (BERT fine-tuning) and
-//!   [`image_classification`] (ViT).
+//!   [`text_classification`] (BERT fine-tuning),
+//!   [`image_classification`] (ViT) and [`translation`] (the encoder–decoder).
 //! - [`optimizer`]: AdamW, the learning-rate schedule, clipping, gradient
 //!   accumulation, and the divergence guard.
 //! - [`run`]: the **run loop**, which owns what every task shares: the step,
@@ -28,6 +28,7 @@ pub mod run;
 pub mod setup;
 pub mod task;
 pub mod text_classification;
+pub mod translation;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,11 +47,18 @@ pub enum TaskKind {
     TextClassification,
     /// A Vision Transformer sorting images into classes.
     ImageClassification,
+    /// An encoder–decoder translating sentences.
+    Translation,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 4] =
-        [TaskKind::NextToken, TaskKind::MaskedLm, TaskKind::TextClassification, TaskKind::ImageClassification];
+    pub const ALL: [TaskKind; 5] = [
+        TaskKind::NextToken,
+        TaskKind::MaskedLm,
+        TaskKind::TextClassification,
+        TaskKind::ImageClassification,
+        TaskKind::Translation,
+    ];
 
     /// A short name for messages and `--help`.
     pub fn name(self) -> &'static str {
@@ -59,6 +67,7 @@ impl TaskKind {
             TaskKind::MaskedLm => "mlm",
             TaskKind::TextClassification => "classify",
             TaskKind::ImageClassification => "vit",
+            TaskKind::Translation => "seq2seq",
         }
     }
 }
@@ -163,6 +172,19 @@ impl TrainConfig {
                 },
                 2e-3,
             ),
+            // the paper's optimizer (β2 0.98, ε 1e-9, no weight decay) and
+            // inverse-square-root schedule, for 2048-token batches
+            TaskKind::Translation => TrainConfig {
+                batch_size: 1,
+                epochs: Some(3.0),
+                lr: 1e-3,
+                min_lr: 0.0,
+                warmup_steps: 400,
+                decay: Decay::InverseSqrt,
+                adamw: AdamWConfig { beta2: 0.98, eps: 1e-9, weight_decay: 0.0, ..AdamWConfig::default() },
+                eval_interval: Some(500),
+                ..TrainConfig::default()
+            },
         }
     }
 

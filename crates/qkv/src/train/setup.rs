@@ -17,6 +17,7 @@ use crate::train::next_token::NextTokenSpec;
 use crate::train::run::{Run, Trainer};
 use crate::train::task::Task;
 use crate::train::text_classification::TextClassificationSpec;
+use crate::train::translation::TranslationSpec;
 use crate::train::{TaskKind, TrainConfig};
 
 /// The task of a run, with its model and data.
@@ -27,6 +28,7 @@ pub enum TaskSpec {
     MaskedLm(MaskedLmSpec),
     TextClassification(TextClassificationSpec),
     ImageClassification(ImageClassificationSpec),
+    Translation(TranslationSpec),
 }
 
 impl TaskSpec {
@@ -36,6 +38,7 @@ impl TaskSpec {
             TaskSpec::MaskedLm(_) => TaskKind::MaskedLm,
             TaskSpec::TextClassification(_) => TaskKind::TextClassification,
             TaskSpec::ImageClassification(_) => TaskKind::ImageClassification,
+            TaskSpec::Translation(_) => TaskKind::Translation,
         }
     }
 }
@@ -82,6 +85,7 @@ fn build(spec: &mut RunSpec, dir: &Path, mode: Mode) -> Result<Built> {
         TaskSpec::MaskedLm(s) => super::masked_lm::build(s, train, dir, mode),
         TaskSpec::TextClassification(s) => super::text_classification::build(s, train, dir, mode),
         TaskSpec::ImageClassification(s) => super::image_classification::build(s, train, dir, mode),
+        TaskSpec::Translation(s) => super::translation::build(s, train, dir, mode),
     }
 }
 

@@ -1,0 +1,119 @@
+//! The encoder–decoder from the command line: `qkv train --model seq2seq`
+//! on a table of pairs, `qkv translate` (arguments, standard input, JSON,
+//! greedy and beam), `qkv eval` (BLEU and chrF on the held-out groups beside
+//! the copy-the-source baseline), Marian directories, and the bad input each
+//! must refuse clearly.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{fails_with, ok, qkv, s, scratch, stderr, stdout, toy_pairs};
+
+#[rustfmt::skip]
+fn tiny(data: &Path, out: &Path) -> Vec<String> {
+    ["--threads", "2", "train", "--model", "seq2seq", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+     "--max-tokens", "128", "--max-len", "24", "--vocab-size", "120", "--group-column", "group", "--max-steps", "600",
+     "--eval-interval", "200", "--lr", "3e-3", "--warmup-steps", "50", "--quiet", "--data", s(data), "--out-dir", s(out)]
+        .map(String::from).to_vec()
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    qkv(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
+    let d = scratch("s2s");
+    let data = toy_pairs(&d);
+    let model = d.join("run");
+    let o = run(&tiny(&data, &model));
+    ok(&o);
+    let err = stderr(&o);
+    assert!(err.contains("held out from 1 whole groups") || err.contains("whole groups"), "{err}");
+    assert!(err.contains("pairs cut to 24 tokens: 0"), "{err}");
+    let report: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(report["samples"].as_array().is_some_and(|s| !s.is_empty()), "{report}");
+    for f in ["config.json", "tokenizer.json", "model.safetensors", "run.json"] {
+        assert!(model.join(f).exists(), "{f}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "MarianMTModel");
+    // translate: arguments, JSON, greedy = beam 1
+    let t = qkv(&["translate", "--model", s(&model), "--json", "the cat sees a dog", "", "small house"]);
+    ok(&t);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&t)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    assert_eq!(rows[1]["translation"], "", "an empty line translates to an empty line");
+    assert!(!rows[0]["translation"].as_str().unwrap().is_empty());
+    // standard input, one sentence per line, in order; the same as arguments
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qkv"))
+        .args(["translate", "--model", s(&model)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"the cat sees a dog\n\nsmall house\n").unwrap();
+    let piped = child.wait_with_output().unwrap();
+    ok(&piped);
+    let lines: Vec<String> = stdout(&piped).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0], rows[0]["translation"].as_str().unwrap());
+    // eval: the held-out groups, against the copy-the-source baseline
+    let e = qkv(&["eval", "--model", s(&model), "--data", s(&data), "--json"]);
+    ok(&e);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    assert_eq!(r["split"], "held-out pairs");
+    let (bleu, copy) = (r["bleu"].as_f64().unwrap(), r["copy_source_bleu"].as_f64().unwrap());
+    assert!(bleu > copy, "the model ({bleu}) must beat copying the source ({copy})");
+    assert!(r["chrf"].as_f64().unwrap() > r["copy_source_chrf"].as_f64().unwrap());
+    assert_eq!(r["pairs"].as_u64().unwrap(), report["test_pairs"].as_u64().unwrap(), "the same held-out pairs");
+    let greedy = qkv(&["eval", "--model", s(&model), "--data", s(&data), "--json", "--beam", "1"]);
+    ok(&greedy);
+    // bad input
+    fails_with(&qkv(&["translate", "--model", s(&model), "--beam", "0", "x"]), &["beam of 0"]);
+    fails_with(&qkv(&["translate", "--model", s(&d), "x"]), &["not a model directory"]);
+}
+
+#[test]
+fn bad_tables_and_unsupported_marian_options_are_refused_clearly() {
+    let d = scratch("s2s-bad");
+    let data = toy_pairs(&d);
+    let out = d.join("run");
+    let mut args = tiny(&data, &out);
+    args.extend(["--source-column".into(), "english".into()]);
+    fails_with(&run(&args), &["\"english\"", "--source-column"]);
+    let stray = d.join("stray.tsv");
+    std::fs::write(&stray, "group\ten\tes\ng1\ta b\tc d\ng2\te f\tg\th\n").unwrap();
+    fails_with(&run(&tiny(&stray, &out)), &["row 3", "stray tab"]);
+    let one = d.join("one.tsv");
+    std::fs::write(&one, "group\ten\tes\ng1\ta b\tc d\ng1\te f\tg h\n").unwrap();
+    fails_with(&run(&tiny(&one, &out)), &["at least two"]);
+    assert!(!out.join("run.json").exists(), "nothing written for refused runs");
+    // pairs longer than --max-len are cut, and counted
+    let mut short = tiny(&data, &d.join("short"));
+    let at = short.iter().position(|a| a == "--max-len").unwrap();
+    short[at + 1] = "6".into();
+    let at = short.iter().position(|a| a == "--max-steps").unwrap();
+    short[at + 1] = "2".into();
+    let o = run(&short);
+    ok(&o);
+    let cut: usize =
+        stderr(&o).split("pairs cut to 6 tokens: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(cut > 100, "most toy pairs are longer than 6 tokens: {cut}");
+    // a Marian directory with an option qkv does not implement
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qkv/tests/fixtures/hf/marian-odd");
+    let m = d.join("marian");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::copy(fixture.join("model.safetensors"), m.join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();
+    config["normalize_embedding"] = true.into();
+    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
+    fails_with(&qkv(&["translate", "--model", s(&m), "x"]), &["normalize_embedding"]);
+    // without a tokenizer, a Marian directory cannot read text
+    std::fs::copy(fixture.join("config.json"), m.join("config.json")).unwrap();
+    fails_with(&qkv(&["translate", "--model", s(&m), "x"]), &["tokenizer"]);
+}
