@@ -59,6 +59,10 @@ def main():
     dec_in[:, 0] = pad
     with torch.no_grad():
         logits = model(input_ids=src, attention_mask=mask, decoder_input_ids=dec_in).logits
+        # cross-attention of the first pair (unpadded), as output_attentions gives it: [L, H, Tt, Ts]
+        eager = MarianMTModel.from_pretrained(d, attn_implementation="eager").eval()
+        cross = eager(input_ids=src[:1], decoder_input_ids=dec_in[:1], output_attentions=True).cross_attentions
+        cross = torch.stack([a[0] for a in cross])
 
     def gen(**kw):
         cfg = GenerationConfig(max_new_tokens=MAX_NEW, do_sample=False, bad_words_ids=[[pad]], pad_token_id=pad,
@@ -77,7 +81,7 @@ def main():
         return rows
 
     refs = {
-        "src": src, "src_mask": mask, "dec_in": dec_in, "logits": logits,
+        "src": src, "src_mask": mask, "dec_in": dec_in, "logits": logits, "cross_attentions": cross,
         "greedy": gen(num_beams=1),
         "beam4": gen(num_beams=4, length_penalty=1.0, early_stopping=False),
         "beam3_lp06_early": gen(num_beams=3, length_penalty=0.6, early_stopping=True),

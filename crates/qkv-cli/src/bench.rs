@@ -12,12 +12,16 @@ use serde_json::{Value, json};
 use qkv::data::text::Split;
 use qkv::models::gpt::{Gpt, GptConfig};
 use qkv::models::inference::InferenceWeights;
+use qkv::models::seq2seq::{Seq2Seq, Seq2SeqConfig, Side};
+use qkv::nn::Dropout;
 use qkv::nn::Module;
 use qkv::nn::mlp::Activation;
 use qkv::tokenize::CharTokenizer;
 use qkv::train::TrainConfig;
 use qkv::train::next_token::NextToken;
+use qkv::train::optimizer::Optimizer;
 use qkv::train::run::Trainer;
+use qkv::translate::Decoding;
 use qkv_tensor::kernels::gemm::{Mat, MatMut, Threads, matmul};
 use qkv_tensor::{AttentionOpts, Param, Rng, Tensor, no_grad};
 
@@ -39,6 +43,13 @@ pub enum Suite {
     /// tokens, greedy, KV cache: new tokens/s and the fraction of the
     /// memory-bandwidth bound.
     InferGpt2,
+    /// Encoder–decoder training step: 3+3 layers, C=256, 4 heads, F=1024,
+    /// vocabulary 8000, source and target 64 tokens, B=32, post-norm,
+    /// sinusoidal, dropout 0.1, label smoothing 0.1, AdamW: target tokens/s.
+    TrainSeq2seq,
+    /// Translation with the same shapes (random weights): 32 sources of 32
+    /// tokens, 48 new tokens each, greedy and beam 4: sentences/s.
+    Translate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -75,6 +86,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Suite::TrainMid => train("train-mid", 6, 6, 384, 256, 8, args),
         Suite::Encoder => encoder(args),
         Suite::InferGpt2 => infer_gpt2(args),
+        Suite::TrainSeq2seq => train_seq2seq(args),
+        Suite::Translate => translate(args),
     }
 }
 
@@ -447,5 +460,79 @@ fn infer_gpt2(args: &BenchArgs) -> Result<()> {
         "f16_tokens_per_s": new as f64 / secs16, "f16_decode_tokens_per_s": decode16,
         "f16_fraction_of_bound": decode16 / (2.0 * bound),
     }));
+    Ok(())
+}
+
+/// The encoder–decoder of the seq2seq suites (`activation`: relu for
+/// training, as `nn.Transformer`; swish for translation, as Marian).
+fn seq2seq_model(activation: &str) -> Result<Seq2Seq> {
+    let config = Seq2SeqConfig {
+        vocab_size: 8000,
+        d_model: 256,
+        encoder_layers: 3,
+        decoder_layers: 3,
+        encoder_attention_heads: 4,
+        decoder_attention_heads: 4,
+        encoder_ffn_dim: 1024,
+        decoder_ffn_dim: 1024,
+        activation_function: activation.into(),
+        max_position_embeddings: 128,
+        dropout: 0.1,
+        ..Seq2SeqConfig::default()
+    };
+    Ok(Seq2Seq::new(config, 0)?)
+}
+
+fn train_seq2seq(args: &BenchArgs) -> Result<()> {
+    let (b, t) = (32, 64);
+    let model = seq2seq_model("relu")?;
+    let tc = TrainConfig { lr: 1e-3, min_lr: 1e-3, warmup_steps: 0, ..TrainConfig::default() };
+    let mut opt = Optimizer::new(model.named_params(), tc.adamw, tc.schedule(), 1.0);
+    let mut rng = Rng::new(1);
+    let mask = vec![true; b * t];
+    let mut step_no = 0u64;
+    let mut step = || -> Result<()> {
+        let ids = |rng: &mut Rng| -> Vec<u32> { (0..b * t).map(|_| 3 + rng.below(7997) as u32).collect() };
+        let (src, tgt_in, labels) = (ids(&mut rng), ids(&mut rng), ids(&mut rng));
+        let drop = Dropout { p: 0.1, seed: Some(rng.next_u64()) };
+        step_no += 1;
+        opt.zero_grad();
+        let logits =
+            model.forward(&Side { ids: &src, mask: &mask, b, t }, &Side { ids: &tgt_in, mask: &mask, b, t }, &drop)?;
+        let loss = qkv_tensor::cross_entropy_smoothed(&logits, &labels, Some(0), 0.1)?;
+        opt.accumulate(&loss, 1, step_no)?;
+        opt.step(step_no)?;
+        Ok(())
+    };
+    for _ in 0..2 {
+        step()?;
+    }
+    let secs = time(args.reps.unwrap_or(20), &mut step)?;
+    emit(json!({
+        "suite": "train-seq2seq", "case": format!("{b}x{t}"), "impl": "qkv", "threads": qkv_tensor::num_threads(),
+        "tokens_per_s": (b * t) as f64 / secs, "ms_per_step": secs * 1e3,
+    }));
+    Ok(())
+}
+
+fn translate(args: &BenchArgs) -> Result<()> {
+    let (n, len, new) = (32, 32, 48);
+    let model = seq2seq_model("swish")?;
+    let mut rng = Rng::new(2);
+    let sources: Vec<Vec<u32>> =
+        (0..n).map(|_| (0..len).map(|i| if i == len - 1 { 1 } else { 3 + rng.below(7997) as u32 }).collect()).collect();
+    let mut figures = serde_json::Map::new();
+    for (name, beam) in [("greedy", 1), ("beam4", 4)] {
+        let how = Decoding { beam, max_len_ratio: 0.0, max_len_extra: new, min_new_tokens: new, ..Decoding::default() };
+        let secs = time(args.reps.unwrap_or(3), || {
+            let out = qkv::translate::translate(&model, &sources, &how)?;
+            anyhow::ensure!(out.iter().all(|o| o.len() == new), "every translation has {new} tokens");
+            Ok(())
+        })?;
+        figures.insert(format!("{name}_sentences_per_s"), json!(n as f64 / secs));
+    }
+    let mut v = json!({"suite": "translate", "case": format!("{n}x{len}+{new}"), "impl": "qkv", "threads": qkv_tensor::num_threads()});
+    v.as_object_mut().expect("an object").extend(figures);
+    emit(v);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `qkv`: train, run and inspect transformers from the command line.
 
+mod attention;
 mod bench;
 mod embed;
 mod eval;
@@ -33,6 +34,8 @@ enum Cmd {
     /// masked language modelling or classification), a Vision Transformer (--model vit), or an
     /// encoder–decoder that translates (--model seq2seq: English → Spanish on the bundled Bible).
     Train(Box<train::TrainArgs>),
+    /// Draw attention: the cross-attention of a translation model for one sentence pair.
+    Attention(attention::AttentionArgs),
     /// Translate sentences with a trained encoder–decoder (greedy or beam search).
     Translate(translate::TranslateArgs),
     /// Continue a prompt with a trained model (tokens stream to standard output).
@@ -83,6 +86,7 @@ fn run_command(command: Cmd) -> Result<i32> {
         Cmd::Train(_) => unreachable!("handled above"),
         Cmd::Generate(args) => generate::run(&args),
         Cmd::Translate(args) => translate::run(&args),
+        Cmd::Attention(args) => attention::run(&args),
         Cmd::FillMask(args) => predict::fill_mask(&args),
         Cmd::Classify(args) => predict::classify(&args),
         Cmd::ClassifyImage(args) => predict::classify_image(&args),

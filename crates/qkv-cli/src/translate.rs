@@ -89,6 +89,7 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
         },
         max_len_ratio: args.max_len_ratio,
         max_len_extra: args.max_len_extra,
+        ..defaults()
     };
     let max_len = extras.map_or(model.config.max_position_embeddings - 1, |e| e.max_len);
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();

@@ -72,6 +72,30 @@ fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
     assert_eq!(r["pairs"].as_u64().unwrap(), report["test_pairs"].as_u64().unwrap(), "the same held-out pairs");
     let greedy = qkv(&["eval", "--model", s(&model), "--data", s(&data), "--json", "--beam", "1"]);
     ok(&greedy);
+    // the cross-attention picture, and its weights: one row per target token, each a distribution
+    let svg = d.join("cross.svg");
+    let a = qkv(&["attention", "--model", s(&model), "--source", "the cat sees a dog", "-o", s(&svg), "--json"]);
+    ok(&a);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let (src, tgt) = (maps["source"].as_array().unwrap().len(), maps["target"].as_array().unwrap().len());
+    assert_eq!(maps["translation"], rows[0]["translation"], "drawn for the model's own translation by default");
+    let layers = maps["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1);
+    assert_eq!(layers[0].as_array().unwrap().len(), 2, "two heads");
+    for head in layers[0].as_array().unwrap() {
+        assert_eq!(head.as_array().unwrap().len(), tgt);
+        for row in head.as_array().unwrap() {
+            let row: Vec<f64> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(row.len(), src);
+            let sum: f64 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "a row of attention sums to {sum}");
+        }
+    }
+    fails_with(
+        &qkv(&["attention", "--model", s(&model), "--source", "x", "--layer", "3", "-o", s(&svg)]),
+        &["--layer 3", "1 to 1"],
+    );
     // bad input
     fails_with(&qkv(&["translate", "--model", s(&model), "--beam", "0", "x"]), &["beam of 0"]);
     fails_with(&qkv(&["translate", "--model", s(&d), "x"]), &["not a model directory"]);

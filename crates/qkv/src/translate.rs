@@ -52,6 +52,9 @@ pub struct Decoding {
     /// tokens (and never past the model's positions). Default 1.5 and 10.
     pub max_len_ratio: f32,
     pub max_len_extra: usize,
+    /// `</s>` is forbidden before this many new tokens (as `transformers`'
+    /// `min_new_tokens`; benchmarks decode a fixed length so). Default 0.
+    pub min_new_tokens: usize,
 }
 
 impl Default for Decoding {
@@ -62,6 +65,7 @@ impl Default for Decoding {
             early_stopping: EarlyStopping::Heuristic,
             max_len_ratio: 1.5,
             max_len_extra: 10,
+            min_new_tokens: 0,
         }
     }
 }
@@ -110,7 +114,11 @@ pub fn translate(model: &Seq2Seq, sources: &[Vec<u32>], how: &Decoding) -> Resul
         let memory = model.encode(&Side { ids: &ids, mask: &mask, b, t }, &Dropout::default())?;
         let memories = model.memories(&memory, &mask)?;
         let max_new: Vec<usize> = sources.iter().map(|s| how.max_new(s.len(), c.max_position_embeddings)).collect();
-        if how.beam == 1 { greedy(model, memories, &max_new) } else { beam_search(model, memories, &max_new, how) }
+        if how.beam == 1 {
+            greedy(model, memories, &max_new, how.min_new_tokens)
+        } else {
+            beam_search(model, memories, &max_new, how)
+        }
     })
 }
 
@@ -144,19 +152,29 @@ pub fn translate_texts(
 
 /// Log-probabilities of the next token for each row, the padding token
 /// forbidden (`[R, V]` as rows).
-fn next_log_probs(model: &Seq2Seq, last: &[u32], memories: &[Memory], caches: &mut [KvCache]) -> Result<Vec<Vec<f32>>> {
+fn next_log_probs(
+    model: &Seq2Seq,
+    last: &[u32],
+    memories: &[Memory],
+    caches: &mut [KvCache],
+    eos_allowed: bool,
+) -> Result<Vec<Vec<f32>>> {
     let r = last.len();
     let mask = vec![true; r];
     let h = model.decode(&Side { ids: last, mask: &mask, b: r, t: 1 }, memories, Some(caches), &Dropout::default())?;
     let logits = model.logits(&h)?.log_softmax();
     let v = model.config.vocab_size;
     let pad = model.config.pad_token_id as usize;
+    let eos = model.config.eos_token_id as usize;
     Ok(logits
         .to_vec()
         .chunks(v)
         .map(|row| {
             let mut row = row.to_vec();
             row[pad] = f32::NEG_INFINITY;
+            if !eos_allowed {
+                row[eos] = f32::NEG_INFINITY;
+            }
             row
         })
         .collect())
@@ -171,7 +189,7 @@ fn keep(memories: &mut Vec<Memory>, caches: &mut [KvCache], rows: &[usize]) -> R
     Ok(())
 }
 
-fn greedy(model: &Seq2Seq, mut memories: Vec<Memory>, max_new: &[usize]) -> Result<Vec<Vec<u32>>> {
+fn greedy(model: &Seq2Seq, mut memories: Vec<Memory>, max_new: &[usize], min_new: usize) -> Result<Vec<Vec<u32>>> {
     let c = &model.config;
     let b = max_new.len();
     let longest = max_new.iter().copied().max().unwrap_or(1);
@@ -180,8 +198,10 @@ fn greedy(model: &Seq2Seq, mut memories: Vec<Memory>, max_new: &[usize]) -> Resu
     // the sentences still being decoded, in row order
     let mut active: Vec<usize> = (0..b).collect();
     let mut last = vec![c.decoder_start_token_id; b];
+    let mut generated = 0;
     while !active.is_empty() {
-        let logp = next_log_probs(model, &last, &memories, &mut caches)?;
+        let logp = next_log_probs(model, &last, &memories, &mut caches, generated >= min_new)?;
+        generated += 1;
         let mut still = Vec::with_capacity(active.len());
         for (row, &s) in active.iter().enumerate() {
             let tok = argmax(&logp[row]);
@@ -241,7 +261,7 @@ fn beam_search(model: &Seq2Seq, memories: Vec<Memory>, max_new: &[usize], how: &
     let mut last = vec![c.decoder_start_token_id; b * k];
     let mut generated = 0usize; // tokens after the start so far
     while !active.is_empty() {
-        let logp = next_log_probs(model, &last, &memories, &mut caches)?;
+        let logp = next_log_probs(model, &last, &memories, &mut caches, generated >= how.min_new_tokens)?;
         let mut keep_rows = Vec::new();
         let mut next_active = Vec::new();
         for (a, &s) in active.iter().enumerate() {

@@ -234,6 +234,28 @@ mod marian {
         assert!(d < 1e-4, "logits differ from transformers' by {d}");
     }
 
+    /// The probabilities `qkv attention` draws are the ones `transformers`
+    /// returns with `output_attentions`, for every decoder layer and head.
+    #[test]
+    fn marian_cross_attention_matches_output_attentions() {
+        let r = load(&dir().join("reference.safetensors")).unwrap();
+        let model = Seq2Seq::load(&dir()).unwrap();
+        let ts = r.tensors["src"].shape()[1];
+        let tt = r.tensors["dec_in"].shape()[1];
+        let src: Vec<u32> = r.tensors["src"].to_vec()[..ts].iter().map(|&v| v as u32).collect();
+        let dec: Vec<u32> = r.tensors["dec_in"].to_vec()[..tt].iter().map(|&v| v as u32).collect();
+        let maps = model.cross_attention(&src, &dec).unwrap();
+        let want = &r.tensors["cross_attentions"]; // [L, H, Tt, Ts]
+        assert_eq!(maps.len(), want.shape()[0]);
+        let per_layer = want.shape()[1..].iter().product::<usize>();
+        for (l, m) in maps.iter().enumerate() {
+            assert_eq!(m.shape(), &want.shape()[1..]);
+            let w = &want.to_vec()[l * per_layer..(l + 1) * per_layer];
+            let d = super::max_diff(&m.to_vec(), w);
+            assert!(d < 1e-5, "layer {l}: cross-attention differs from transformers' by {d}");
+        }
+    }
+
     #[test]
     fn marian_greedy_and_beam_translations_match_generate() {
         let r = load(&dir().join("reference.safetensors")).unwrap();

@@ -394,6 +394,30 @@ impl Seq2Seq {
         self.logits(&self.decode(tgt_in, &memories, None, drop)?)
     }
 
+    /// Cross-attention of every decoder block for one pair, without
+    /// gradients: `[H, Tt, Ts]` per block, row `i` the weights target
+    /// position `i` gives the source positions.
+    pub fn cross_attention(&self, src: &[u32], tgt_in: &[u32]) -> Result<Vec<Tensor>> {
+        qkv_tensor::no_grad(|| {
+            let smask = vec![true; src.len()];
+            let s = Side { ids: src, mask: &smask, b: 1, t: src.len() };
+            let memory = self.encode(&s, &Dropout::default())?;
+            let memories = self.memories(&memory, &smask)?;
+            let tmask = vec![true; tgt_in.len()];
+            let t = Side { ids: tgt_in, mask: &tmask, b: 1, t: tgt_in.len() };
+            self.check(&t, 0, "target")?;
+            let mut h = self.embed(&t, 0, &self.decoder_positions)?;
+            let mut maps = Vec::with_capacity(self.decoder.len());
+            for (block, m) in self.decoder.iter().zip(&memories) {
+                let (out, probs) = block.forward_with_cross_probabilities(&h, m)?;
+                let (_, heads, tq, tk) = probs.dims4()?;
+                maps.push(probs.reshape(&[heads, tq, tk])?);
+                h = out;
+            }
+            Ok(maps)
+        })
+    }
+
     /// Key/value caches of the decoder's self-attention, one per block.
     pub fn new_caches(&self, batch: usize, capacity: usize) -> Vec<KvCache> {
         let c = &self.config;

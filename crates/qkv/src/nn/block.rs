@@ -197,6 +197,29 @@ impl DecoderBlock {
     }
 }
 
+impl DecoderBlock {
+    /// The block's output (no dropout, no cache) and its cross-attention
+    /// probabilities `[B, H, Tq, Tk]`: which source positions each target
+    /// position reads.
+    pub fn forward_with_cross_probabilities(&self, x: &Tensor, memory: &Memory) -> Result<(Tensor, Tensor)> {
+        let none = Dropout::default();
+        let query_input = match self.placement {
+            Placement::Pre => {
+                let a = self.self_attn.forward(&self.self_attn_layer_norm.forward(x)?, None, None)?;
+                let x = a.add_into(x)?;
+                (self.encoder_attn_layer_norm.forward(&x)?, x)
+            }
+            Placement::Post => {
+                let a = self.self_attn.forward(x, None, None)?;
+                let x = self.self_attn_layer_norm.forward(&a.add_into(x)?)?;
+                (x.clone(), x)
+            }
+        };
+        let probs = self.encoder_attn.cross_probabilities(&query_input.0, memory)?;
+        Ok((self.forward(x, memory, None, &none, 0)?, probs))
+    }
+}
+
 impl Module for DecoderBlock {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         let p = |s: &str| format!("{prefix}{s}");

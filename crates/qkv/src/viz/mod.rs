@@ -1,3 +1,4 @@
-//! Pictures: loss curves.
+//! Pictures: loss curves, attention maps.
 
+pub mod attention_map;
 pub mod loss_curve;
