@@ -4,7 +4,11 @@ optimizer, schedule and number of steps — in nn.Transformer (eager, fp32) — 
 greedy translations of the held-out pairs scored by sacreBLEU, to compare with
 `qkv eval --model RUN --data DATA --beam 1`.
 
-    .venv/bin/python scripts/translation_twin.py runs/seq2seq [--threads 2]
+    .venv/bin/python scripts/translation_twin.py runs/seq2seq [--threads 2] [--device cuda] [--inits 3]
+
+On a GPU the twin runs in fp32 with TF32 off; --inits N trains N twins from
+different initialisations (torch seeds seed, seed+1, ...) to show the spread
+that comes from initialisation and dropout alone.
 
 What cannot be the same: the random numbers of initialisation and dropout, and
 where nn.Transformer applies dropout (also on attention weights and inside the MLP;
@@ -155,8 +159,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--inits", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     spec = json.load(open(os.path.join(args.run, "run.json")))
     train, cfg = spec["train"], spec["model"]
     seed = train["seed"]
@@ -177,11 +185,20 @@ def main():
     steps = train["max_steps"]
     print(f"{len(train_pairs)} training pairs, {len(test)} held out, {len(batches)} batches, {steps} steps",
           file=sys.stderr)
-    torch.manual_seed(seed)
+    for init in range(args.inits):
+        twin(args, spec, train_pairs, test, batches, enc, tok, seed, init)
+
+
+def twin(args, spec, train_pairs, test, batches, enc, tok, seed, init):
+    train, cfg = spec["train"], spec["model"]
+    pad, eos = cfg["pad_token_id"], cfg["eos_token_id"]
+    steps = train["max_steps"]
+    dev = torch.device(args.device)
+    torch.manual_seed(seed + init)
     model = Seq2Seq(cfg["vocab_size"], cfg["d_model"], cfg["encoder_attention_heads"], cfg["encoder_layers"],
                     cfg["encoder_ffn_dim"], cfg["dropout"], cfg["max_position_embeddings"], pad,
                     activation={"swish": torch.nn.functional.silu, "relu": "relu",
-                                "gelu": "gelu"}[cfg["activation_function"]])
+                                "gelu": "gelu"}[cfg["activation_function"]]).to(dev)
     wd = train.get("weight_decay", 0.0)
     opt = torch.optim.AdamW(model.parameters(), lr=train["lr"], betas=(train["beta1"], train["beta2"]),
                             eps=train["eps"], weight_decay=wd)
@@ -200,7 +217,7 @@ def main():
 
     def padded(seqs):
         t = max(len(s) for s in seqs)
-        return torch.tensor([s + [pad] * (t - len(s)) for s in seqs])
+        return torch.tensor([s + [pad] * (t - len(s)) for s in seqs], device=dev)
 
     epoch, nxt, order = 0, 0, None
     model.train()
@@ -224,7 +241,8 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])
         opt.step()
         if (it + 1) % 100 == 0:
-            print(f"step {it + 1}/{steps} loss {loss.item():.4f} ({time.time() - started:.0f} s)", file=sys.stderr)
+            print(f"step {it + 1}/{steps} loss {loss.item():.4f} ({time.time() - started:.0f} s)", file=sys.stderr,
+                  flush=True)
     train_seconds = time.time() - started
     # greedy translations of the held-out pairs (max 1.5 x source + 10 new tokens, padding never generated)
     model.eval()
@@ -238,9 +256,9 @@ def main():
             limit = [min(math.ceil(1.5 * len(x)) + 10, cfg["max_position_embeddings"] - 1) for x in srcs]
             out = [[] for _ in chunk]
             done = [False] * len(chunk)
-            ys = torch.full((len(chunk), 1), pad)
+            ys = torch.full((len(chunk), 1), pad, device=dev)
             for step in range(max(limit)):
-                logits = model.decode(ys, memory, s)[:, -1]
+                logits = model.decode(ys, memory, s, last_only=True)[:, -1]
                 logits[:, pad] = float("-inf")
                 nxt_tok = logits.argmax(-1)
                 for i, t in enumerate(nxt_tok.tolist()):
@@ -253,10 +271,10 @@ def main():
             hyps += [tok.decode([t for t in o if t != eos][: (o.index(eos) if eos in o else len(o))]).strip()
                      for o in out]
     refs = [t for _, t in test]
-    print(json.dumps({"impl": "pytorch", "steps": steps, "train_seconds": train_seconds, "pairs": len(test),
+    print(json.dumps({"impl": "pytorch", "device": args.device, "torch_seed": seed + init, "steps": steps, "train_seconds": train_seconds, "pairs": len(test),
                       "bleu_greedy": sacrebleu.corpus_bleu(hyps, [refs]).score,
                       "chrf_greedy": sacrebleu.corpus_chrf(hyps, [refs]).score,
-                      "samples": [{"source": s, "reference": r, "translation": h}
+                      "train_loss_last": loss.item(), "samples": [{"source": s, "reference": r, "translation": h}
                                   for (s, r), h in list(zip(test, hyps))[:10]]}, ensure_ascii=False))
 
 

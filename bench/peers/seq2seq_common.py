@@ -52,11 +52,14 @@ class Seq2Seq(nn.Module):
     def encode(self, src):
         return self.transformer.encoder(self.embed(src), src_key_padding_mask=src == self.pad)
 
-    def decode(self, tgt_in, memory, src):
+    def decode(self, tgt_in, memory, src, last_only=False):
+        """Logits [B, T, V]; with last_only, of the last position alone [B, 1, V] (greedy decoding)."""
         t = tgt_in.shape[1]
-        causal = torch.triu(torch.full((t, t), float("-inf")), diagonal=1)
+        causal = torch.triu(torch.full((t, t), float("-inf"), device=tgt_in.device), diagonal=1)
         h = self.transformer.decoder(self.embed(tgt_in), memory, tgt_mask=causal,
                                      memory_key_padding_mask=src == self.pad)
+        if last_only:
+            h = h[:, -1:]
         return h @ self.shared.weight.t()
 
     def forward(self, src, tgt_in):

@@ -16,7 +16,7 @@ use qkv::viz::attention_map::{LayerMaps, write_svg};
 #[command(after_help = "Example:
   qkv attention --model runs/seq2seq --source \"In the beginning God created the heaven and the earth.\" -o cross.svg")]
 pub struct AttentionArgs {
-    /// A translation model directory (qkv seq2seq run or MarianMTModel with a tokenizer.json)
+    /// A translation model directory (qkv seq2seq run, MarianMTModel or T5ForConditionalGeneration with a tokenizer.json)
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// The sentence to translate
@@ -52,21 +52,21 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
         }
     };
     let tok = need_tokenizer(tokenizer, &args.model)?;
-    let c = &model.config;
-    let max_len = extras.map_or(c.max_position_embeddings - 1, |e| e.max_len);
+    let c = model.specials();
+    let max_len = extras.map_or(model.default_max_len(), |e| e.max_len);
     let target = match &args.target {
         Some(t) => t.clone(),
-        None => translate_texts(&model, &tok, &[&args.source], max_len, &Decoding::default(), 1)?.remove(0),
+        None => translate_texts(model.as_ref(), &tok, &[&args.source], max_len, &Decoding::default(), 1)?.remove(0),
     };
-    let (src, _) = encode_sentence(&tok, &args.source, max_len, c.eos_token_id)?;
-    let (tgt, _) = encode_sentence(&tok, &target, max_len, c.eos_token_id)?;
-    let mut tgt_in = vec![c.decoder_start_token_id];
+    let (src, _) = encode_sentence(&tok, &args.source, max_len, c.eos)?;
+    let (tgt, _) = encode_sentence(&tok, &target, max_len, c.eos)?;
+    let mut tgt_in = vec![c.start];
     tgt_in.extend_from_slice(&tgt[..tgt.len() - 1]);
     let maps = model.cross_attention(&src, &tgt_in)?;
     let piece = |id: &u32| tok.token(*id).unwrap_or_else(|| format!("#{id}")).replace('▁', "");
     let (keys, queries): (Vec<String>, Vec<String>) =
         (src.iter().map(piece).collect(), tgt.iter().map(piece).collect());
-    let (layers, heads) = (maps.len(), c.decoder_attention_heads);
+    let (layers, heads) = (maps.len(), maps.first().map_or(0, |m| m.shape()[0]));
     let pick = |n: Option<usize>, of: usize, what: &str| -> Result<Vec<usize>> {
         match n {
             Some(n) if n == 0 || n > of => bail!("--{what} {n}: the model has {of} (1 to {of})"),

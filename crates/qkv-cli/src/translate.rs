@@ -76,7 +76,14 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
     };
     let (model, tokenizer, extras) = match open(&args.model)? {
         Model::Translator { model, tokenizer, extras } => (model, tokenizer, extras),
-        other => return Err(wrong_kind(&args.model, &other, "a translation model (MarianMTModel)").into()),
+        other => {
+            return Err(wrong_kind(
+                &args.model,
+                &other,
+                "a translation model (MarianMTModel or T5ForConditionalGeneration)",
+            )
+            .into());
+        }
     };
     let tokenizer = need_tokenizer(tokenizer, &args.model)?;
     let how = Decoding {
@@ -91,9 +98,9 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
         max_len_extra: args.max_len_extra,
         ..defaults()
     };
-    let max_len = extras.map_or(model.config.max_position_embeddings - 1, |e| e.max_len);
+    let max_len = extras.map_or(model.default_max_len(), |e| e.max_len);
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let out = translate_texts(&model, &tokenizer, &refs, max_len, &how, args.batch_size)?;
+    let out = translate_texts(model.as_ref(), &tokenizer, &refs, max_len, &how, args.batch_size)?;
     if args.json {
         let rows: Vec<_> = sentences.iter().zip(&out).map(|(s, t)| json!({"source": s, "translation": t})).collect();
         println!("{}", serde_json::to_string(&rows)?);

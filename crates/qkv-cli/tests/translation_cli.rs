@@ -141,3 +141,72 @@ fn bad_tables_and_unsupported_marian_options_are_refused_clearly() {
     std::fs::copy(fixture.join("config.json"), m.join("config.json")).unwrap();
     fails_with(&qkv(&["translate", "--model", s(&m), "x"]), &["tokenizer"]);
 }
+
+/// A T5ForConditionalGeneration directory (the fixture, with a word-level
+/// tokenizer of its 41 ids written beside it) translates, is scored and
+/// drawn by the same commands as a Marian one.
+#[test]
+fn a_t5_directory_translates_is_scored_and_drawn() {
+    let d = scratch("t5");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../qkv/tests/fixtures/hf/t5-odd");
+    let m = d.join("t5");
+    std::fs::create_dir_all(&m).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), m.join(f)).unwrap();
+    }
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in
+        ["<pad>", "</s>", "<unk>"].iter().map(|s| s.to_string()).chain((3..41).map(|i| format!("w{i}"))).enumerate()
+    {
+        vocab.insert(w, i.into());
+    }
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [
+            {"id": 0, "content": "<pad>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 1, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+        ],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+    });
+    std::fs::write(m.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let t = qkv(&["translate", "--model", s(&m), "--json", "w3 w9 w17 w4", "w5 w5"]);
+    ok(&t);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&t)).unwrap();
+    for row in rows.as_array().unwrap() {
+        let words = row["translation"].as_str().unwrap();
+        assert!(!words.is_empty() && words.split(' ').all(|w| w.starts_with('w')), "{row}");
+    }
+    // eval on a table of pairs: every pair (the directory records no split)
+    let data = d.join("pairs.tsv");
+    std::fs::write(&data, "en\tes\nw3 w9 w17 w4\tw10 w12\nw5 w5\tw7\n").unwrap();
+    let e = qkv(&["eval", "--model", s(&m), "--data", s(&data), "--json"]);
+    ok(&e);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+    assert_eq!((r["split"].as_str(), r["pairs"].as_u64()), (Some("every pair"), Some(2)), "{r}");
+    assert!(r["bleu"].as_f64().is_some_and(f64::is_finite), "{r}");
+    // cross-attention: 2 layers × 3 heads
+    let svg = d.join("t5.svg");
+    let a = qkv(&[
+        "attention",
+        "--model",
+        s(&m),
+        "--source",
+        "w3 w9 w17 w4",
+        "--target",
+        "w10 w12",
+        "-o",
+        s(&svg),
+        "--json",
+    ]);
+    ok(&a);
+    let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    assert_eq!(maps["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(maps["layers"][0].as_array().unwrap().len(), 3);
+    // an option qkv does not implement, named
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();
+    config["feed_forward_proj"] = "gated-tanh".into();
+    std::fs::write(m.join("config.json"), config.to_string()).unwrap();
+    fails_with(&qkv(&["translate", "--model", s(&m), "w3"]), &["feed_forward_proj", "gated-tanh"]);
+}

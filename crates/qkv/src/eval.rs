@@ -18,13 +18,12 @@ use crate::metrics::bleu::corpus_bleu;
 use crate::metrics::chrf::corpus_chrf;
 use crate::models::load::TranslationExtras;
 use crate::models::load::{Model, need_tokenizer, open};
-use crate::models::seq2seq::Seq2Seq;
 use crate::tokenize::Tokenizer;
 use crate::tokenize::corpus::encode_corpus;
 use crate::train::TrainConfig;
 use crate::train::masked_lm::MaskedLm;
 use crate::train::text_classification::encode_examples;
-use crate::translate::{Decoding, translate_texts};
+use crate::translate::{Decoding, EncoderDecoder, translate_texts};
 
 /// How to evaluate. Every field has a default.
 #[derive(Clone, Copy, Debug)]
@@ -99,7 +98,7 @@ pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
         }
         Model::Translator { model, tokenizer, extras } => {
             let tokenizer = need_tokenizer(tokenizer, dir)?;
-            translation(&model, &tokenizer, extras.as_ref(), data, opts)
+            translation(model.as_ref(), &tokenizer, extras.as_ref(), data, opts)
         }
         found @ Model::Encoder(_) => Err(Error::Config(format!(
             "{}: {} has no task to score; use `qkv embed` for its sentence embeddings",
@@ -113,7 +112,7 @@ pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
 /// (split as its run split them; every pair when it records no split), beside
 /// the copy-the-source baseline.
 fn translation(
-    model: &Seq2Seq,
+    model: &dyn EncoderDecoder,
     tok: &Tokenizer,
     extras: Option<&TranslationExtras>,
     data: &Path,
@@ -126,7 +125,7 @@ fn translation(
         Some(e) => (e.split.held_out(&pairs)?.1, "held-out pairs"),
         None => (pairs, "every pair"),
     };
-    let max_len = extras.map_or(model.config.max_position_embeddings - 1, |e| e.max_len);
+    let max_len = extras.map_or(model.default_max_len(), |e| e.max_len);
     let how = Decoding { beam: opts.beam.max(1), ..Decoding::default() };
     let sources: Vec<&str> = test.source.iter().map(String::as_str).collect();
     let hyps = translate_texts(model, tok, &sources, max_len, &how, 64)?;

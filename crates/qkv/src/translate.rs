@@ -1,4 +1,5 @@
-//! Decoding a translation from an encoder–decoder ([`Seq2Seq`]): the source
+//! Decoding a translation from an encoder–decoder ([`EncoderDecoder`]:
+//! qkv's and Marian's [`Seq2Seq`], or [`T5`]): the source
 //! sentences are encoded once, the keys and values of their memory computed
 //! once per decoder block, then the target grows one token at a time with
 //! the decoder's self-attention keys and values cached.
@@ -16,15 +17,130 @@
 //! The algorithm, its scores and its stopping rule are those of Hugging Face
 //! `transformers`' `generate` (`num_beams`, `length_penalty`,
 //! `early_stopping`), so the same model gives the same translations (tested
-//! on a Marian model). The padding token is never generated.
+//! on Marian and T5 models). The padding token is never generated.
 
-use qkv_tensor::no_grad;
+use qkv_tensor::{Tensor, no_grad};
 
 use crate::error::{Error, Result};
 use crate::metrics::argmax;
 use crate::models::seq2seq::{Seq2Seq, Side};
+use crate::models::t5::T5;
 use crate::nn::Dropout;
 use crate::nn::attention::{KvCache, Memory};
+
+/// The token ids decoding needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Specials {
+    pub pad: u32,
+    pub eos: u32,
+    /// The decoder's first input.
+    pub start: u32,
+    pub vocab: usize,
+}
+
+/// What decoding needs of an encoder–decoder: encode the sources once (and
+/// every decoder block's cross-attention keys and values), then one step of
+/// the decoder at a time over its self-attention caches.
+pub trait EncoderDecoder {
+    /// What it is, for messages ("a translation model (MarianMTModel)").
+    fn describe(&self) -> &'static str;
+    fn specials(&self) -> Specials;
+    /// Positions a sequence may have (`usize::MAX` for relative positions).
+    fn max_positions(&self) -> usize;
+    /// Longest source sentence when nothing else says so (a run's `max_len`).
+    fn default_max_len(&self) -> usize {
+        self.max_positions().min(513) - 1
+    }
+    /// Cross-attention keys and values of every decoder block for a padded
+    /// batch of sources `[B, T]` (`mask` false on padding).
+    fn encode_memories(&self, ids: &[u32], mask: &[bool], b: usize, t: usize) -> Result<Vec<Memory>>;
+    fn new_caches(&self, batch: usize, capacity: usize) -> Vec<KvCache>;
+    /// Scores of the next token `[R, V]` after `last` `[R]`, the caches
+    /// holding the earlier positions (and growing by one).
+    fn step(&self, last: &[u32], memories: &[Memory], caches: &mut [KvCache]) -> Result<Tensor>;
+    /// The cross-attention of every decoder block for one pair, `[H, Tt, Ts]`
+    /// each: row `i` the weights target position `i` gives the source tokens.
+    fn cross_attention(&self, src: &[u32], tgt_in: &[u32]) -> Result<Vec<Tensor>>;
+}
+
+impl EncoderDecoder for Seq2Seq {
+    fn describe(&self) -> &'static str {
+        "a translation model (MarianMTModel)"
+    }
+
+    fn specials(&self) -> Specials {
+        let c = &self.config;
+        Specials { pad: c.pad_token_id, eos: c.eos_token_id, start: c.decoder_start_token_id, vocab: c.vocab_size }
+    }
+
+    fn max_positions(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    fn encode_memories(&self, ids: &[u32], mask: &[bool], b: usize, t: usize) -> Result<Vec<Memory>> {
+        let memory = self.encode(&Side { ids, mask, b, t }, &Dropout::default())?;
+        self.memories(&memory, mask)
+    }
+
+    fn new_caches(&self, batch: usize, capacity: usize) -> Vec<KvCache> {
+        Seq2Seq::new_caches(self, batch, capacity)
+    }
+
+    fn step(&self, last: &[u32], memories: &[Memory], caches: &mut [KvCache]) -> Result<Tensor> {
+        let (r, mask) = (last.len(), vec![true; last.len()]);
+        let h =
+            self.decode(&Side { ids: last, mask: &mask, b: r, t: 1 }, memories, Some(caches), &Dropout::default())?;
+        Ok(self.logits(&h)?.reshape(&[r, self.config.vocab_size])?)
+    }
+
+    fn cross_attention(&self, src: &[u32], tgt_in: &[u32]) -> Result<Vec<Tensor>> {
+        Seq2Seq::cross_attention(self, src, tgt_in)
+    }
+}
+
+impl EncoderDecoder for T5 {
+    fn describe(&self) -> &'static str {
+        "a translation model (T5ForConditionalGeneration)"
+    }
+
+    fn specials(&self) -> Specials {
+        let c = &self.config;
+        Specials { pad: c.pad_token_id, eos: c.eos_token_id, start: c.decoder_start_token_id, vocab: c.vocab_size }
+    }
+
+    fn max_positions(&self) -> usize {
+        usize::MAX
+    }
+
+    fn encode_memories(&self, ids: &[u32], mask: &[bool], b: usize, t: usize) -> Result<Vec<Memory>> {
+        let memory = self.encode(ids, mask, b, t)?;
+        self.memories(&memory, mask)
+    }
+
+    fn new_caches(&self, batch: usize, capacity: usize) -> Vec<KvCache> {
+        T5::new_caches(self, batch, capacity)
+    }
+
+    fn step(&self, last: &[u32], memories: &[Memory], caches: &mut [KvCache]) -> Result<Tensor> {
+        let r = last.len();
+        let (h, _) = self.decode(last, r, 1, memories, Some(caches))?;
+        Ok(self.logits(&h)?.reshape(&[r, self.config.vocab_size])?)
+    }
+
+    fn cross_attention(&self, src: &[u32], tgt_in: &[u32]) -> Result<Vec<Tensor>> {
+        no_grad(|| {
+            let memory = self.encode(src, &vec![true; src.len()], 1, src.len())?;
+            let memories = self.memories(&memory, &vec![true; src.len()])?;
+            let (_, maps) = self.decode(tgt_in, 1, tgt_in.len(), &memories, None)?;
+            maps.into_iter()
+                .map(|m| {
+                    let (_, h, tq, tk) = m.dims4()?;
+                    Ok(m.reshape(&[h, tq, tk])?)
+                })
+                .collect()
+        })
+    }
+}
 
 /// When a sentence's beam search stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,7 +207,7 @@ impl Decoding {
 /// Translations of `sources` (token ids, each ending with `eos` if the model
 /// was trained so), as token ids after the start token, ending with `eos`
 /// when the model produced it. `sources` are decoded as one batch.
-pub fn translate(model: &Seq2Seq, sources: &[Vec<u32>], how: &Decoding) -> Result<Vec<Vec<u32>>> {
+pub fn translate(model: &dyn EncoderDecoder, sources: &[Vec<u32>], how: &Decoding) -> Result<Vec<Vec<u32>>> {
     how.validate()?;
     if sources.is_empty() {
         return Ok(Vec::new());
@@ -100,20 +216,19 @@ pub fn translate(model: &Seq2Seq, sources: &[Vec<u32>], how: &Decoding) -> Resul
         return Err(Error::Data(format!("source sentence {} is empty", i + 1)));
     }
     no_grad(|| {
-        let c = &model.config;
+        let c = model.specials();
         let b = sources.len();
         let t = sources.iter().map(Vec::len).max().unwrap_or(1);
         let mut ids = Vec::with_capacity(b * t);
         let mut mask = Vec::with_capacity(b * t);
         for s in sources {
             ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat_n(c.pad_token_id, t - s.len()));
+            ids.extend(std::iter::repeat_n(c.pad, t - s.len()));
             mask.extend(std::iter::repeat_n(true, s.len()));
             mask.extend(std::iter::repeat_n(false, t - s.len()));
         }
-        let memory = model.encode(&Side { ids: &ids, mask: &mask, b, t }, &Dropout::default())?;
-        let memories = model.memories(&memory, &mask)?;
-        let max_new: Vec<usize> = sources.iter().map(|s| how.max_new(s.len(), c.max_position_embeddings)).collect();
+        let memories = model.encode_memories(&ids, &mask, b, t)?;
+        let max_new: Vec<usize> = sources.iter().map(|s| how.max_new(s.len(), model.max_positions())).collect();
         if how.beam == 1 {
             greedy(model, memories, &max_new, how.min_new_tokens)
         } else {
@@ -127,14 +242,14 @@ pub fn translate(model: &Seq2Seq, sources: &[Vec<u32>], how: &Decoding) -> Resul
 /// text (without its `</s>` and surrounding spaces). An empty sentence
 /// translates to an empty one.
 pub fn translate_texts(
-    model: &Seq2Seq,
+    model: &dyn EncoderDecoder,
     tok: &crate::tokenize::Tokenizer,
     texts: &[&str],
     max_len: usize,
     how: &Decoding,
     batch: usize,
 ) -> Result<Vec<String>> {
-    let eos = model.config.eos_token_id;
+    let eos = model.specials().eos;
     let mut out = vec![String::new(); texts.len()];
     let todo: Vec<usize> = (0..texts.len()).filter(|&i| !texts[i].trim().is_empty()).collect();
     for chunk in todo.chunks(batch.max(1)) {
@@ -153,19 +268,15 @@ pub fn translate_texts(
 /// Log-probabilities of the next token for each row, the padding token
 /// forbidden (`[R, V]` as rows).
 fn next_log_probs(
-    model: &Seq2Seq,
+    model: &dyn EncoderDecoder,
     last: &[u32],
     memories: &[Memory],
     caches: &mut [KvCache],
     eos_allowed: bool,
 ) -> Result<Vec<Vec<f32>>> {
-    let r = last.len();
-    let mask = vec![true; r];
-    let h = model.decode(&Side { ids: last, mask: &mask, b: r, t: 1 }, memories, Some(caches), &Dropout::default())?;
-    let logits = model.logits(&h)?.log_softmax();
-    let v = model.config.vocab_size;
-    let pad = model.config.pad_token_id as usize;
-    let eos = model.config.eos_token_id as usize;
+    let logits = model.step(last, memories, caches)?.log_softmax();
+    let c = model.specials();
+    let (v, pad, eos) = (c.vocab, c.pad as usize, c.eos as usize);
     Ok(logits
         .to_vec()
         .chunks(v)
@@ -189,15 +300,20 @@ fn keep(memories: &mut Vec<Memory>, caches: &mut [KvCache], rows: &[usize]) -> R
     Ok(())
 }
 
-fn greedy(model: &Seq2Seq, mut memories: Vec<Memory>, max_new: &[usize], min_new: usize) -> Result<Vec<Vec<u32>>> {
-    let c = &model.config;
+fn greedy(
+    model: &dyn EncoderDecoder,
+    mut memories: Vec<Memory>,
+    max_new: &[usize],
+    min_new: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let c = model.specials();
     let b = max_new.len();
     let longest = max_new.iter().copied().max().unwrap_or(1);
     let mut caches = model.new_caches(b, longest + 1);
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
     // the sentences still being decoded, in row order
     let mut active: Vec<usize> = (0..b).collect();
-    let mut last = vec![c.decoder_start_token_id; b];
+    let mut last = vec![c.start; b];
     let mut generated = 0;
     while !active.is_empty() {
         let logp = next_log_probs(model, &last, &memories, &mut caches, generated >= min_new)?;
@@ -206,7 +322,7 @@ fn greedy(model: &Seq2Seq, mut memories: Vec<Memory>, max_new: &[usize], min_new
         for (row, &s) in active.iter().enumerate() {
             let tok = argmax(&logp[row]);
             out[s].push(tok);
-            if tok != c.eos_token_id && out[s].len() < max_new[s] {
+            if tok != c.eos && out[s].len() < max_new[s] {
                 still.push(row);
             }
         }
@@ -240,8 +356,13 @@ struct Search {
     done: bool,
 }
 
-fn beam_search(model: &Seq2Seq, memories: Vec<Memory>, max_new: &[usize], how: &Decoding) -> Result<Vec<Vec<u32>>> {
-    let c = &model.config;
+fn beam_search(
+    model: &dyn EncoderDecoder,
+    memories: Vec<Memory>,
+    max_new: &[usize],
+    how: &Decoding,
+) -> Result<Vec<Vec<u32>>> {
+    let c = model.specials();
     let (b, k) = (max_new.len(), how.beam);
     let longest = max_new.iter().copied().max().unwrap_or(1);
     // every sentence starts as k rows: one live hypothesis and k - 1 that cannot win
@@ -258,7 +379,7 @@ fn beam_search(model: &Seq2Seq, memories: Vec<Memory>, max_new: &[usize], how: &
         })
         .collect();
     let mut active: Vec<usize> = (0..b).collect();
-    let mut last = vec![c.decoder_start_token_id; b * k];
+    let mut last = vec![c.start; b * k];
     let mut generated = 0usize; // tokens after the start so far
     while !active.is_empty() {
         let logp = next_log_probs(model, &last, &memories, &mut caches, generated >= how.min_new_tokens)?;
@@ -268,7 +389,7 @@ fn beam_search(model: &Seq2Seq, memories: Vec<Memory>, max_new: &[usize], how: &
             let search = &mut searches[s];
             let at_limit = generated + 1 >= max_new[s];
             // the best 2k extensions over every (hypothesis, token)
-            let mut cands: Vec<(f32, usize, u32)> = Vec::with_capacity(k * c.vocab_size);
+            let mut cands: Vec<(f32, usize, u32)> = Vec::with_capacity(k * c.vocab);
             for (j, hyp) in search.running.iter().enumerate() {
                 for (tok, &lp) in logp[a * k + j].iter().enumerate() {
                     cands.push((hyp.score + lp, j, tok as u32));
@@ -278,7 +399,7 @@ fn beam_search(model: &Seq2Seq, memories: Vec<Memory>, max_new: &[usize], how: &
             cands.select_nth_unstable_by(top - 1, |x, y| y.0.total_cmp(&x.0));
             cands.truncate(top);
             cands.sort_by(|x, y| y.0.total_cmp(&x.0));
-            let ends = |tok: u32| tok == c.eos_token_id || at_limit;
+            let ends = |tok: u32| tok == c.eos || at_limit;
             // finished: the ending extensions among the best k, scored per length
             let full = search.finished.len() == k && how.early_stopping == EarlyStopping::Done;
             if search.improvable && !full {

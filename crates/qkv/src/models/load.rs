@@ -11,7 +11,7 @@
 //! | `BertForSequenceClassification` | [`Model::TextClassifier`] |
 //! | `ViTForImageClassification` | [`Model::ImageClassifier`] |
 //! | `BertModel` (e.g. sentence-transformers) | [`Model::Encoder`] |
-//! | `MarianMTModel` (and qkv's seq2seq runs) | [`Model::Translator`] |
+//! | `MarianMTModel` (and qkv's seq2seq runs), `T5ForConditionalGeneration` | [`Model::Translator`] |
 
 use std::path::Path;
 
@@ -24,9 +24,11 @@ use crate::models::bert::{BertClassifier, BertConfig, BertForMaskedLm, Pooling};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::sentence::SentenceEncoder;
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
+use crate::models::t5::T5;
 use crate::models::vit::{Vit, VitConfig};
 use crate::nn::{Module, NamedParam};
 use crate::tokenize::Tokenizer;
+use crate::translate::EncoderDecoder;
 
 /// The `model_type` of the `config.json` of a GPT trained by qkv.
 pub const QKV_GPT: &str = "qkv-gpt";
@@ -86,9 +88,10 @@ pub enum Model {
     },
     /// A BERT encoder without a task head, with its pooling: sentence embeddings.
     Encoder(SentenceEncoder),
-    /// An encoder–decoder that translates (`MarianMTModel`, or a qkv seq2seq run).
+    /// An encoder–decoder that translates (`MarianMTModel`, a qkv seq2seq run,
+    /// or `T5ForConditionalGeneration`).
     Translator {
-        model: Seq2Seq,
+        model: Box<dyn EncoderDecoder>,
         tokenizer: Option<Tokenizer>,
         extras: Option<TranslationExtras>,
     },
@@ -104,7 +107,7 @@ impl Model {
             Model::TextClassifier { .. } => "a text classifier (BertForSequenceClassification)",
             Model::ImageClassifier { .. } => "an image classifier (ViTForImageClassification)",
             Model::Encoder(_) => "a BERT encoder without a task head (BertModel)",
-            Model::Translator { .. } => "a translation model (MarianMTModel)",
+            Model::Translator { model, .. } => model.describe(),
         }
     }
 }
@@ -307,11 +310,14 @@ pub fn open(dir: &Path) -> Result<Model> {
                 .map(|v| serde_json::from_value(v.clone()))
                 .transpose()
                 .map_err(|e| Error::format(&cfg_path, format!("bad \"qkv\" section: {e}")))?;
-            Ok(Model::Translator { model: Seq2Seq::load(dir)?, tokenizer: tokenizer(), extras })
+            Ok(Model::Translator { model: Box::new(Seq2Seq::load(dir)?), tokenizer: tokenizer(), extras })
+        }
+        "T5ForConditionalGeneration" => {
+            Ok(Model::Translator { model: Box::new(T5::load(dir)?), tokenizer: tokenizer(), extras: None })
         }
         other => Err(Error::Config(format!(
             "{}: architecture {other:?} is not one qkv runs (GPT2LMHeadModel, BertForMaskedLM, \
-             BertForSequenceClassification, BertModel, ViTForImageClassification, MarianMTModel, or a qkv run)",
+             BertForSequenceClassification, BertModel, ViTForImageClassification, MarianMTModel, T5ForConditionalGeneration, or a qkv run)",
             dir.display()
         ))),
     }

@@ -7,4 +7,5 @@ pub mod inference;
 pub mod load;
 pub mod sentence;
 pub mod seq2seq;
+pub mod t5;
 pub mod vit;
