@@ -10,7 +10,7 @@ use serde_json::json;
 use qkv::models::load::{Model, need_tokenizer, open, wrong_kind};
 use qkv::train::translation::encode_sentence;
 use qkv::translate::{Decoding, translate_texts};
-use qkv::viz::attention_map::{LayerMaps, write_svg};
+use qkv::viz::attention_map::{LayerMaps, Picked, write_svg};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Example:
@@ -86,7 +86,12 @@ pub fn run(args: &AttentionArgs) -> Result<()> {
         })
         .collect();
     let title = format!("cross-attention: {} → {}", args.source, target);
-    write_svg(&args.out, &grid, &queries, &keys, &title)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let numbers = |v: &[usize]| v.iter().map(|i| i + 1).collect::<Vec<_>>();
+    let picked = Picked { layers: &numbers(&ls), heads: &numbers(&hs) };
+    write_svg(&args.out, &grid, &picked, &queries, &keys, &title)?;
     eprintln!(
         "wrote {} ({} layers × {} heads; rows: target tokens, columns: source tokens)",
         args.out.display(),

@@ -12,13 +12,26 @@ use crate::io::atomic::write_atomic;
 /// The weights of one layer: `[heads][query][key]`.
 pub type LayerMaps = Vec<Vec<Vec<f32>>>;
 
+/// Which layers and heads the maps are (1-based numbers, for the labels).
+pub struct Picked<'a> {
+    pub layers: &'a [usize],
+    pub heads: &'a [usize],
+}
+
 /// Draw `maps` (layers × heads heatmaps) with `queries` down the side and
 /// `keys` along the bottom of each, to an SVG file written atomically.
-pub fn write_svg(path: &Path, maps: &[LayerMaps], queries: &[String], keys: &[String], title: &str) -> Result<()> {
+pub fn write_svg(
+    path: &Path,
+    maps: &[LayerMaps],
+    picked: &Picked,
+    queries: &[String],
+    keys: &[String],
+    title: &str,
+) -> Result<()> {
     let layers = maps.len();
     let heads = maps.first().map_or(0, Vec::len);
-    if layers == 0 || heads == 0 {
-        return Err(Error::Data("no attention maps to draw".into()));
+    if layers == 0 || heads == 0 || picked.layers.len() != layers || picked.heads.len() != heads {
+        return Err(Error::Data("no attention maps to draw, or their layers and heads not named".into()));
     }
     let (tq, tk) = (queries.len(), keys.len());
     let cell = 18u32;
@@ -40,7 +53,7 @@ pub fn write_svg(path: &Path, maps: &[LayerMaps], queries: &[String], keys: &[St
             let map = &maps[layer][head];
             panel
                 .draw(&Text::new(
-                    format!("layer {} · head {}", layer + 1, head + 1),
+                    format!("layer {} · head {}", picked.layers[layer], picked.heads[head]),
                     (label as i32, 2),
                     ("sans-serif", 12),
                 ))
