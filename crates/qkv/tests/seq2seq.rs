@@ -196,6 +196,7 @@ mod marian {
     use std::path::PathBuf;
 
     use qkv::io::safetensors::load;
+    use qkv::models::inference::InferenceWeights;
     use qkv::models::seq2seq::{Seq2Seq, Side};
     use qkv::nn::Dropout;
     use qkv::translate::{Decoding, EarlyStopping, translate};
@@ -284,6 +285,9 @@ mod marian {
                 .collect();
             let got = translate(&model, &sources, &how).unwrap();
             assert_eq!(got, want, "{name}");
+            // as `qkv translate` opens it: packed weights, the same translations
+            let prepared = Seq2Seq::load(&dir()).unwrap().prepared_for_inference(InferenceWeights::PACKED).unwrap();
+            assert_eq!(translate(&prepared, &sources, &how).unwrap(), want, "{name}, prepared for inference");
         }
     }
 }

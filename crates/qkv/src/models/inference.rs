@@ -41,6 +41,7 @@ use crate::error::Result;
 use crate::models::bert::{Bert, BertClassifier};
 use crate::models::gpt::Gpt;
 use crate::models::sentence::SentenceEncoder;
+use crate::models::seq2seq::Seq2Seq;
 use crate::models::vit::Vit;
 use crate::nn::attention::QkvProjection;
 use crate::nn::block::Block;
@@ -135,6 +136,38 @@ impl Vit {
     /// inference only (see the module notes).
     pub fn prepared_for_inference(mut self, w: InferenceWeights) -> Result<Vit> {
         self.layers = prepare_blocks(self.layers, w)?;
+        Ok(self)
+    }
+}
+
+impl Seq2Seq {
+    /// This encoder–decoder with copies of its weights, for translation:
+    /// every step of the decoder multiplies a few rows (the sentences, or
+    /// their beams) by weights that never change, the largest the `[C, V]`
+    /// output projection. The encoder's and the decoder's self-attention
+    /// q/k/v are fused; cross-attention keeps its separate projections (its
+    /// keys and values come from the encoder). For inference only (see the
+    /// module notes).
+    pub fn prepared_for_inference(mut self, w: InferenceWeights) -> Result<Seq2Seq> {
+        self.encoder = prepare_blocks(self.encoder, w)?;
+        for block in &mut self.decoder {
+            block.self_attn.qkv = block.self_attn.qkv.fused()?;
+            let QkvProjection::Fused(qkv) = &block.self_attn.qkv else { unreachable!("just fused") };
+            let QkvProjection::Separate { query, .. } = &block.encoder_attn.qkv else {
+                unreachable!("cross-attention has separate projections")
+            };
+            for l in [qkv, &block.self_attn.c_proj, query, &block.encoder_attn.c_proj, &block.mlp.c_fc, &block.mlp.c_proj]
+            {
+                prepare_linear(l, w)?;
+            }
+        }
+        let head = self.shared.weight.value(); // [V, C], read transposed
+        if w.packed {
+            head.t()?.attach_packed_copy()?;
+        }
+        if w.f16 {
+            head.attach_f16_copy()?;
+        }
         Ok(self)
     }
 }

@@ -24,6 +24,7 @@ use crate::models::bert::{BertClassifier, BertConfig, BertForMaskedLm, Pooling};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::sentence::SentenceEncoder;
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
+use crate::models::inference::InferenceWeights;
 use crate::models::t5::T5;
 use crate::models::vit::{Vit, VitConfig};
 use crate::nn::{Module, NamedParam};
@@ -310,7 +311,9 @@ pub fn open(dir: &Path) -> Result<Model> {
                 .map(|v| serde_json::from_value(v.clone()))
                 .transpose()
                 .map_err(|e| Error::format(&cfg_path, format!("bad \"qkv\" section: {e}")))?;
-            Ok(Model::Translator { model: Box::new(Seq2Seq::load(dir)?), tokenizer: tokenizer(), extras })
+            // opened to translate, never to train: weights packed for the decoder's many small products
+            let model = Seq2Seq::load(dir)?.prepared_for_inference(InferenceWeights::PACKED)?;
+            Ok(Model::Translator { model: Box::new(model), tokenizer: tokenizer(), extras })
         }
         "T5ForConditionalGeneration" => {
             Ok(Model::Translator { model: Box::new(T5::load(dir)?), tokenizer: tokenizer(), extras: None })
