@@ -444,7 +444,21 @@ fn beam_search(
             }
         }
         generated += 1;
-        keep(&mut memories, &mut caches, &keep_rows)?;
+        // the caches follow each surviving hypothesis's parent; the memories
+        // are one sentence's in all its k rows, so they change only when a
+        // sentence leaves
+        for cache in caches.iter_mut() {
+            cache.select(&keep_rows)?;
+        }
+        if next_active.len() != active.len() {
+            let rows: Vec<usize> = active
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| next_active.contains(s))
+                .flat_map(|(a, _)| a * k..(a + 1) * k)
+                .collect();
+            memories = memories.iter().map(|m| m.select(&rows)).collect::<qkv_tensor::Result<_>>()?;
+        }
         last = next_active
             .iter()
             .flat_map(|&s| searches[s].running.iter().map(|h| *h.tokens.last().expect("a token")))

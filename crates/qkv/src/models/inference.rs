@@ -156,7 +156,8 @@ impl Seq2Seq {
             let QkvProjection::Separate { query, .. } = &block.encoder_attn.qkv else {
                 unreachable!("cross-attention has separate projections")
             };
-            for l in [qkv, &block.self_attn.c_proj, query, &block.encoder_attn.c_proj, &block.mlp.c_fc, &block.mlp.c_proj]
+            for l in
+                [qkv, &block.self_attn.c_proj, query, &block.encoder_attn.c_proj, &block.mlp.c_fc, &block.mlp.c_proj]
             {
                 prepare_linear(l, w)?;
             }

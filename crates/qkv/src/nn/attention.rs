@@ -64,15 +64,21 @@ impl KvCache {
     /// Keep the batch rows `idx`, in that order (beam search: each surviving
     /// hypothesis takes the cache of the hypothesis it extends).
     pub fn select(&mut self, idx: &[usize]) -> Result<()> {
-        let (_, cap, h, d) = self.k.dims4()?;
+        let (b, cap, h, d) = self.k.dims4()?;
+        if idx.len() == b && idx.iter().enumerate().all(|(i, &j)| i == j) {
+            return Ok(()); // every row stays where it is
+        }
         let per = cap * h * d;
         for buf in [&mut self.k, &mut self.v] {
-            let old = buf.to_vec();
-            let mut out = Vec::with_capacity(idx.len() * per);
-            for &i in idx {
-                out.extend_from_slice(&old[i * per..i * per + self.len * h * d]);
-                out.resize(out.len() + (cap - self.len) * h * d, 0.0);
-            }
+            let out = {
+                let old = buf.data(); // borrowed: the buffer is contiguous
+                let mut out = Vec::with_capacity(idx.len() * per);
+                for &i in idx {
+                    out.extend_from_slice(&old[i * per..i * per + self.len * h * d]);
+                    out.resize(out.len() + (cap - self.len) * h * d, 0.0);
+                }
+                out
+            };
             *buf = Tensor::from_vec(out, &[idx.len(), cap, h, d])?;
         }
         Ok(())
