@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use qkv::models::load::{Model, need_tokenizer, open, wrong_kind};
+use qkv::models::load::{OpenTranslator, open_translator};
 use qkv::train::translation::encode_sentence;
 use qkv::translate::{Decoding, translate_texts};
 use qkv::viz::attention_map::{LayerMaps, Picked, write_svg};
@@ -40,20 +40,9 @@ pub struct AttentionArgs {
 }
 
 pub fn run(args: &AttentionArgs) -> Result<()> {
-    let (model, tokenizer, extras) = match open(&args.model)? {
-        Model::Translator { model, tokenizer, extras } => (model, tokenizer, extras),
-        other => {
-            return Err(wrong_kind(
-                &args.model,
-                &other,
-                "a translation model: qkv attention draws an encoder–decoder's cross-attention",
-            )
-            .into());
-        }
-    };
-    let tok = need_tokenizer(tokenizer, &args.model)?;
+    let OpenTranslator { model, tokenizer: tok, max_len } =
+        open_translator(&args.model, "a translation model: qkv attention draws an encoder–decoder's cross-attention")?;
     let c = model.specials();
-    let max_len = extras.map_or(model.default_max_len(), |e| e.max_len);
     let target = match &args.target {
         Some(t) => t.clone(),
         None => translate_texts(model.as_ref(), &tok, &[&args.source], max_len, &Decoding::default(), 1)?.remove(0),

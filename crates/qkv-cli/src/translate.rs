@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use qkv::models::load::{Model, need_tokenizer, open, wrong_kind};
+use qkv::models::load::{OpenTranslator, open_translator};
 use qkv::translate::{Decoding, EarlyStopping, translate_texts};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,18 +74,8 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
     } else {
         args.sentences.clone()
     };
-    let (model, tokenizer, extras) = match open(&args.model)? {
-        Model::Translator { model, tokenizer, extras } => (model, tokenizer, extras),
-        other => {
-            return Err(wrong_kind(
-                &args.model,
-                &other,
-                "a translation model (MarianMTModel or T5ForConditionalGeneration)",
-            )
-            .into());
-        }
-    };
-    let tokenizer = need_tokenizer(tokenizer, &args.model)?;
+    let OpenTranslator { model, tokenizer, max_len } =
+        open_translator(&args.model, "a translation model (MarianMTModel or T5ForConditionalGeneration)")?;
     let how = Decoding {
         beam: args.beam,
         length_penalty: args.length_penalty,
@@ -98,7 +88,6 @@ pub fn run(args: &TranslateArgs) -> Result<()> {
         max_len_extra: args.max_len_extra,
         ..defaults()
     };
-    let max_len = extras.map_or(model.default_max_len(), |e| e.max_len);
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
     let out = translate_texts(model.as_ref(), &tokenizer, &refs, max_len, &how, args.batch_size)?;
     if args.json {

@@ -326,6 +326,26 @@ pub fn open(dir: &Path) -> Result<Model> {
     }
 }
 
+/// A translation model opened to translate text: the model, its tokenizer,
+/// and the longest source it reads (its run's `max_len`, else the model's).
+pub struct OpenTranslator {
+    pub model: Box<dyn EncoderDecoder>,
+    pub tokenizer: Tokenizer,
+    pub max_len: usize,
+}
+
+/// Open `dir` as a translation model with a tokenizer; anything else is
+/// refused, saying what it is and `need`.
+pub fn open_translator(dir: &Path, need: &str) -> Result<OpenTranslator> {
+    match open(dir)? {
+        Model::Translator { model, tokenizer, extras } => {
+            let max_len = extras.map_or(model.default_max_len(), |e| e.max_len);
+            Ok(OpenTranslator { model, tokenizer: need_tokenizer(tokenizer, dir)?, max_len })
+        }
+        other => Err(wrong_kind(dir, &other, need)),
+    }
+}
+
 /// An error that says `dir` holds `found`, not what the command needs.
 pub fn wrong_kind(dir: &Path, found: &Model, need: &str) -> Error {
     Error::Config(format!("{}: {} is not {need}", dir.display(), found.describe()))
