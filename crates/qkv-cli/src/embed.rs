@@ -35,16 +35,7 @@ pub struct EmbedArgs {
 
 pub fn run(args: &EmbedArgs) -> Result<()> {
     let sentences = if args.sentences.is_empty() {
-        let mut stdin = std::io::stdin();
-        if stdin.is_terminal() {
-            bail!("no sentences: give them as arguments or pipe them in, one per line");
-        }
-        let mut bytes = Vec::new();
-        stdin.read_to_end(&mut bytes).context("reading sentences from standard input")?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!("standard input is not UTF-8 (byte offset {})", e.utf8_error().valid_up_to())
-        })?;
-        text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
+        stdin_lines()?.into_iter().filter(|l| !l.trim().is_empty()).collect()
     } else {
         args.sentences.clone()
     };
@@ -82,4 +73,18 @@ pub fn run(args: &EmbedArgs) -> Result<()> {
     };
     println!("{out}");
     Ok(())
+}
+
+/// The lines of standard input (sentences piped in, one per line); refused
+/// when standard input is a terminal or not UTF-8.
+pub fn stdin_lines() -> Result<Vec<String>> {
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        bail!("no sentences: give them as arguments or pipe them in, one per line");
+    }
+    let mut bytes = Vec::new();
+    stdin.read_to_end(&mut bytes).context("reading sentences from standard input")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("standard input is not UTF-8 (byte offset {})", e.utf8_error().valid_up_to()))?;
+    Ok(text.lines().map(str::to_string).collect())
 }

@@ -1,10 +1,9 @@
 //! `qkv translate`: sentences in, translations out, with a trained
 //! encoder–decoder (greedy or beam search; see `qkv::translate`).
 
-use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
@@ -60,20 +59,8 @@ pub struct TranslateArgs {
 }
 
 pub fn run(args: &TranslateArgs) -> Result<()> {
-    let sentences: Vec<String> = if args.sentences.is_empty() {
-        let mut stdin = std::io::stdin();
-        if stdin.is_terminal() {
-            bail!("no sentences: give them as arguments or pipe them in, one per line");
-        }
-        let mut bytes = Vec::new();
-        stdin.read_to_end(&mut bytes).context("reading sentences from standard input")?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            anyhow::anyhow!("standard input is not UTF-8 (byte offset {})", e.utf8_error().valid_up_to())
-        })?;
-        text.lines().map(str::to_string).collect()
-    } else {
-        args.sentences.clone()
-    };
+    let sentences: Vec<String> =
+        if args.sentences.is_empty() { crate::embed::stdin_lines()? } else { args.sentences.clone() };
     let OpenTranslator { model, tokenizer, max_len } =
         open_translator(&args.model, "a translation model (MarianMTModel or T5ForConditionalGeneration)")?;
     let how = Decoding {
