@@ -13,6 +13,9 @@
 //!   `exp(m_old - m_new)`. Only one tile of scores exists per task at a time, so
 //!   extra memory is linear in T. Backward recomputes the tiles from the saved
 //!   log-sum-exp of each row instead of storing the probabilities.
+//! - [`attention_rows`] serves the forward pass when a head has only a few
+//!   queries (one per step of generation), where a 64-row tile is mostly
+//!   padding; [`attention_forward`] picks between it and the tiled kernel.
 //!
 //! Layouts. Q, K, V are [`Heads`]: logical `[B, H, T, D]` with any strides
 //! (a view into a fused QKV projection needs no copy), unit stride along D.
@@ -501,6 +504,217 @@ pub fn attention_flash(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
     AttnOut { out, lse }
 }
 
+/// Most queries per head that [`attention_forward`] sends to
+/// [`attention_rows`] instead of the tiled kernel.
+pub const FEW_QUERIES: usize = 4;
+
+/// Least work (`B·H·Tq·Tk·D`) for which [`attention_rows`] spreads its heads
+/// over threads; below it, waking them costs more than the products.
+pub const ROWS_PAR_MIN: usize = 1 << 15;
+
+/// The forward pass the op runs: [`attention_rows`] for a few queries per
+/// head (decoding with a KV cache adds one), [`attention_flash`] otherwise.
+/// Both leave the same `out` and `lse`, so either feeds the tiled backward.
+pub fn attention_forward(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: f32) -> AttnOut {
+    if q.t <= FEW_QUERIES { attention_rows(q, k, v, mask, scale) } else { attention_flash(q, k, v, mask, scale) }
+}
+
+/// Attention one query row at a time, for a few queries per head. A flash
+/// tile is 64 queries by 64 keys; with one query (each step of generation),
+/// 15 of the 16 columns of the tile kernel's `K·Qᵀ` and 5 of the 6 rows of
+/// its `P·V` would compute padding. Here a query's scores are dot products
+/// along D, its softmax runs along the keys, and the values are summed with
+/// those weights along D: all of it vector code without waste. Memory: one
+/// row of `Tk` scores per task (a task is one head of one sequence).
+pub fn attention_rows(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: f32) -> AttnOut {
+    let (bn, hn, tq, tk, d) = (q.b, q.h, q.t, k.t, q.d);
+    assert!(q.fits() && k.fits() && v.fits(), "attention: a view reaches past its buffer");
+    let off = tk as isize - tq as isize;
+    let mut out = crate::pool::take(bn * tq * hn * d);
+    let mut lse = crate::pool::take(bn * hn * tq);
+    let (out_ptr, lse_ptr) = (SharedMut(out.as_mut_ptr()), SharedMut(lse.as_mut_ptr()));
+    let task = move |task: usize| {
+        let (b, h) = (task / hn, task % hn);
+        let mut scores = vec![0.0f32; tk];
+        let mut acc = vec![0.0f32; d];
+        let (keys_all, k_st) = head_rows(k, b, h, 0);
+        let (values_all, v_st) = head_rows(v, b, h, 0);
+        for i in 0..tq {
+            let (qi, _) = head_rows(q, b, h, i);
+            let qi = &qi[..d];
+            let keys = visible_keys(mask, i + 1, off, tk);
+            let s = &mut scores[..keys];
+            row_scores(s, qi, keys_all, k_st, scale);
+            if keys > 0 {
+                mask_tile(s, 1, keys, i, 0, off, tk, b, h, mask);
+            }
+            // softmax along the keys: p_j = exp(s_j - max), l = Σ_j p_j
+            let (m, l) = simd::dispatch(
+                #[inline(always)]
+                || {
+                    let m = simd::max(s);
+                    // a query that sees no key: exp(-inf - 0) = 0, so l = 0 and the output 0
+                    let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
+                    s.iter_mut().for_each(|x| *x = simd::exp_shifted(*x - m));
+                    (m, simd::sum(s))
+                },
+            );
+            // acc = Σ_j p_j · v_j, normalised below
+            row_weighted_sum(&mut acc, s, values_all, v_st);
+            let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+            // SAFETY: task (b, h) alone writes row i of head h of batch b,
+            // out[b, i, h, :] and lse[b, h, i], which lie inside their buffers.
+            unsafe {
+                let o = std::slice::from_raw_parts_mut(out_ptr.ptr().add(((b * tq + i) * hn + h) * d), d);
+                for (o, &a) in o.iter_mut().zip(&acc) {
+                    *o = a * inv;
+                }
+                *lse_ptr.ptr().add((b * hn + h) * tq + i) = if l > 0.0 { m + l.ln() } else { f32::INFINITY };
+            }
+        }
+    };
+    if bn * hn * tq * tk * d >= ROWS_PAR_MIN {
+        (0..bn * hn).into_par_iter().for_each(task);
+    } else {
+        (0..bn * hn).for_each(task);
+    }
+    AttnOut { out, lse }
+}
+
+/// `s[j] = scale · q · k_j` for the rows `k_j = keys[j·st .. j·st + D]`
+/// (`D = q.len()`): eight keys at a time in AVX2 registers when D is a
+/// multiple of 8 ([`row_scores_plain`] is its twin). Left to LLVM, the plain
+/// loop became 4-lane multiplies and shuffles, slower than the tile kernel.
+fn row_scores(s: &mut [f32], q: &[f32], keys: &[f32], st: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::instruction_set() == "avx2+fma" && q.len() % 8 == 0 && !s.is_empty() {
+        assert!((s.len() - 1) * st + q.len() <= keys.len(), "row_scores: keys past their buffer");
+        // SAFETY: AVX2+FMA present; every key row lies in `keys` (checked above).
+        unsafe { avx2::row_scores(s, q, keys, st, scale) };
+        return;
+    }
+    row_scores_plain(s, q, keys, st, scale);
+}
+
+/// [`row_scores`] one product at a time.
+fn row_scores_plain(s: &mut [f32], q: &[f32], keys: &[f32], st: usize, scale: f32) {
+    let d = q.len();
+    for (j, x) in s.iter_mut().enumerate() {
+        *x = scale * q.iter().zip(&keys[j * st..j * st + d]).map(|(a, b)| a * b).sum::<f32>();
+    }
+}
+
+/// `acc = Σ_j p[j] · v_j` for the rows `v_j = values[j·st .. j·st + D]`
+/// (`D = acc.len()`): 64 columns at a time in eight AVX2 registers when D is
+/// a multiple of 8 ([`row_weighted_sum_plain`] is its twin).
+fn row_weighted_sum(acc: &mut [f32], p: &[f32], values: &[f32], st: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::instruction_set() == "avx2+fma" && acc.len() % 8 == 0 && !p.is_empty() {
+        assert!((p.len() - 1) * st + acc.len() <= values.len(), "row_weighted_sum: values past their buffer");
+        // SAFETY: AVX2+FMA present; every value row lies in `values` (checked above).
+        unsafe { avx2::row_weighted_sum(acc, p, values, st) };
+        return;
+    }
+    row_weighted_sum_plain(acc, p, values, st);
+}
+
+/// [`row_weighted_sum`] one product at a time.
+fn row_weighted_sum_plain(acc: &mut [f32], p: &[f32], values: &[f32], st: usize) {
+    let d = acc.len();
+    acc.fill(0.0);
+    for (j, &w) in p.iter().enumerate() {
+        for (a, &x) in acc.iter_mut().zip(&values[j * st..j * st + d]) {
+            *a += w * x;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::row_scores`] for D a multiple of 8.
+    ///
+    /// # Safety
+    /// AVX2+FMA present; `keys` holds `(s.len() - 1)·st + q.len()` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_scores(s: &mut [f32], q: &[f32], keys: &[f32], st: usize, scale: f32) {
+        let (n, d) = (s.len(), q.len());
+        let (qp, kp) = (q.as_ptr(), keys.as_ptr());
+        let sv = _mm256_set1_ps(scale);
+        let mut j = 0;
+        // SAFETY (whole body): row j + r < n reads keys[(j + r)·st .. + d], inside `keys`.
+        unsafe {
+            while j + 8 <= n {
+                // eight dot products side by side, each in its own register
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for c in (0..d).step_by(8) {
+                    let qv = _mm256_loadu_ps(qp.add(c));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add((j + r) * st + c)), *a);
+                    }
+                }
+                // horizontal sums: after three rounds of hadd, lane r of the
+                // low half plus lane r of the high half is key j + r's score
+                let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+                let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+                let h45 = _mm256_hadd_ps(acc[4], acc[5]);
+                let h67 = _mm256_hadd_ps(acc[6], acc[7]);
+                let (h0123, h4567) = (_mm256_hadd_ps(h01, h23), _mm256_hadd_ps(h45, h67));
+                let lo = _mm256_permute2f128_ps::<0x20>(h0123, h4567);
+                let hi = _mm256_permute2f128_ps::<0x31>(h0123, h4567);
+                _mm256_storeu_ps(s.as_mut_ptr().add(j), _mm256_mul_ps(sv, _mm256_add_ps(lo, hi)));
+                j += 8;
+            }
+            for (j, x) in s.iter_mut().enumerate().skip(j) {
+                let mut a = _mm256_setzero_ps();
+                for c in (0..d).step_by(8) {
+                    a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(c)), _mm256_loadu_ps(kp.add(j * st + c)), a);
+                }
+                let h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                let h = _mm_hadd_ps(h, h);
+                *x = scale * _mm_cvtss_f32(_mm_hadd_ps(h, h));
+            }
+        }
+    }
+
+    /// [`super::row_weighted_sum`] for D a multiple of 8.
+    ///
+    /// # Safety
+    /// AVX2+FMA present; `values` holds `(p.len() - 1)·st + acc.len()` floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_weighted_sum(acc: &mut [f32], p: &[f32], values: &[f32], st: usize) {
+        let d = acc.len();
+        let vp = values.as_ptr();
+        let mut c0 = 0;
+        // SAFETY (whole body): row j < p.len() reads values[j·st + c0 .. + 64 or + 8], inside `values`.
+        unsafe {
+            // 64 columns at a time: eight independent sums, each row of V read once
+            while c0 + 64 <= d {
+                let mut a = [_mm256_setzero_ps(); 8];
+                for (j, &w) in p.iter().enumerate() {
+                    let wv = _mm256_set1_ps(w);
+                    for (r, a) in a.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(vp.add(j * st + c0 + 8 * r)), *a);
+                    }
+                }
+                for (r, a) in a.iter().enumerate() {
+                    _mm256_storeu_ps(acc.as_mut_ptr().add(c0 + 8 * r), *a);
+                }
+                c0 += 64;
+            }
+            while c0 < d {
+                let mut a = _mm256_setzero_ps();
+                for (j, &w) in p.iter().enumerate() {
+                    a = _mm256_fmadd_ps(_mm256_set1_ps(w), _mm256_loadu_ps(vp.add(j * st + c0)), a);
+                }
+                _mm256_storeu_ps(acc.as_mut_ptr().add(c0), a);
+                c0 += 8;
+            }
+        }
+    }
+}
+
 /// Tiled backward (FlashAttention-2 order: key tiles outer, query tiles inner),
 /// one task per `(batch, head)`. `out` and `lse` come from the forward pass;
 /// `dout` is the output gradient as `[B, H, Tq, D]` heads. The gradients come
@@ -777,6 +991,10 @@ mod tests {
         };
         close(&flash.out, &naive.out, "out");
         close(&flash.lse, &naive.lse, "lse");
+        // the row-at-a-time kernel computes the same for any Tq, serial or parallel
+        let rows = attention_rows(&q, &k, &v, &mask, scale);
+        close(&rows.out, &naive.out, "rows out");
+        close(&rows.lse, &naive.lse, "rows lse");
         let gn = attention_backward_naive(&q, &k, &v, &dout, &mask, scale);
         let gf = attention_flash_backward(&q, &k, &v, &flash.out, &flash.lse, &dout, &mask, scale);
         close(&gf.dq, &gn.dq, "dq");
@@ -811,8 +1029,12 @@ mod tests {
             (1, 2, 70, 70, 16, true, false, false),
             (2, 2, 130, 130, 8, false, true, false),
             (1, 2, 1, 77, 8, true, false, false), // one new token against a KV cache
+            // a few new tokens (the row kernel's cases), above its parallel threshold
+            (4, 4, 1, 300, 64, true, true, true),
+            (3, 4, 4, 200, 24, true, true, false),
+            (5, 2, 2, 33, 64, false, true, false),
             (2, 1, 9, 140, 8, false, true, false), // cross-attention, Tq != Tk
-            (1, 3, 67, 67, 5, true, false, true), // ALiBi
+            (1, 3, 67, 67, 5, true, false, true),  // ALiBi
             (3, 2, 65, 129, 7, true, true, true),
             // long enough for the larger blocks (128 and 256 rows per task)
             (1, 1, 4500, 4500, 2, true, false, false),
@@ -833,6 +1055,8 @@ mod tests {
         let mask = AttnMask { causal: false, key_mask: Some(&km), alibi: None };
         let f = attention_flash(&x, &x, &x, &mask, 0.5);
         assert!(f.out.iter().all(|&v| v == 0.0));
+        let r = attention_rows(&x, &x, &x, &mask, 0.5);
+        assert!(r.out.iter().all(|&v| v == 0.0) && r.lse.iter().all(|&l| l == f32::INFINITY));
         let g = attention_flash_backward(&x, &x, &x, &f.out, &f.lse, &x, &mask, 0.5);
         assert!(g.dq.iter().chain(&g.dk).chain(&g.dv).all(|&v| v == 0.0));
     }

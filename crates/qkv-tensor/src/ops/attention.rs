@@ -85,7 +85,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
     let (q, k, v) = (unit_d(q), unit_d(k), unit_d(v));
     let (qh, kh, vh) = (heads(&q), heads(&k), heads(&v));
     let fwd = match opts.kernel {
-        AttentionKernel::Flash => k::attention_flash(&qh, &kh, &vh, &opts.mask(), scale),
+        AttentionKernel::Flash => k::attention_forward(&qh, &kh, &vh, &opts.mask(), scale),
         AttentionKernel::Naive => k::attention_naive(&qh, &kh, &vh, &opts.mask(), scale),
     };
     let out = Tensor::from_vec(fwd.out, &[bq, tq, hq, dq])?;
@@ -158,7 +158,7 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, opts: &AttentionOpts) -> Resul
         st: c3,
     };
     let scale = opts.scale.unwrap_or(1.0 / (d as f32).sqrt());
-    let fwd = k::attention_flash(&view(0), &view(1), &view(2), &opts.mask(), scale);
+    let fwd = k::attention_forward(&view(0), &view(1), &view(2), &opts.mask(), scale);
     let out = Tensor::from_vec(fwd.out, &[b, t, c])?;
     let (saved_x, saved_out, lse, opts) = (x.detach(), out.clone(), fwd.lse, opts.clone());
     Ok(Tensor::with_grad_fn(&out, &[&x], move |g| {
