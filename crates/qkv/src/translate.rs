@@ -20,9 +20,9 @@
 //! on Marian and T5 models). The padding token is never generated.
 
 use qkv_tensor::{Tensor, no_grad};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::metrics::argmax;
 use crate::models::seq2seq::{Seq2Seq, Side};
 use crate::models::t5::T5;
 use crate::nn::Dropout;
@@ -265,30 +265,44 @@ pub fn translate_texts(
     Ok(out)
 }
 
-/// Log-probabilities of the next token for each row, the padding token
-/// forbidden (`[R, V]` as rows).
-fn next_log_probs(
+/// The `n` best next tokens of each row, best first: `(score, token)` with
+/// the score a log-probability when `log_probs` (beam search adds them up),
+/// else the raw logit (greedy needs only the order). The padding token is
+/// never proposed, nor `eos` before `eos_allowed`. Only these few leave the
+/// step: copying out all `R × V` scores and sorting `k·V` candidates per
+/// sentence took a quarter of beam search's time, on one thread.
+fn next_best(
     model: &dyn EncoderDecoder,
     last: &[u32],
     memories: &[Memory],
     caches: &mut [KvCache],
     eos_allowed: bool,
-) -> Result<Vec<Vec<f32>>> {
-    let logits = model.step(last, memories, caches)?.log_softmax();
+    n: usize,
+    log_probs: bool,
+) -> Result<Vec<Vec<(f32, u32)>>> {
+    let logits = model.step(last, memories, caches)?;
+    let scores = if log_probs { logits.log_softmax() } else { logits };
     let c = model.specials();
-    let (v, pad, eos) = (c.vocab, c.pad as usize, c.eos as usize);
-    Ok(logits
-        .to_vec()
-        .chunks(v)
-        .map(|row| {
-            let mut row = row.to_vec();
-            row[pad] = f32::NEG_INFINITY;
-            if !eos_allowed {
-                row[eos] = f32::NEG_INFINITY;
-            }
-            row
-        })
-        .collect())
+    let forbidden = if eos_allowed { vec![c.pad] } else { vec![c.pad, c.eos] };
+    let scores = scores.data();
+    Ok(scores.par_chunks(c.vocab).map(|row| best_n(row, n, &forbidden)).collect())
+}
+
+/// The `n` largest values of `row` with their indices, largest first (the
+/// lower index first on ties), leaving out the `forbidden` indices and NaN.
+fn best_n(row: &[f32], n: usize, forbidden: &[u32]) -> Vec<(f32, u32)> {
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
+    for (tok, &x) in row.iter().enumerate() {
+        // the common case: not among the best so far (a NaN never is)
+        let full = best.len() == n;
+        if n == 0 || (full && !(x > best[n - 1].0)) || x.is_nan() || forbidden.contains(&(tok as u32)) {
+            continue;
+        }
+        let at = best.partition_point(|&(b, _)| b >= x);
+        best.insert(at, (x, tok as u32));
+        best.truncate(n);
+    }
+    best
 }
 
 /// Keep the `rows` of every memory and cache (in that order).
@@ -316,11 +330,11 @@ fn greedy(
     let mut last = vec![c.start; b];
     let mut generated = 0;
     while !active.is_empty() {
-        let logp = next_log_probs(model, &last, &memories, &mut caches, generated >= min_new)?;
+        let best = next_best(model, &last, &memories, &mut caches, generated >= min_new, 1, false)?;
         generated += 1;
         let mut still = Vec::with_capacity(active.len());
         for (row, &s) in active.iter().enumerate() {
-            let tok = argmax(&logp[row]);
+            let tok = best[row].first().map_or(c.eos, |&(_, tok)| tok);
             out[s].push(tok);
             if tok != c.eos && out[s].len() < max_new[s] {
                 still.push(row);
@@ -365,9 +379,10 @@ fn beam_search(
     let c = model.specials();
     let (b, k) = (max_new.len(), how.beam);
     let longest = max_new.iter().copied().max().unwrap_or(1);
-    // every sentence starts as k rows: one live hypothesis and k - 1 that cannot win
-    let rows: Vec<usize> = (0..b).flat_map(|s| std::iter::repeat_n(s, k)).collect();
-    let mut memories: Vec<Memory> = memories.iter().map(|m| m.select(&rows)).collect::<qkv_tensor::Result<_>>()?;
+    // every sentence starts as k rows: one live hypothesis and k - 1 that
+    // cannot win; all k read the sentence's one memory (see
+    // `Attention::forward_cross`)
+    let mut memories = memories;
     let mut caches = model.new_caches(b * k, longest + 1);
     let start = Hyp { score: 0.0, tokens: Vec::new() };
     let mut searches: Vec<Search> = (0..b)
@@ -382,23 +397,21 @@ fn beam_search(
     let mut last = vec![c.start; b * k];
     let mut generated = 0usize; // tokens after the start so far
     while !active.is_empty() {
-        let logp = next_log_probs(model, &last, &memories, &mut caches, generated >= how.min_new_tokens)?;
+        let top = 2 * k;
+        let best = next_best(model, &last, &memories, &mut caches, generated >= how.min_new_tokens, top, true)?;
         let mut keep_rows = Vec::new();
         let mut next_active = Vec::new();
         for (a, &s) in active.iter().enumerate() {
             let search = &mut searches[s];
             let at_limit = generated + 1 >= max_new[s];
-            // the best 2k extensions over every (hypothesis, token)
-            let mut cands: Vec<(f32, usize, u32)> = Vec::with_capacity(k * c.vocab);
+            // the best 2k extensions over every (hypothesis, token): they lie
+            // among the best 2k tokens of each hypothesis
+            let mut cands: Vec<(f32, usize, u32)> = Vec::with_capacity(k * top);
             for (j, hyp) in search.running.iter().enumerate() {
-                for (tok, &lp) in logp[a * k + j].iter().enumerate() {
-                    cands.push((hyp.score + lp, j, tok as u32));
-                }
+                cands.extend(best[a * k + j].iter().map(|&(lp, tok)| (hyp.score + lp, j, tok)));
             }
-            let top = 2 * k;
-            cands.select_nth_unstable_by(top - 1, |x, y| y.0.total_cmp(&x.0));
-            cands.truncate(top);
             cands.sort_by(|x, y| y.0.total_cmp(&x.0));
+            cands.truncate(top);
             let ends = |tok: u32| tok == c.eos || at_limit;
             // finished: the ending extensions among the best k, scored per length
             let full = search.finished.len() == k && how.early_stopping == EarlyStopping::Done;
@@ -445,19 +458,13 @@ fn beam_search(
         }
         generated += 1;
         // the caches follow each surviving hypothesis's parent; the memories
-        // are one sentence's in all its k rows, so they change only when a
-        // sentence leaves
+        // (one per sentence) change only when a sentence leaves
         for cache in caches.iter_mut() {
             cache.select(&keep_rows)?;
         }
         if next_active.len() != active.len() {
-            let rows: Vec<usize> = active
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| next_active.contains(s))
-                .flat_map(|(a, _)| a * k..(a + 1) * k)
-                .collect();
-            memories = memories.iter().map(|m| m.select(&rows)).collect::<qkv_tensor::Result<_>>()?;
+            let kept: Vec<usize> = (0..active.len()).filter(|&a| next_active.contains(&active[a])).collect();
+            memories = memories.iter().map(|m| m.select(&kept)).collect::<qkv_tensor::Result<_>>()?;
         }
         last = next_active
             .iter()
@@ -471,4 +478,38 @@ fn beam_search(
             s.finished.into_iter().next().or_else(|| s.running.into_iter().next()).map(|h| h.tokens).unwrap_or_default()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The naive twin of [`best_n`]: sort every allowed, non-NaN entry.
+    fn best_n_by_sorting(row: &[f32], n: usize, forbidden: &[u32]) -> Vec<(f32, u32)> {
+        let mut all: Vec<(f32, u32)> = row
+            .iter()
+            .enumerate()
+            .filter(|&(t, x)| !x.is_nan() && !forbidden.contains(&(t as u32)))
+            .map(|(t, &x)| (x, t as u32))
+            .collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.truncate(n);
+        all
+    }
+
+    #[test]
+    fn best_n_matches_sorting_everything() {
+        let mut rng = qkv_tensor::Rng::new(3);
+        for (len, n) in [(0, 3), (5, 0), (5, 8), (100, 1), (100, 8), (8000, 8)] {
+            // coarse values so that ties occur; a NaN and -inf among them
+            let mut row: Vec<f32> = (0..len).map(|_| (rng.normal() * 4.0).round()).collect();
+            if len > 10 {
+                row[3] = f32::NAN;
+                row[7] = f32::NEG_INFINITY;
+            }
+            for forbidden in [&[][..], &[0, 2][..]] {
+                assert_eq!(best_n(&row, n, forbidden), best_n_by_sorting(&row, n, forbidden), "len {len}, n {n}");
+            }
+        }
+    }
 }
