@@ -587,7 +587,7 @@ pub fn attention_rows(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: f
 /// loop became 4-lane multiplies and shuffles, slower than the tile kernel.
 fn row_scores(s: &mut [f32], q: &[f32], keys: &[f32], st: usize, scale: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd::instruction_set() == "avx2+fma" && q.len() % 8 == 0 && !s.is_empty() {
+    if simd::instruction_set() == "avx2+fma" && q.len().is_multiple_of(8) && !s.is_empty() {
         assert!((s.len() - 1) * st + q.len() <= keys.len(), "row_scores: keys past their buffer");
         // SAFETY: AVX2+FMA present; every key row lies in `keys` (checked above).
         unsafe { avx2::row_scores(s, q, keys, st, scale) };
@@ -609,7 +609,7 @@ fn row_scores_plain(s: &mut [f32], q: &[f32], keys: &[f32], st: usize, scale: f3
 /// a multiple of 8 ([`row_weighted_sum_plain`] is its twin).
 fn row_weighted_sum(acc: &mut [f32], p: &[f32], values: &[f32], st: usize) {
     #[cfg(target_arch = "x86_64")]
-    if simd::instruction_set() == "avx2+fma" && acc.len() % 8 == 0 && !p.is_empty() {
+    if simd::instruction_set() == "avx2+fma" && acc.len().is_multiple_of(8) && !p.is_empty() {
         assert!((p.len() - 1) * st + acc.len() <= values.len(), "row_weighted_sum: values past their buffer");
         // SAFETY: AVX2+FMA present; every value row lies in `values` (checked above).
         unsafe { avx2::row_weighted_sum(acc, p, values, st) };
