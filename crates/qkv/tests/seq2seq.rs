@@ -69,6 +69,25 @@ fn padding_keys_are_invisible_to_cross_attention() {
     }
 }
 
+#[test]
+fn rows_sharing_a_memory_equal_rows_with_copies_of_it() {
+    // beam search's k hypotheses of a sentence read its one memory
+    let mut rng = Rng::new(6);
+    let attn = Attention::new_separate(8, 2, true, 0.3, &mut rng);
+    let x = Tensor::randn(&[6, 2, 8], 1.0, &mut rng); // 3 sentences × 2 hypotheses, 2 positions each
+    let memory = Tensor::randn(&[3, 4, 8], 1.0, &mut rng);
+    let mask = [true, true, true, false, true, true, true, true, true, true, false, false];
+    let shared = attn.memory(&memory, Some(&mask)).unwrap();
+    let copied = shared.select(&[0, 0, 1, 1, 2, 2]).unwrap();
+    let a = attn.forward_cross(&x, &shared).unwrap().to_vec();
+    let b = attn.forward_cross(&x, &copied).unwrap().to_vec();
+    assert!(a.iter().all(|v| v.is_finite()) && max_diff(&a, &b) < 1e-6, "{}", max_diff(&a, &b));
+    // rows that cannot share the sequences evenly are refused, not misread
+    let five = Tensor::randn(&[5, 2, 8], 1.0, &mut rng);
+    let err = attn.forward_cross(&five, &shared).unwrap_err().to_string();
+    assert!(err.contains("5 query rows") && err.contains("3 sequences"), "{err}");
+}
+
 /// Source `[2, 6]` (the second padded after 4 tokens), target `[2, 5]`.
 fn batch(rng: &mut Rng) -> (Vec<u32>, Vec<bool>, Vec<u32>) {
     let src: Vec<u32> = (0..12).map(|_| 2 + rng.below(21) as u32).collect();

@@ -555,14 +555,19 @@ impl T5 {
                 None => (k, v),
             };
             h = h.add(&a.attend(&q, &k, &v, self_bias.clone())?.0)?;
+            // the G rows that share one sequence of the memory (beam search's
+            // hypotheses of a sentence) are G·Tt queries of that sequence
             let x = block.cross_norm.forward(&h)?;
-            let q = block.cross.heads_of(&block.cross.q, &x)?;
+            let g = m.rows_per_sequence(b)?;
+            let (bm, d) = (b / g, self.config.d_kv);
+            let q = block.cross.q.forward(&x)?.reshape(&[bm, g * t, h_, d])?.permute(&[0, 2, 1, 3])?;
             let ts = m.k.dims4()?.2;
             let mask = m.mask.as_deref();
-            let cross_bias = scores_bias(b, h_, t, ts, None, |bi, _, j| mask.is_none_or(|mk| mk[bi * ts + j]))?;
-            let (y, probs) = block.cross.attend(&q, &m.k, &m.v, cross_bias)?;
+            let cross_bias = scores_bias(bm, h_, g * t, ts, None, |bi, _, j| mask.is_none_or(|mk| mk[bi * ts + j]))?;
+            let (y, probs) = block.cross.attend(&q, &m.k, &m.v, cross_bias)?; // [Bm, G·Tt, C], [Bm, H, G·Tt, Ts]
+            let probs = probs.reshape(&[bm, h_, g, t, ts])?.permute(&[0, 2, 1, 3, 4])?.reshape(&[b, h_, t, ts])?;
             maps.push(probs);
-            h = h.add(&y)?;
+            h = h.add(&y.reshape(&[b, t, self.config.d_model])?)?;
             h = h.add(&block.mlp.forward(&block.mlp_norm.forward(&h)?)?)?;
         }
         Ok((self.decoder_norm.forward(&h)?, maps))

@@ -32,6 +32,10 @@ pub struct KvCache {
     k: Tensor,
     v: Tensor,
     len: usize,
+    /// The buffers [`KvCache::select`] copies into next (the ones it last
+    /// replaced): beam search reorders the cache at every step, and clearing
+    /// fresh buffers for it was 3 % of the time.
+    spare: [Vec<f32>; 2],
 }
 
 impl KvCache {
@@ -40,6 +44,7 @@ impl KvCache {
             k: Tensor::zeros(&[batch, capacity, n_head, head_dim]),
             v: Tensor::zeros(&[batch, capacity, n_head, head_dim]),
             len: 0,
+            spare: [Vec::new(), Vec::new()],
         }
     }
 
@@ -68,18 +73,20 @@ impl KvCache {
         if idx.len() == b && idx.iter().enumerate().all(|(i, &j)| i == j) {
             return Ok(()); // every row stays where it is
         }
-        let per = cap * h * d;
-        for buf in [&mut self.k, &mut self.v] {
-            let out = {
+        let (per, used) = (cap * h * d, self.len * h * d);
+        for (buf, spare) in [&mut self.k, &mut self.v].into_iter().zip(&mut self.spare) {
+            // positions past `len` are never read before `append` writes
+            // them, so a reused buffer is not cleared (only new room is)
+            let mut out = std::mem::take(spare);
+            out.resize(idx.len() * per, 0.0);
+            {
                 let old = buf.data(); // borrowed: the buffer is contiguous
-                let mut out = Vec::with_capacity(idx.len() * per);
-                for &i in idx {
-                    out.extend_from_slice(&old[i * per..i * per + self.len * h * d]);
-                    out.resize(out.len() + (cap - self.len) * h * d, 0.0);
+                for (row, &i) in out.chunks_exact_mut(per).zip(idx) {
+                    row[..used].copy_from_slice(&old[i * per..i * per + used]);
                 }
-                out
-            };
-            *buf = Tensor::from_vec(out, &[idx.len(), cap, h, d])?;
+            }
+            let old = std::mem::replace(buf, Tensor::from_vec(out, &[idx.len(), cap, h, d])?);
+            *spare = old.into_vec(); // no copy: the cache is its buffer's only holder
         }
         Ok(())
     }
@@ -315,17 +322,24 @@ impl Attention {
     /// another sequence ([`Attention::memory`]), padding keys hidden. No
     /// causal mask: every position may read the whole other sequence.
     ///
+    /// The memory may hold fewer sequences than `x` has rows: `B = G·Bm`,
+    /// rows `s·G .. (s+1)·G` reading sequence `s` (beam search's `G`
+    /// hypotheses of one sentence). Without a causal mask each query is
+    /// independent of the others, so those rows are simply `G·Tq` queries of
+    /// one sequence: one memory, read once for all of them.
+    ///
     /// # Shapes
-    /// x `[B, Tq, C]` → `[B, Tq, C]`
+    /// x `[B, Tq, C]`, memory `[Bm, H, Tk, D]` with `Bm` dividing `B` → `[B, Tq, C]`
     pub fn forward_cross(&self, x: &Tensor, memory: &Memory) -> Result<Tensor> {
         let QkvProjection::Separate { query, .. } = &self.qkv else {
             return Err(qkv_tensor::Error::invalid("cross-attention", "needs a separate query projection"));
         };
         let (b, t, c) = x.dims3()?;
         let (h, d) = (self.n_head, c / self.n_head);
-        let q = query.forward(x)?.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3])?;
+        let g = memory.rows_per_sequence(b)?;
+        let q = query.forward(x)?.reshape(&[b / g, g * t, h, d])?.permute(&[0, 2, 1, 3])?;
         let opts = AttentionOpts { key_mask: memory.mask.clone(), kernel: self.kernel, ..Default::default() };
-        let y = attention(&q, &memory.k, &memory.v, &opts)?; // [B, H, Tq, D], stored as [B, Tq, H, D]
+        let y = attention(&q, &memory.k, &memory.v, &opts)?; // [Bm, H, G·Tq, D], stored as [Bm, G·Tq, H, D]
         self.c_proj.forward(&y.transpose(1, 2)?.reshape(&[b, t, c])?)
     }
 
@@ -396,6 +410,19 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// How many query rows of a batch of `rows` read each sequence of this
+    /// memory (1 when both hold the same sequences).
+    pub fn rows_per_sequence(&self, rows: usize) -> Result<usize> {
+        let n = self.k.dims4()?.0;
+        if n == 0 || !rows.is_multiple_of(n) {
+            return Err(qkv_tensor::Error::invalid(
+                "cross-attention",
+                format!("{rows} query rows cannot share a memory of {n} sequences evenly"),
+            ));
+        }
+        Ok(rows / n)
+    }
+
     /// Keep the rows `idx` of the batch (beam search: the sentences of the
     /// surviving hypotheses).
     pub fn select(&self, idx: &[usize]) -> Result<Memory> {
