@@ -9,6 +9,7 @@ pub mod gemv;
 pub mod gemv_f16;
 pub mod norm;
 pub mod packed;
+pub mod recurrent;
 pub mod softmax;
 pub mod tile;
 

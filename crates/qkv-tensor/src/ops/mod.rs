@@ -9,6 +9,7 @@ pub mod dropout;
 pub mod embedding;
 pub mod matmul;
 pub mod norm;
+pub mod recurrent;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;
