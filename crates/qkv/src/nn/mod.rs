@@ -14,6 +14,7 @@ pub mod mlp;
 pub mod norm;
 pub mod patch;
 pub mod positional;
+pub mod rnn;
 
 use qkv_tensor::Param;
 
