@@ -123,6 +123,11 @@ fn pack_b_slice(dst: &mut [f32], b: Mat<'_>, k0: usize, kc: usize, parallel: boo
     }
 }
 
+/// Whether A is one block and the threads split the columns (see [`MC_ONE_BLOCK`]).
+fn one_block(m: usize, n: usize) -> bool {
+    m <= MC_ONE_BLOCK && n >= 4 * m
+}
+
 /// `C (+)= s · A[:, k0..k0+kc] · B_slice` for one packed slice of B (all of
 /// C's columns, `packed_b` holding their panels): tasks are blocks of at most
 /// MC rows of A, as many per thread, × groups of panels (more groups when M is
@@ -140,7 +145,7 @@ unsafe fn sweep(c: RawMatMut, a: Mat<'_>, packed_b: &[f32], k0: usize, kc: usize
     // blocks of whole 6-row panels, a multiple of the thread count, their
     // sizes differing by at most one panel so no thread waits on another
     let m_panels = m.div_ceil(MR);
-    let m_blocks = if m <= MC_ONE_BLOCK && n >= 4 * m { 1 } else { (threads * m.div_ceil(threads * MC)).min(m_panels) };
+    let m_blocks = if one_block(m, n) { 1 } else { (threads * m.div_ceil(threads * MC)).min(m_panels) };
     let groups = if m_blocks >= 2 * threads { 1 } else { (2 * threads).div_ceil(m_blocks).min(panels) };
     let per_group = panels.div_ceil(groups);
     let task = |t: usize| {
@@ -148,30 +153,8 @@ unsafe fn sweep(c: RawMatMut, a: Mat<'_>, packed_b: &[f32], k0: usize, kc: usize
         let (ip0, ip1) = (mb * m_panels / m_blocks, (mb + 1) * m_panels / m_blocks);
         let (i0, mc) = (ip0 * MR, (ip1 * MR).min(m) - ip0 * MR);
         let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
-        if p0 >= p1 {
-            return;
-        }
-        // pack A[i0..i0+mc, k0..k0+kc] into 6-row panels: kc steps of 6 values
-        let a_panels = mc.div_ceil(MR);
-        let mut packed_a_buf = crate::pool::take(a_panels * kc * MR + 16);
-        let packed_a = &mut aligned(&mut packed_a_buf)[..a_panels * kc * MR];
-        for (ip, dst) in packed_a.chunks_mut(kc * MR).enumerate() {
-            pack_a(dst, a, i0 + ip * MR, MR.min(mc - ip * MR), k0, kc);
-        }
-        for jp in p0..p1 {
-            let bpanel = &packed_b[jp * kc * NR..(jp + 1) * kc * NR];
-            let (j, nr) = (jp * NR, NR.min(n - jp * NR));
-            for ip in 0..a_panels {
-                let apanel = &packed_a[ip * kc * MR..(ip + 1) * kc * MR];
-                let (i, mr) = (i0 + ip * MR, MR.min(mc - ip * MR));
-                // SAFETY: the tile (i..i+mr, j..j+nr) lies in C and belongs to this task alone.
-                unsafe {
-                    let tile = RawMatMut { ptr: cp.ptr().add(i * c.rs + j * c.cs), rows: mr, cols: nr, ..c };
-                    avx2::tile(tile, apanel, bpanel, kc, s, add);
-                }
-            }
-        }
-        crate::pool::give(packed_a_buf);
+        // SAFETY: this task alone writes rows i0..i0+mc of panels p0..p1 of C.
+        unsafe { sweep_block(RawMatMut { ptr: cp.ptr(), ..c }, a, packed_b, (k0, kc), (i0, mc), (p0, p1), s, add) };
     };
     let tasks = m_blocks * groups;
     if parallel && tasks > 1 {
@@ -179,6 +162,81 @@ unsafe fn sweep(c: RawMatMut, a: Mat<'_>, packed_b: &[f32], k0: usize, kc: usize
     } else {
         (0..tasks).for_each(task);
     }
+}
+
+/// One task of a sweep: packs `A[i0..i0+mc, k0..k0+kc]` into 6-row panels and
+/// multiplies it into the column panels `p0..p1` of C, tile by tile.
+///
+/// # Safety
+/// As [`gemm`]; nothing else touches those rows of those panels of C during
+/// the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sweep_block(
+    c: RawMatMut,
+    a: Mat<'_>,
+    packed_b: &[f32],
+    (k0, kc): (usize, usize),
+    (i0, mc): (usize, usize),
+    (p0, p1): (usize, usize),
+    s: f32,
+    add: bool,
+) {
+    if p0 >= p1 || mc == 0 {
+        return;
+    }
+    let n = c.cols;
+    // kc steps of 6 values per panel
+    let a_panels = mc.div_ceil(MR);
+    let mut packed_a_buf = crate::pool::take(a_panels * kc * MR + 16);
+    let packed_a = &mut aligned(&mut packed_a_buf)[..a_panels * kc * MR];
+    for (ip, dst) in packed_a.chunks_mut(kc * MR).enumerate() {
+        pack_a(dst, a, i0 + ip * MR, MR.min(mc - ip * MR), k0, kc);
+    }
+    for jp in p0..p1 {
+        let bpanel = &packed_b[jp * kc * NR..(jp + 1) * kc * NR];
+        let (j, nr) = (jp * NR, NR.min(n - jp * NR));
+        for ip in 0..a_panels {
+            let apanel = &packed_a[ip * kc * MR..(ip + 1) * kc * MR];
+            let (i, mr) = (i0 + ip * MR, MR.min(mc - ip * MR));
+            // SAFETY: the tile (i..i+mr, j..j+nr) lies in C and belongs to this task alone.
+            unsafe {
+                let tile = RawMatMut { ptr: c.ptr.add(i * c.rs + j * c.cs), rows: mr, cols: nr, ..c };
+                avx2::tile(tile, apanel, bpanel, kc, s, add);
+            }
+        }
+    }
+    crate::pool::give(packed_a_buf);
+}
+
+/// [`gemm_prepacked`] for a one-block product ([`one_block`]) of several
+/// slices of K: one parallel region in all, each task walking every slice
+/// for its own group of columns, where [`sweep`] would open one region per
+/// slice. A recurrent network's backward step (32 × 2048 × 512, eight
+/// slices) spent a sixth of its time starting and joining those regions.
+///
+/// # Safety
+/// As [`gemm_prepacked`], for columns `j0 .. j0 + c.cols` of B's block at `at`.
+unsafe fn sweep_slices(c: RawMatMut, a: Mat<'_>, b: &PackedB, at: usize, s: f32, accumulate: bool) {
+    let (m, n, k) = (a.rows, c.cols, b.k);
+    let panels = n.div_ceil(NR);
+    let groups = (2 * rayon::current_num_threads()).min(panels);
+    let per_group = panels.div_ceil(groups);
+    let slice = slice_depth(k.max(1));
+    let cp = SharedMut(c.ptr);
+    (0..groups).into_par_iter().for_each(|g| {
+        let (p0, p1) = (g * per_group, ((g + 1) * per_group).min(panels));
+        let mut from = at;
+        for k0 in (0..k).step_by(slice) {
+            let kc = slice.min(k - k0);
+            let size = panels * kc * NR;
+            let c = RawMatMut { ptr: cp.ptr(), ..c };
+            // SAFETY: this task alone writes the column panels p0..p1 of C.
+            unsafe {
+                sweep_block(c, a, &b.data[from..from + size], (k0, kc), (0, m), (p0, p1), s, accumulate || k0 > 0)
+            };
+            from += size;
+        }
+    });
 }
 
 /// `B` packed once, ahead of the products that read it: the panels [`gemm`]
@@ -252,6 +310,12 @@ pub unsafe fn gemm_prepacked(c: RawMatMut, a: Mat<'_>, b: &PackedB, s: f32, accu
         let cols = NC.min(n - j0);
         // SAFETY: columns j0..j0+cols of C lie inside the caller's C.
         let cj = RawMatMut { ptr: unsafe { c.ptr.add(j0 * c.cs) }, cols, ..c };
+        if parallel && k > slice && one_block(a.rows, cols) {
+            // SAFETY: as for the whole product; `at` starts this block's slices.
+            unsafe { sweep_slices(cj, a, b, at, s, accumulate) };
+            at += cols.div_ceil(NR) * k * NR;
+            continue;
+        }
         for k0 in (0..k).step_by(slice) {
             let kc = slice.min(k - k0);
             let size = cols.div_ceil(NR) * kc * NR;
@@ -404,13 +468,34 @@ mod avx2 {
     use super::{MR, NR};
     use crate::kernels::gemm::RawMatMut;
 
-    /// One 6×16 tile: `C[..mr, ..nr] = s·acc (+ C)`, acc = packed A panel · packed B panel.
+    /// One 6×16 tile: `C[..mr, ..nr] = s·acc (+ C)`, acc = packed A panel ·
+    /// packed B panel. A panel with fewer than 6 rows (the last of an M that
+    /// 6 does not divide) computes only its rows: 32 rows are 5⅓ panels of
+    /// work, not 6 — a decoder's or a recurrent step's products have 32.
     ///
     /// # Safety
     /// AVX2+FMA present; `apanel` holds `kc·6`, `bpanel` `kc·16` floats; the
     /// `mr × nr` tile of `c` is valid and unshared.
-    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn tile(c: RawMatMut, apanel: &[f32], bpanel: &[f32], kc: usize, s: f32, add: bool) {
+        // SAFETY: forwarded contract; each instance reads rows < R ≤ 6 of the panel.
+        unsafe {
+            match c.rows {
+                1 => tile_rows::<1>(c, apanel, bpanel, kc, s, add),
+                2 => tile_rows::<2>(c, apanel, bpanel, kc, s, add),
+                3 => tile_rows::<3>(c, apanel, bpanel, kc, s, add),
+                4 => tile_rows::<4>(c, apanel, bpanel, kc, s, add),
+                5 => tile_rows::<5>(c, apanel, bpanel, kc, s, add),
+                _ => tile_rows::<MR>(c, apanel, bpanel, kc, s, add),
+            }
+        }
+    }
+
+    /// [`tile`] for a panel of `R` live rows.
+    ///
+    /// # Safety
+    /// As [`tile`], with `c.rows == R` (or 6 for `R = 6`).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_rows<const R: usize>(c: RawMatMut, apanel: &[f32], bpanel: &[f32], kc: usize, s: f32, add: bool) {
         debug_assert!(apanel.len() >= kc * MR && bpanel.len() >= kc * NR);
         let (ap, bp) = (apanel.as_ptr(), bpanel.as_ptr());
         // SAFETY (whole body): reads stay inside the panels (p < kc); writes
@@ -423,7 +508,7 @@ mod avx2 {
                 _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(row.add((c.cols - 1) * c.cs) as *const i8);
             }
-            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for p in 0..kc {
                 let b0 = _mm256_loadu_ps(bp.add(p * NR));
                 let b1 = _mm256_loadu_ps(bp.add(p * NR + 8));
@@ -593,6 +678,8 @@ mod tests {
             // one block of A, the columns split (decoding's shapes)
             (32, 256, 300),
             (144, 40, 600),
+            // ... over several slices of K, in one parallel region when packed ahead
+            (32, 700, 300),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let av: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
