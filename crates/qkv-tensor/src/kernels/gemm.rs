@@ -9,12 +9,16 @@
 //!
 //! - `gemm` on CPUs with AVX-512 (its AVX-512 kernels are the fastest we measured there);
 //! - on AVX2+FMA CPUs, qkv's own blocked GEMM ([`super::packed`]) where it
-//!   measured faster than `matrixmultiply` — A with contiguous rows, K ≥ 128
-//!   and N ≥ 384. Medians of per-round ratios over several runs of
-//!   `examples/gemm_shapes.rs --ab` (2-core EPYC): 1024³ and 2048³ 1.03–1.13, MiniLM's
-//!   projections 1.03 (N = 384) to 1.22 (N = 1152). `matrixmultiply` elsewhere:
-//!   with a transposed A (weight gradients Xᵀ·dY), N ≤ 256 or a thin K it was
-//!   level or up to 10 % ahead;
+//!   measured faster than `matrixmultiply`: K ≥ 32, and N ≥ 128 when A is
+//!   transposed. Per-call best times in one process on a 2-core Zen 2 EPYC
+//!   (`examples/gemm_shapes.rs --ab` and the recurrent network's shapes):
+//!   packed 1.12–1.46× on every training and encoder shape, transposed A
+//!   (weight gradients) included, and on thin K down to 32 (1.12×); only a
+//!   transposed A against N = 65 (a character head's weight gradient) ran
+//!   1.8× faster in `matrixmultiply`. An earlier session's EPYC had found
+//!   `matrixmultiply` level or up to 10 % ahead for a transposed A, N ≤ 256
+//!   or K < 128, which the rule then followed; the CPU under these sessions
+//!   changes, and the rule follows the latest side-by-side measurement;
 //! - `matrixmultiply` on other CPUs. It runs one thread per call, as does the
 //!   packed GEMM here, so the rows (or columns) of `C` are split across the
 //!   rayon pool.
@@ -66,11 +70,11 @@ impl Backend {
     }
 
     /// The backend that runs an `m × k` by `k × n` product `A·B`.
-    /// `PackedWhereFaster` picks the packed GEMM when A's rows are contiguous,
-    /// K ≥ 128 and N ≥ 384 (see the module notes).
+    /// `PackedWhereFaster` picks the packed GEMM when K ≥ 32, and N ≥ 128
+    /// for a transposed A (see the module notes).
     pub fn for_shape(self, a: &Mat<'_>, k: usize, n: usize) -> Backend {
         match self {
-            Backend::PackedWhereFaster if a.cs == 1 && k >= 128 && n >= 384 => Backend::Packed,
+            Backend::PackedWhereFaster if k >= 32 && (a.cs == 1 || n >= 128) => Backend::Packed,
             Backend::PackedWhereFaster => Backend::MatrixMultiply,
             other => other,
         }
@@ -417,10 +421,11 @@ mod tests {
         let rows = Mat::rows(&data, 600, 600);
         let pick = |a: &Mat, k, n| Backend::PackedWhereFaster.for_shape(a, k, n);
         assert_eq!(pick(&rows, 600, 600), Backend::Packed);
-        // a transposed A (a weight gradient), a narrow N, a thin K
-        assert_eq!(pick(&rows.t(), 600, 600), Backend::MatrixMultiply);
-        assert_eq!(pick(&rows, 600, 256), Backend::MatrixMultiply);
-        assert_eq!(pick(&rows, 65, 600), Backend::MatrixMultiply);
+        assert_eq!(pick(&rows.t(), 600, 600), Backend::Packed);
+        assert_eq!(pick(&rows, 65, 65), Backend::Packed);
+        // a transposed A against a narrow N, a thin K
+        assert_eq!(pick(&rows.t(), 600, 65), Backend::MatrixMultiply);
+        assert_eq!(pick(&rows, 16, 600), Backend::MatrixMultiply);
         // a forced backend stays what it is
         assert_eq!(Backend::MatrixMultiply.for_shape(&rows, 600, 600), Backend::MatrixMultiply);
         assert_eq!(Backend::Packed.for_shape(&rows.t(), 600, 64), Backend::Packed);
