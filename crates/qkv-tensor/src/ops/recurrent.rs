@@ -34,7 +34,7 @@ pub struct Recurrence {
 
 /// `[A, B, W]` → `[B, A, W]`.
 fn swap_outer(src: &[f32], a: usize, b: usize, w: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = crate::pool::take(src.len()); // every element written below
     for i in 0..a {
         for j in 0..b {
             out[(j * a + i) * w..(j * a + i + 1) * w].copy_from_slice(&src[(i * b + j) * w..(i * b + j + 1) * w]);
@@ -93,14 +93,15 @@ pub fn recurrence(
     let xs = swap_outer(&xg.contiguous().data(), b, t, gh); // [T, B, G·H]
     let w = w_hh.contiguous().detach();
     let bias = b_hh.to_vec();
-    // states of steps 0..=T, time-major; step 0 holds h0 (and c0)
-    let mut hs = vec![0.0f32; (t + 1) * bh];
+    // states of steps 0..=T, time-major; step 0 holds h0 (and c0). The
+    // buffers come from the pool: every step writes its whole row of them.
+    let mut hs = crate::pool::take((t + 1) * bh);
     hs[..bh].copy_from_slice(&h0.contiguous().data());
-    let mut cs = if lstm { vec![0.0f32; (t + 1) * bh] } else { Vec::new() };
+    let mut cs = if lstm { crate::pool::take((t + 1) * bh) } else { Vec::new() };
     if let Some(c0) = c0 {
         cs[..bh].copy_from_slice(&c0.contiguous().data());
     }
-    let mut saved = vec![0.0f32; t * b * s];
+    let mut saved = crate::pool::take(t * b * s);
     {
         let wd = w.data();
         let weight = StepWeight::new(Mat::rows(&wd, gh, n).t()); // W_hhᵀ: [H, G·H]
@@ -122,6 +123,7 @@ pub fn recurrence(
             step_forward(cell, n, &inp, &mut after[..bh], c_out, &mut saved[ti * b * s..(ti + 1) * b * s]);
         }
     }
+    crate::pool::give(xs);
     let y = Tensor::from_vec(swap_outer(&hs[bh..], t, b, n), &[b, t, n])?;
     let h_last = Tensor::from_vec(hs[t * bh..].to_vec(), &[b, n])?;
     let c_last = if lstm { Some(Tensor::from_vec(cs[t * bh..].to_vec(), &[b, n])?) } else { None };
@@ -130,8 +132,9 @@ pub fn recurrence(
         let wd = w.data();
         let weight = StepWeight::new(Mat::rows(&wd, gh, n)); // W_hh: [G·H, H]
         let gru = cell == Cell::Gru;
-        let mut dxs = vec![0.0f32; t * b * gh];
-        let mut dhgs = if gru { vec![0.0f32; t * b * gh] } else { Vec::new() };
+        // every step writes its rows of these
+        let mut dxs = crate::pool::take(t * b * gh);
+        let mut dhgs = if gru { crate::pool::take(t * b * gh) } else { Vec::new() };
         let (mut dh, mut dh_next) = (vec![0.0f32; bh], vec![0.0f32; bh]);
         let mut dc = if lstm { vec![0.0f32; bh] } else { Vec::new() };
         for ti in (0..t).rev() {
@@ -157,15 +160,19 @@ pub fn recurrence(
         }
         // W_hh and b_hh: one product and one sum over every (step, row)
         let dhid = if gru { &dhgs } else { &dxs };
-        let mut dw = vec![0.0f32; gh * n];
+        let mut dw = crate::pool::take(gh * n); // written whole by the product
         let a = Mat::rows(dhid, t * b, gh).t(); // [G·H, T·B]
         matmul(MatMut::rows(&mut dw, gh, n), a, Mat::rows(&hs[..t * bh], t * b, n), 1.0, false, Threads::All);
         let mut db = vec![0.0f32; gh];
         for row in dhid.chunks_exact(gh) {
             db.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
         }
+        let dxg = swap_outer(&dxs, t, b, gh);
+        for buf in [dys, dxs, dhgs, saved, hs, cs] {
+            crate::pool::give(buf);
+        }
         Ok(vec![
-            Some(Tensor::from_vec(swap_outer(&dxs, t, b, gh), &[b, t, gh])?),
+            Some(Tensor::from_vec(dxg, &[b, t, gh])?),
             Some(Tensor::from_vec(dw, &[gh, n])?),
             Some(Tensor::from_vec(db, &[gh])?),
         ])

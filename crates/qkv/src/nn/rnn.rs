@@ -151,10 +151,17 @@ impl Rnn {
         let mut next = RnnState { h: Vec::new(), c: Vec::new() };
         for (l, layer) in self.layers.iter().enumerate() {
             // the input's share of every step's gates at once: [B, T, G·H]
-            let xg = h.matmul(&layer.weight_ih.value().t()?)?.add_into(&layer.bias_ih.value())?;
+            let xg = h.matmul(&layer.weight_ih.value().t()?)?;
+            let (xg, bias) = match self.kind {
+                // the GRU's reset gate scales the hidden share with its bias,
+                // so the two biases must enter apart
+                RnnKind::Gru => (xg.add_into(&layer.bias_ih.value())?, layer.bias_hh.value()),
+                // elsewhere they only add up: one [G·H] sum, added inside
+                // each step, instead of a pass over all B·T·G·H gates
+                RnnKind::Rnn | RnnKind::Lstm => (xg, layer.bias_ih.value().add(&layer.bias_hh.value())?),
+            };
             let c0 = state.c.get(l);
-            let r =
-                recurrence(self.kind.cell(), &xg, &layer.weight_hh.value(), &layer.bias_hh.value(), &state.h[l], c0)?;
+            let r = recurrence(self.kind.cell(), &xg, &layer.weight_hh.value(), &bias, &state.h[l], c0)?;
             h = r.y;
             next.h.push(r.h);
             next.c.extend(r.c);
