@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use qkv::data::text::Split;
 use qkv::models::gpt::{Gpt, GptConfig};
 use qkv::models::inference::InferenceWeights;
+use qkv::models::recurrent::{RecurrentConfig, RecurrentLm};
 use qkv::models::seq2seq::{Seq2Seq, Seq2SeqConfig, Side};
 use qkv::nn::Dropout;
 use qkv::nn::Module;
@@ -50,6 +51,10 @@ pub enum Suite {
     /// Translation with the same shapes (random weights): 32 sources of 32
     /// tokens, 48 new tokens each, greedy and beam 4: sentences/s.
     Translate,
+    /// LSTM language-model training step: embedding 512, 2 LSTM layers of
+    /// 512, vocab 65, T=128, B=32, the state carried from step to step
+    /// (truncated back-propagation through time), AdamW: tokens/s.
+    TrainLstm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -88,6 +93,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Suite::InferGpt2 => infer_gpt2(args),
         Suite::TrainSeq2seq => train_seq2seq(args),
         Suite::Translate => translate(args),
+        Suite::TrainLstm => train_lstm(args),
     }
 }
 
@@ -527,5 +533,43 @@ fn translate(args: &BenchArgs) -> Result<()> {
     let mut v = json!({"suite": "translate", "case": format!("{n}x{len}+{new}"), "impl": "qkv", "threads": qkv_tensor::num_threads()});
     v.as_object_mut().expect("an object").extend(figures);
     emit(v);
+    Ok(())
+}
+
+fn train_lstm(args: &BenchArgs) -> Result<()> {
+    let (b, t) = (32, 128);
+    let config = RecurrentConfig {
+        vocab_size: 65,
+        n_embd: 512,
+        hidden: 512,
+        n_layer: 2,
+        block_size: t,
+        ..RecurrentConfig::default()
+    };
+    let model = RecurrentLm::new(config, 0)?;
+    // as the twin: AdamW at 1e-3, no clipping; one fixed batch
+    let tc = TrainConfig { lr: 1e-3, min_lr: 1e-3, warmup_steps: 0, ..TrainConfig::default() };
+    let mut opt = Optimizer::new(model.named_params(), tc.adamw, tc.schedule(), 0.0);
+    let mut rng = Rng::new(1);
+    let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(65) as u32).collect();
+    let rows =
+        |skip: usize| -> Vec<u32> { ids.chunks(t + 1).flat_map(|r| r[skip..skip + t].iter().copied()).collect() };
+    let (inputs, targets) = (rows(0), rows(1));
+    let mut state = model.zero_state(b);
+    let mut step_no = 0u64;
+    let mut step = || -> Result<()> {
+        step_no += 1;
+        opt.zero_grad();
+        let (loss, next) = model.loss(&inputs, &targets, b, t, &state, &Dropout::default())?;
+        opt.accumulate(&loss, 1, step_no)?;
+        opt.step(step_no)?;
+        state = next;
+        Ok(())
+    };
+    let secs = time(args.reps.unwrap_or(10), &mut step)?;
+    emit(json!({
+        "suite": "train-lstm", "case": "2x512-T128-B32", "impl": "qkv", "threads": qkv_tensor::num_threads(),
+        "tokens_per_s": (b * t) as f64 / secs, "ms_per_step": secs * 1e3,
+    }));
     Ok(())
 }
