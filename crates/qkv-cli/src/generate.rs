@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use qkv::generate::{Sampling, generate};
+use qkv::generate::{Sampling, generate, generate_recurrent};
+use qkv::models::gpt::Gpt;
 use qkv::models::inference::InferenceWeights;
 use qkv::models::load::{Model, open, wrong_kind};
+use qkv::models::recurrent::RecurrentLm;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -52,25 +54,16 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let (mut model, tok) = match open(&args.model)? {
-        Model::Gpt { model, tokenizer, .. } => (model, tokenizer),
-        other => return Err(wrong_kind(&args.model, &other, "a GPT (qkv run or GPT-2)").into()),
+    let (model, tok) = match open(&args.model)? {
+        Model::Gpt { model, tokenizer, .. } => (Lm::Gpt(gpt_options(model, args)?), tokenizer),
+        Model::Recurrent { model, tokenizer } => {
+            if args.f16_weights || args.block_size.is_some() {
+                bail!("--f16-weights and --block-size are for a GPT; a recurrent network carries its state instead");
+            }
+            (Lm::Recurrent(model), tokenizer)
+        }
+        other => return Err(wrong_kind(&args.model, &other, "a language model (GPT, GPT-2, RNN, LSTM or GRU)").into()),
     };
-    if args.f16_weights {
-        model = model.prepared_for_inference(InferenceWeights::F16).context("--f16-weights")?;
-    }
-    if let Some(bs) = args.block_size {
-        if bs > model.config.block_size {
-            bail!(
-                "--block-size {bs} is larger than the model's context of {} tokens (it has no positions beyond that)",
-                model.config.block_size
-            );
-        }
-        if bs == 0 {
-            bail!("--block-size must be at least 1");
-        }
-        model.config.block_size = bs;
-    }
     let prompt = match &args.prompt {
         Some(p) => p.clone(),
         None => {
@@ -105,11 +98,41 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     for &id in &ids {
         stream.step(id)?;
     }
-    generate(&model, &ids, args.max_new_tokens, &sampling, |id| {
+    let on_token = |id| {
         let piece = stream.step(id)?;
         // a closed pipe (e.g. `| head`) ends generation quietly
         Ok(write!(out, "{piece}").and_then(|_| out.flush()).is_ok())
-    })?;
+    };
+    match &model {
+        Lm::Gpt(m) => generate(m, &ids, args.max_new_tokens, &sampling, on_token)?,
+        Lm::Recurrent(m) => generate_recurrent(m, &ids, args.max_new_tokens, &sampling, on_token)?,
+    };
     let _ = writeln!(out);
     Ok(())
+}
+
+/// The language models `qkv generate` runs.
+enum Lm {
+    Gpt(Gpt),
+    Recurrent(RecurrentLm),
+}
+
+/// `--f16-weights` and `--block-size` on a GPT.
+fn gpt_options(mut model: Gpt, args: &GenerateArgs) -> Result<Gpt> {
+    if args.f16_weights {
+        model = model.prepared_for_inference(InferenceWeights::F16).context("--f16-weights")?;
+    }
+    if let Some(bs) = args.block_size {
+        if bs > model.config.block_size {
+            bail!(
+                "--block-size {bs} is larger than the model's context of {} tokens (it has no positions beyond that)",
+                model.config.block_size
+            );
+        }
+        if bs == 0 {
+            bail!("--block-size must be at least 1");
+        }
+        model.config.block_size = bs;
+    }
+    Ok(model)
 }

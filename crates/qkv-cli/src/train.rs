@@ -11,21 +11,25 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use qkv::generate::{Sampling, generate};
+use qkv::generate::{Sampling, generate, generate_recurrent};
 use qkv::models::bert::{BertConfig, Pooling};
 use qkv::models::gpt::GptConfig;
 use qkv::models::load::{Model, open};
+use qkv::models::recurrent::RecurrentConfig;
 use qkv::models::seq2seq::Seq2SeqConfig;
 use qkv::models::vit::VitConfig;
 use qkv::nn::block::Placement;
 use qkv::nn::mlp::Activation;
 use qkv::nn::norm::NormKind;
 use qkv::nn::positional::Positions;
+use qkv::nn::rnn::RnnKind;
+use qkv::tokenize::Tokenizer;
 use qkv::train::checkpoint::REPORT;
 use qkv::train::image_classification::ImageClassificationSpec;
 use qkv::train::masked_lm::{MaskedLmSpec, small_bert};
 use qkv::train::next_token::NextTokenSpec;
 use qkv::train::optimizer::Decay;
+use qkv::train::recurrent_lm::RecurrentLmSpec;
 use qkv::train::run::{Control, Event, Outcome, Run};
 use qkv::train::setup::{ResumeChanges, RunSpec, TaskSpec, resume, start};
 use qkv::train::text_classification::TextClassificationSpec;
@@ -43,6 +47,24 @@ pub enum ModelKind {
     Vit,
     /// Encoder–decoder (the original transformer): translation of sentence pairs
     Seq2seq,
+    /// Elman recurrent network (tanh), next-token prediction (text)
+    Rnn,
+    /// Long short-term memory network, next-token prediction (text)
+    Lstm,
+    /// Gated recurrent unit network, next-token prediction (text)
+    Gru,
+}
+
+impl ModelKind {
+    /// The recurrent cell of `--model rnn|lstm|gru`.
+    fn recurrent(self) -> Option<RnnKind> {
+        match self {
+            ModelKind::Rnn => Some(RnnKind::Rnn),
+            ModelKind::Lstm => Some(RnnKind::Lstm),
+            ModelKind::Gru => Some(RnnKind::Gru),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,6 +144,8 @@ fn model_default(
         TaskKind::TextClassification => None,
         TaskKind::ImageClassification => Some(vit(&VitConfig::default())),
         TaskKind::Translation => Some(seq2seq(&Seq2SeqConfig::default())),
+        // its defaults are listed under --hidden
+        TaskKind::RecurrentLm => None,
     })
     .replace(" mlm", " bert")
 }
@@ -197,7 +221,7 @@ Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint and exits wit
 a second Ctrl-C exits at once. A run killed any other way resumes from its last checkpoint, and
 a resumed run ends with exactly the weights of one that never stopped (same thread count).")]
 pub struct TrainArgs {
-    /// gpt | bert | vit | seq2seq
+    /// gpt | bert | vit | seq2seq | rnn | lstm | gru
     #[arg(long, value_enum, default_value_t = ModelKind::Gpt)]
     pub model: ModelKind,
     /// BERT: mlm (pre-training on --data text) or classify (--data labelled CSV/JSONL)
@@ -235,8 +259,10 @@ pub struct TrainArgs {
     pub n_head: Option<usize>,
     #[arg(long, help_heading = "Model", help = model_default("Model width C", |g| show(g.n_embd), |b| show(b.hidden_size), |v| show(v.hidden_size), |s| show(s.d_model)))]
     pub n_embd: Option<usize>,
-    #[arg(long, help_heading = "Model", help = gpt_default("Context length T in tokens (BERT: --max-len)", |g| show(g.block_size)))]
+    #[arg(long, help_heading = "Model", help = format!("Context length T in tokens (BERT: --max-len; rnn, lstm, gru: the window of truncated back-propagation through time) [default: {} gpt, {} recurrent]", GptConfig::default().block_size, RecurrentConfig::default().block_size))]
     pub block_size: Option<usize>,
+    #[arg(long, help_heading = "Model", help = format!("rnn, lstm, gru: size of the state carried from token to token [default: {}]; for them --n-embd is the token embedding's width [default: {}] and --n-layer the recurrent layers [default: {}]", RecurrentConfig::default().hidden, RecurrentConfig::default().n_embd, RecurrentConfig::default().n_layer))]
+    pub hidden: Option<usize>,
     #[arg(long, help_heading = "Model", help = mlp_help())]
     pub mlp_ratio: Option<f32>,
     #[arg(long, help_heading = "Model", help = format!("{} (seq2seq: relu | silu | gelu | gelu-tanh) [default: {} gpt, {} seq2seq]", "GPT: gelu | gelu-tanh | relu | silu | swiglu", format!("{:?}", GptConfig::default().activation).to_lowercase(), Seq2SeqConfig::default().activation_function))]
@@ -349,6 +375,7 @@ impl TrainArgs {
             }
             (ModelKind::Vit, None) => TaskKind::ImageClassification,
             (ModelKind::Seq2seq, None) => TaskKind::Translation,
+            (ModelKind::Rnn | ModelKind::Lstm | ModelKind::Gru, None) => TaskKind::RecurrentLm,
             (m, Some(_)) => bail!("--task is for --model bert; --model {m:?} has one task", m = m),
         })
     }
@@ -365,6 +392,9 @@ impl TrainArgs {
         let bert = matches!(kind, TaskKind::MaskedLm | TaskKind::TextClassification);
         let vit = kind == TaskKind::ImageClassification;
         let s2s = kind == TaskKind::Translation;
+        let rec = kind == TaskKind::RecurrentLm;
+        no(self.hidden.is_some() && !rec, "--hidden");
+        no((self.n_head.is_some() || self.mlp_ratio.is_some()) && rec, "--n-head or --mlp-ratio");
         for (given, flag) in [
             (self.activation.is_some(), "--activation"),
             (self.norm_placement.is_some(), "--norm-placement"),
@@ -437,7 +467,7 @@ impl TrainArgs {
             max_len => "--max-len", patch_size => "--patch-size", image_size => "--image-size",
             channels => "--channels", shift => "--shift", decay => "--decay", source_column => "--source-column",
             target_column => "--target-column", group_column => "--group-column", max_tokens => "--max-tokens",
-            label_smoothing => "--label-smoothing", vocab_size => "--vocab-size");
+            label_smoothing => "--label-smoothing", vocab_size => "--vocab-size", hidden => "--hidden");
         if self.model != ModelKind::Gpt {
             v.push("--model");
         }
@@ -632,6 +662,21 @@ fn new_spec(a: &TrainArgs) -> Result<RunSpec> {
             s.lossy |= a.lossy;
             TaskSpec::Translation(s)
         }
+        TaskKind::RecurrentLm => {
+            let mut s = overlay(&RecurrentLmSpec::default(), &patch, &what)?;
+            let m = &mut s.model;
+            if let Some(kind) = a.model.recurrent() {
+                m.kind = kind;
+            }
+            m.n_layer = a.n_layer.unwrap_or(m.n_layer);
+            m.n_embd = a.n_embd.unwrap_or(m.n_embd);
+            m.hidden = a.hidden.unwrap_or(m.hidden);
+            m.block_size = a.block_size.unwrap_or(m.block_size);
+            m.dropout = a.dropout.unwrap_or(m.dropout);
+            s.data = a.data.clone().or(s.data);
+            s.tokenizer = a.tokenizer.clone().or(s.tokenizer);
+            TaskSpec::RecurrentLm(s)
+        }
     };
     Ok(RunSpec { task, train, data_fingerprint: String::new() })
 }
@@ -711,7 +756,12 @@ pub fn run(args: &TrainArgs) -> Result<i32> {
         }
         None => {
             let spec = new_spec(args)?;
-            let dir = args.out_dir.clone().unwrap_or_else(|| Path::new("runs").join(spec.task.kind().name()));
+            // runs/gpt, runs/lstm, …
+            let name = match &spec.task {
+                TaskSpec::RecurrentLm(s) => s.model.kind.name().to_lowercase(),
+                _ => spec.task.kind().name().to_string(),
+            };
+            let dir = args.out_dir.clone().unwrap_or_else(|| Path::new("runs").join(name));
             start(spec, &dir, args.force)?
         }
     };
@@ -790,7 +840,7 @@ fn finished(run: &Run, step: u64, sample_chars: usize) -> Result<()> {
     let report: Value = serde_json::from_str(&text)?;
     let secs = report["train_seconds"].as_f64().unwrap_or(0.0);
     eprintln!("done: step {step} in {secs:.0} s of training ({} tokens)", run.state.tokens_seen);
-    if run.spec.task.kind() != TaskKind::NextToken {
+    if !matches!(run.spec.task.kind(), TaskKind::NextToken | TaskKind::RecurrentLm) {
         eprintln!("model directory: {} (qkv eval --model {} --data …)", dir.display(), dir.display());
         println!("{report}");
         return Ok(());
@@ -806,10 +856,18 @@ fn finished(run: &Run, step: u64, sample_chars: usize) -> Result<()> {
     if sample_chars == 0 {
         return Ok(());
     }
-    let Model::Gpt { model, tokenizer, .. } = open(dir)? else { bail!("{}: not a GPT run", dir.display()) };
-    let prompt = tokenizer.encode("\n").or_else(|_| tokenizer.encode(" ")).unwrap_or_else(|_| vec![0]);
     let sampling = Sampling { temperature: 0.8, top_k: Some(40), seed: run.trainer.config.seed, ..Default::default() };
-    let ids = generate(&model, &prompt, sample_chars, &sampling, |_| Ok(true))?;
+    let newline =
+        |tokenizer: &Tokenizer| tokenizer.encode("\n").or_else(|_| tokenizer.encode(" ")).unwrap_or_else(|_| vec![0]);
+    let (ids, tokenizer) = match open(dir)? {
+        Model::Gpt { model, tokenizer, .. } => {
+            (generate(&model, &newline(&tokenizer), sample_chars, &sampling, |_| Ok(true))?, tokenizer)
+        }
+        Model::Recurrent { model, tokenizer } => {
+            (generate_recurrent(&model, &newline(&tokenizer), sample_chars, &sampling, |_| Ok(true))?, tokenizer)
+        }
+        _ => bail!("{}: not a language-model run", dir.display()),
+    };
     eprintln!("sample (temperature 0.8, top-k 40):\n---");
     println!("{}", tokenizer.decode(&ids)?);
     eprintln!("---\ngenerate more: qkv generate --model {} --prompt \"ROMEO:\"", dir.display());

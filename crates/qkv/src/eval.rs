@@ -1,5 +1,5 @@
 //! Scoring a trained model on data, the way its training scored it: a GPT
-//! on every full window of a text; a classifier or masked-LM on the rows its
+//! or a recurrent language model on every full window of a text; a classifier or masked-LM on the rows its
 //! run held out (the same de-duplicated, seeded split — see
 //! [`crate::data::classify::held_out`]); a ViT on the test images.
 
@@ -47,17 +47,14 @@ pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
     let (batch, lossy) = (opts.batch_size.max(1), opts.lossy);
     match open(dir)? {
         Model::Gpt { model, tokenizer, .. } => {
-            let text = read_corpus(data)?;
-            let ids = encode_corpus(&tokenizer, &text).map_err(|e| Error::Data(format!("{}: {e}", data.display())))?;
+            let ids = text_ids(&tokenizer, data)?;
             let loss = crate::train::next_token::evaluate(&model, &ids, batch, usize::MAX)?;
-            // bits per character of exactly the text whose tokens were scored
-            let scored = eval_targets(ids.len(), batch, model.config.block_size, usize::MAX);
-            let tokens = scored.len();
-            let chars = tokenizer.count_chars(&ids[scored])?;
-            Ok(json!({
-                "loss": loss, "perplexity": (loss as f64).exp(), "bits_per_char": bits_per_char(loss as f64, tokens, chars),
-                "tokens": tokens, "chars": chars, "data": data.display().to_string(),
-            }))
+            language_model(loss, &ids, &tokenizer, batch, model.config.block_size, data)
+        }
+        Model::Recurrent { model, tokenizer } => {
+            let ids = text_ids(&tokenizer, data)?;
+            let loss = crate::train::recurrent_lm::evaluate(&model, &ids, batch, usize::MAX)?;
+            language_model(loss, &ids, &tokenizer, batch, model.config.block_size, data)
         }
         Model::TextClassifier { model, tokenizer, labels, extras } => {
             let tokenizer = need_tokenizer(tokenizer, dir)?;
@@ -106,6 +103,25 @@ pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
             found.describe()
         ))),
     }
+}
+
+/// A text file's token ids.
+fn text_ids(tokenizer: &Tokenizer, data: &Path) -> Result<Vec<u32>> {
+    let text = read_corpus(data)?;
+    encode_corpus(tokenizer, &text).map_err(|e| Error::Data(format!("{}: {e}", data.display())))
+}
+
+/// A language model's numbers for a `loss` over every full window of `t`
+/// tokens of `ids`: bits per character of exactly the text whose tokens
+/// were scored.
+fn language_model(loss: f32, ids: &[u32], tokenizer: &Tokenizer, batch: usize, t: usize, data: &Path) -> Result<Value> {
+    let scored = eval_targets(ids.len(), batch, t, usize::MAX);
+    let tokens = scored.len();
+    let chars = tokenizer.count_chars(&ids[scored])?;
+    Ok(json!({
+        "loss": loss, "perplexity": (loss as f64).exp(), "bits_per_char": bits_per_char(loss as f64, tokens, chars),
+        "tokens": tokens, "chars": chars, "data": data.display().to_string(),
+    }))
 }
 
 /// BLEU and chrF of a translation model on the held-out pairs of `data`

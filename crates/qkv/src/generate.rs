@@ -1,7 +1,9 @@
 //! Generation: feed the prompt, then repeatedly pick a next token from the
-//! model's scores and feed it back. A KV cache makes each new token cost one
-//! position of work; when the context is full, the oldest half is dropped and
-//! the cache rebuilt from the rest.
+//! model's scores and feed it back. For a GPT, a KV cache makes each new
+//! token cost one position of work; when the context is full, the oldest
+//! half is dropped and the cache rebuilt from the rest. A recurrent network
+//! ([`generate_recurrent`]) carries only its fixed-size state: every token
+//! costs the same, however long the text, and nothing is ever dropped.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +11,7 @@ use qkv_tensor::{Rng, no_grad};
 
 use crate::error::{Error, Result};
 use crate::models::gpt::Gpt;
+use crate::models::recurrent::RecurrentLm;
 
 /// How the next token is chosen from the scores.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,6 +132,38 @@ pub fn generate(
             } else {
                 logits = model.next_logits(&[next], 1, 1, &mut caches)?;
             }
+        }
+        Ok(out)
+    })
+}
+
+/// [`generate`] for a recurrent language model: the prompt is read once,
+/// then each new token is one step of the network from the state.
+pub fn generate_recurrent(
+    model: &RecurrentLm,
+    prompt: &[u32],
+    max_new: usize,
+    s: &Sampling,
+    mut on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<Vec<u32>> {
+    s.validate()?;
+    if prompt.is_empty() {
+        return Err(Error::Data("the prompt is empty: give at least one token".into()));
+    }
+    let mut rng = Rng::new(s.seed);
+    let v = model.config.vocab_size;
+    let mut out = Vec::with_capacity(max_new);
+    no_grad(|| {
+        let (logits, mut state) = model.forward(prompt, 1, prompt.len(), &model.zero_state(1), &Default::default())?;
+        let mut last = logits.narrow(1, prompt.len() - 1, 1)?.reshape(&[v])?;
+        for _ in 0..max_new {
+            let next = sample(&last.data(), s, &mut rng);
+            out.push(next);
+            if !on_token(next)? {
+                break;
+            }
+            let (logits, after) = model.forward(&[next], 1, 1, &state, &Default::default())?;
+            (last, state) = (logits.reshape(&[v])?, after);
         }
         Ok(out)
     })

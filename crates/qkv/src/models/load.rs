@@ -23,6 +23,7 @@ use crate::io::hf;
 use crate::models::bert::{BertClassifier, BertConfig, BertForMaskedLm, Pooling};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::inference::InferenceWeights;
+use crate::models::recurrent::{RecurrentConfig, RecurrentLm};
 use crate::models::sentence::SentenceEncoder;
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
 use crate::models::t5::T5;
@@ -33,6 +34,8 @@ use crate::translate::EncoderDecoder;
 
 /// The `model_type` of the `config.json` of a GPT trained by qkv.
 pub const QKV_GPT: &str = "qkv-gpt";
+/// `model_type` of a recurrent language model trained by qkv.
+pub const QKV_RECURRENT: &str = "qkv-recurrent";
 
 /// Settings qkv keeps in an encoder's `config.json` under `"qkv"` (ignored by `transformers`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -89,6 +92,11 @@ pub enum Model {
     },
     /// A BERT encoder without a task head, with its pooling: sentence embeddings.
     Encoder(SentenceEncoder),
+    /// A recurrent language model (RNN, LSTM or GRU) trained by qkv.
+    Recurrent {
+        model: RecurrentLm,
+        tokenizer: Tokenizer,
+    },
     /// An encoder–decoder that translates (`MarianMTModel`, a qkv seq2seq run,
     /// or `T5ForConditionalGeneration`).
     Translator {
@@ -104,6 +112,7 @@ impl Model {
         match self {
             Model::Gpt { hugging_face: false, .. } => "a GPT trained by qkv",
             Model::Gpt { hugging_face: true, .. } => "a GPT-2 (GPT2LMHeadModel)",
+            Model::Recurrent { .. } => "a recurrent language model trained by qkv",
             Model::MaskedLm { .. } => "a masked-language model (BertForMaskedLM)",
             Model::TextClassifier { .. } => "a text classifier (BertForSequenceClassification)",
             Model::ImageClassifier { .. } => "an image classifier (ViTForImageClassification)",
@@ -117,6 +126,13 @@ impl Model {
 pub fn gpt_config_json(config: &GptConfig) -> Value {
     let mut v = serde_json::to_value(config).expect("a GPT config serialises");
     v["model_type"] = json!(QKV_GPT);
+    v
+}
+
+/// The `config.json` of a recurrent language model trained by qkv.
+pub fn recurrent_config_json(config: &RecurrentConfig) -> Value {
+    let mut v = serde_json::to_value(config).expect("a recurrent config serialises");
+    v["model_type"] = json!(QKV_RECURRENT);
     v
 }
 
@@ -230,6 +246,31 @@ fn open_qkv_gpt(dir: &Path, mut config: Value) -> Result<Model> {
     Ok(Model::Gpt { model, tokenizer, hugging_face: false })
 }
 
+/// A qkv recurrent run: its configuration, weights and tokenizer.
+fn open_qkv_recurrent(dir: &Path, mut config: Value) -> Result<Model> {
+    let cfg_path = dir.join(hf::CONFIG);
+    if let Some(obj) = config.as_object_mut() {
+        obj.remove("model_type");
+    }
+    let rc: RecurrentConfig = serde_json::from_value(config)
+        .map_err(|e| Error::format(&cfg_path, format!("not a qkv recurrent configuration: {e}")))?;
+    let model = RecurrentLm::new(rc, 0)?;
+    let weights = dir.join(hf::WEIGHTS);
+    if !weights.exists() {
+        return Err(Error::checkpoint(dir, "no model.safetensors yet (the run has not reached its first checkpoint)"));
+    }
+    let tensors = crate::io::safetensors::load(&weights)?.tensors;
+    crate::train::checkpoint::load_params(&weights, &model.named_params(), &tensors)?;
+    let tokenizer = Tokenizer::from_file(&dir.join(crate::train::checkpoint::TOKENIZER))?;
+    if tokenizer.vocab_size() != model.config.vocab_size {
+        return Err(Error::checkpoint(
+            dir,
+            format!("the tokenizer has {} tokens but the model {}", tokenizer.vocab_size(), model.config.vocab_size),
+        ));
+    }
+    Ok(Model::Recurrent { model, tokenizer })
+}
+
 /// A Hugging Face GPT-2 directory with its tokenizer.
 fn open_gpt2(dir: &Path) -> Result<Model> {
     let model = crate::models::gpt2_hf::load(dir)?;
@@ -258,6 +299,9 @@ pub fn open(dir: &Path) -> Result<Model> {
     let cfg_path = dir.join(hf::CONFIG);
     if config.get("model_type").and_then(|m| m.as_str()) == Some(QKV_GPT) {
         return open_qkv_gpt(dir, config);
+    }
+    if config.get("model_type").and_then(|m| m.as_str()) == Some(QKV_RECURRENT) {
+        return open_qkv_recurrent(dir, config);
     }
     // GPT runs written before run.json existed kept their model under "model"
     if config.get("kind").and_then(|k| k.as_str()) == Some("gpt")

@@ -5,7 +5,8 @@
 //!   stream, place in the data) to save and restore. Four tasks implement it:
 //!   [`next_token`] (GPT), [`masked_lm`] (BERT pre-training),
 //!   [`text_classification`] (BERT fine-tuning),
-//!   [`image_classification`] (ViT) and [`translation`] (the encoder–decoder).
+//!   [`image_classification`] (ViT), [`translation`] (the encoder–decoder)
+//!   and [`recurrent_lm`] (RNN, LSTM and GRU language models).
 //! - [`optimizer`]: AdamW, the learning-rate schedule, clipping, gradient
 //!   accumulation, and the divergence guard.
 //! - [`run`]: the **run loop**, which owns what every task shares: the step,
@@ -24,6 +25,7 @@ pub mod image_classification;
 pub mod masked_lm;
 pub mod next_token;
 pub mod optimizer;
+pub mod recurrent_lm;
 pub mod run;
 pub mod setup;
 pub mod task;
@@ -49,15 +51,18 @@ pub enum TaskKind {
     ImageClassification,
     /// An encoder–decoder translating sentences.
     Translation,
+    /// A recurrent network (RNN, LSTM, GRU) predicting the next token.
+    RecurrentLm,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 5] = [
+    pub const ALL: [TaskKind; 6] = [
         TaskKind::NextToken,
         TaskKind::MaskedLm,
         TaskKind::TextClassification,
         TaskKind::ImageClassification,
         TaskKind::Translation,
+        TaskKind::RecurrentLm,
     ];
 
     /// A short name for messages and `--help`.
@@ -68,6 +73,7 @@ impl TaskKind {
             TaskKind::TextClassification => "classify",
             TaskKind::ImageClassification => "vit",
             TaskKind::Translation => "seq2seq",
+            TaskKind::RecurrentLm => "recurrent",
         }
     }
 }
@@ -186,6 +192,9 @@ impl TrainConfig {
                 eval_interval: Some(500),
                 ..TrainConfig::default()
             },
+            // 32 streams of 128-token windows: a step sees as many tokens as
+            // the GPT's 16 × 128 twice over, for half the steps
+            TaskKind::RecurrentLm => TrainConfig { batch_size: 32, max_steps: 700, ..TrainConfig::default() },
         }
     }
 

@@ -14,6 +14,7 @@ use crate::train::checkpoint::{self, RunState};
 use crate::train::image_classification::ImageClassificationSpec;
 use crate::train::masked_lm::MaskedLmSpec;
 use crate::train::next_token::NextTokenSpec;
+use crate::train::recurrent_lm::RecurrentLmSpec;
 use crate::train::run::{Run, Trainer};
 use crate::train::task::Task;
 use crate::train::text_classification::TextClassificationSpec;
@@ -29,6 +30,7 @@ pub enum TaskSpec {
     TextClassification(TextClassificationSpec),
     ImageClassification(ImageClassificationSpec),
     Translation(TranslationSpec),
+    RecurrentLm(RecurrentLmSpec),
 }
 
 impl TaskSpec {
@@ -39,6 +41,7 @@ impl TaskSpec {
             TaskSpec::TextClassification(_) => TaskKind::TextClassification,
             TaskSpec::ImageClassification(_) => TaskKind::ImageClassification,
             TaskSpec::Translation(_) => TaskKind::Translation,
+            TaskSpec::RecurrentLm(_) => TaskKind::RecurrentLm,
         }
     }
 }
@@ -86,6 +89,7 @@ fn build(spec: &mut RunSpec, dir: &Path, mode: Mode) -> Result<Built> {
         TaskSpec::TextClassification(s) => super::text_classification::build(s, train, dir, mode),
         TaskSpec::ImageClassification(s) => super::image_classification::build(s, train, dir, mode),
         TaskSpec::Translation(s) => super::translation::build(s, train, dir, mode),
+        TaskSpec::RecurrentLm(s) => super::recurrent_lm::build(s, train, dir, mode),
     }
 }
 
