@@ -2,6 +2,7 @@
 
 mod attention;
 mod bench;
+mod compare;
 mod embed;
 mod eval;
 mod export;
@@ -36,6 +37,9 @@ enum Cmd {
     Train(Box<train::TrainArgs>),
     /// Draw attention: the cross-attention of a translation model for one sentence pair.
     Attention(attention::AttentionArgs),
+    /// Compare a transformer with recurrent networks (RNN, LSTM, GRU): each trained for the same
+    /// time on the same text; a report with charts of learning, generation speed and memory.
+    Compare(compare::CompareArgs),
     /// Translate sentences with a trained encoder–decoder (greedy or beam search).
     Translate(translate::TranslateArgs),
     /// Continue a prompt with a trained model (tokens stream to standard output).
@@ -87,6 +91,7 @@ fn run_command(command: Cmd) -> Result<i32> {
         Cmd::Generate(args) => generate::run(&args),
         Cmd::Translate(args) => translate::run(&args),
         Cmd::Attention(args) => attention::run(&args),
+        Cmd::Compare(args) => compare::run(&args),
         Cmd::FillMask(args) => predict::fill_mask(&args),
         Cmd::Classify(args) => predict::classify(&args),
         Cmd::ClassifyImage(args) => predict::classify_image(&args),

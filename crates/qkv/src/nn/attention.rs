@@ -66,6 +66,11 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Forget the positions after the first `len` (no-op if it holds fewer).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Keep the batch rows `idx`, in that order (beam search: each surviving
     /// hypothesis takes the cache of the hypothesis it extends).
     pub fn select(&mut self, idx: &[usize]) -> Result<()> {
