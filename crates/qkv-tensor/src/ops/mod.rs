@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod norm;
 pub mod recurrent;
 pub mod reduce;
+pub mod scan;
 pub mod softmax;
 pub mod unary;
 pub mod view;
