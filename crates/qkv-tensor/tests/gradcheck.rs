@@ -78,6 +78,7 @@ fn activations() {
     check(&[x.clone()], |x| Ok(x[0].gelu()));
     check(&[x.clone()], |x| Ok(x[0].gelu_tanh()));
     check(&[x.clone()], |x| Ok(x[0].silu()));
+    check(&[x.clone()], |x| Ok(x[0].softplus()));
     check(&[x.clone()], |x| Ok(x[0].tanh()));
     check(&[x.clone()], |x| Ok(x[0].sigmoid()));
     check(&[x.clone()], |x| Ok(x[0].exp()));

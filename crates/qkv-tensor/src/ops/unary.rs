@@ -116,4 +116,16 @@ impl Tensor {
     pub fn square(&self) -> Tensor {
         unary_from_input(self, |x| x * x, |x| 2.0 * x)
     }
+
+    /// `ln(1 + eˣ)`, a smooth ReLU that stays positive (Mamba's step sizes);
+    /// `x` itself above 20, as PyTorch's `softplus` does.
+    pub fn softplus(&self) -> Tensor {
+        unary_from_input(self, softplus, |x| if x > 20.0 { 1.0 } else { simd::sigmoid(x) })
+    }
+}
+
+/// [`Tensor::softplus`] of one number.
+#[inline(always)]
+pub fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
 }

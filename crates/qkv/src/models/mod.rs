@@ -5,6 +5,7 @@ pub mod gpt;
 pub mod gpt2_hf;
 pub mod inference;
 pub mod load;
+pub mod mamba;
 pub mod recurrent;
 pub mod sentence;
 pub mod seq2seq;

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod block;
 pub mod embedding;
 pub mod linear;
+pub mod mamba;
 pub mod mlp;
 pub mod norm;
 pub mod patch;
