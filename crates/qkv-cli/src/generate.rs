@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use qkv::generate::{Sampling, generate, generate_recurrent};
+use qkv::generate::{Sampling, generate, generate_mamba, generate_recurrent};
 use qkv::models::gpt::Gpt;
 use qkv::models::inference::InferenceWeights;
-use qkv::models::load::{Model, open, wrong_kind};
+use qkv::models::load::{Model, need_tokenizer, open, wrong_kind};
+use qkv::models::mamba::Mamba;
 use qkv::models::recurrent::RecurrentLm;
 
 #[derive(Args, Debug)]
@@ -62,7 +63,15 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             }
             (Lm::Recurrent(model), tokenizer)
         }
-        other => return Err(wrong_kind(&args.model, &other, "a language model (GPT, GPT-2, RNN, LSTM or GRU)").into()),
+        Model::Mamba { model, tokenizer } => {
+            if args.f16_weights || args.block_size.is_some() {
+                bail!("--f16-weights and --block-size are for a GPT; a Mamba carries its state instead");
+            }
+            (Lm::Mamba(model), need_tokenizer(tokenizer, &args.model)?)
+        }
+        other => {
+            return Err(wrong_kind(&args.model, &other, "a language model (GPT, GPT-2, RNN, LSTM, GRU or Mamba)").into());
+        }
     };
     let prompt = match &args.prompt {
         Some(p) => p.clone(),
@@ -106,6 +115,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     match &model {
         Lm::Gpt(m) => generate(m, &ids, args.max_new_tokens, &sampling, on_token)?,
         Lm::Recurrent(m) => generate_recurrent(m, &ids, args.max_new_tokens, &sampling, on_token)?,
+        Lm::Mamba(m) => generate_mamba(m, &ids, args.max_new_tokens, &sampling, on_token)?,
     };
     let _ = writeln!(out);
     Ok(())
@@ -115,6 +125,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 enum Lm {
     Gpt(Gpt),
     Recurrent(RecurrentLm),
+    Mamba(Mamba),
 }
 
 /// `--f16-weights` and `--block-size` on a GPT.

@@ -51,6 +51,14 @@ pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
             let loss = crate::train::next_token::evaluate(&model, &ids, batch, usize::MAX)?;
             language_model(loss, &ids, &tokenizer, batch, model.config.block_size, data)
         }
+        Model::Mamba { model, tokenizer } => {
+            let tokenizer = need_tokenizer(tokenizer, dir)?;
+            let ids = text_ids(&tokenizer, data)?;
+            // no context limit: windows of 128 tokens, scored like a GPT's
+            let t = 128;
+            let loss = crate::models::mamba::evaluate(&model, &ids, batch, t)?;
+            language_model(loss, &ids, &tokenizer, batch, t, data)
+        }
         Model::Recurrent { model, tokenizer } => {
             let ids = text_ids(&tokenizer, data)?;
             let loss = crate::train::recurrent_lm::evaluate(&model, &ids, batch, usize::MAX)?;

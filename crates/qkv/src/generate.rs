@@ -11,6 +11,7 @@ use qkv_tensor::{Rng, no_grad};
 
 use crate::error::{Error, Result};
 use crate::models::gpt::Gpt;
+use crate::models::mamba::Mamba;
 use crate::models::recurrent::RecurrentLm;
 
 /// How the next token is chosen from the scores.
@@ -164,6 +165,40 @@ pub fn generate_recurrent(
             }
             let (logits, after) = model.forward(&[next], 1, 1, &state, &Default::default())?;
             (last, state) = (logits.reshape(&[v])?, after);
+        }
+        Ok(out)
+    })
+}
+
+/// [`generate`] for a Mamba: the prompt and every new token go through
+/// its recurrent step, so each costs the same and memory stays that of the
+/// blocks' states.
+pub fn generate_mamba(
+    model: &Mamba,
+    prompt: &[u32],
+    max_new: usize,
+    s: &Sampling,
+    mut on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<Vec<u32>> {
+    s.validate()?;
+    if prompt.is_empty() {
+        return Err(Error::Data("the prompt is empty: give at least one token".into()));
+    }
+    let mut rng = Rng::new(s.seed);
+    let mut out = Vec::with_capacity(max_new);
+    no_grad(|| {
+        let mut states = model.zero_state(1);
+        let mut logits = model.step(&prompt[..1], &mut states)?;
+        for &t in &prompt[1..] {
+            logits = model.step(&[t], &mut states)?;
+        }
+        for _ in 0..max_new {
+            let next = sample(&logits.data(), s, &mut rng);
+            out.push(next);
+            if !on_token(next)? {
+                break;
+            }
+            logits = model.step(&[next], &mut states)?;
         }
         Ok(out)
     })

@@ -23,6 +23,7 @@ use crate::io::hf;
 use crate::models::bert::{BertClassifier, BertConfig, BertForMaskedLm, Pooling};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::inference::InferenceWeights;
+use crate::models::mamba::Mamba;
 use crate::models::recurrent::{RecurrentConfig, RecurrentLm};
 use crate::models::sentence::SentenceEncoder;
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
@@ -97,6 +98,11 @@ pub enum Model {
         model: RecurrentLm,
         tokenizer: Tokenizer,
     },
+    /// A Mamba language model (`MambaForCausalLM`); `None` when the directory has no tokenizer files.
+    Mamba {
+        model: Mamba,
+        tokenizer: Option<Tokenizer>,
+    },
     /// An encoder–decoder that translates (`MarianMTModel`, a qkv seq2seq run,
     /// or `T5ForConditionalGeneration`).
     Translator {
@@ -113,6 +119,7 @@ impl Model {
             Model::Gpt { hugging_face: false, .. } => "a GPT trained by qkv",
             Model::Gpt { hugging_face: true, .. } => "a GPT-2 (GPT2LMHeadModel)",
             Model::Recurrent { .. } => "a recurrent language model trained by qkv",
+            Model::Mamba { .. } => "a Mamba language model (MambaForCausalLM)",
             Model::MaskedLm { .. } => "a masked-language model (BertForMaskedLM)",
             Model::TextClassifier { .. } => "a text classifier (BertForSequenceClassification)",
             Model::ImageClassifier { .. } => "an image classifier (ViTForImageClassification)",
@@ -362,9 +369,10 @@ pub fn open(dir: &Path) -> Result<Model> {
         "T5ForConditionalGeneration" => {
             Ok(Model::Translator { model: Box::new(T5::load(dir)?), tokenizer: tokenizer(), extras: None })
         }
+        "MambaForCausalLM" => Ok(Model::Mamba { model: Mamba::load(dir)?, tokenizer: tokenizer() }),
         other => Err(Error::Config(format!(
             "{}: architecture {other:?} is not one qkv runs (GPT2LMHeadModel, BertForMaskedLM, \
-             BertForSequenceClassification, BertModel, ViTForImageClassification, MarianMTModel, T5ForConditionalGeneration, or a qkv run)",
+             BertForSequenceClassification, BertModel, ViTForImageClassification, MarianMTModel, T5ForConditionalGeneration, MambaForCausalLM, or a qkv run)",
             dir.display()
         ))),
     }

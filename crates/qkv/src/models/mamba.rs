@@ -248,6 +248,24 @@ impl Mamba {
     }
 }
 
+/// Mean next-token loss over every full window of `t` tokens of `ids`
+/// (the windows a GPT's evaluation scores), in batches of `batch`.
+pub fn evaluate(model: &Mamba, ids: &[u32], batch: usize, t: usize) -> Result<f32> {
+    let batches = crate::data::text::eval_batches(ids, batch, t, usize::MAX);
+    if batches.is_empty() {
+        return Err(Error::Data(format!("{} tokens are too few to evaluate a window of {t}", ids.len())));
+    }
+    no_grad(|| {
+        let (mut total, mut count) = (0.0f64, 0usize);
+        for (x, y, n) in &batches {
+            let loss = qkv_tensor::cross_entropy(&model.forward(x, *n, t)?, y, None)?;
+            total += loss.item()? as f64 * (n * t) as f64;
+            count += n * t;
+        }
+        Ok((total / count as f64) as f32)
+    })
+}
+
 impl Module for Mamba {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         self.embeddings.collect_params(&format!("{prefix}backbone.embeddings."), out);
