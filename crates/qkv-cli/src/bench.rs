@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use qkv::data::text::Split;
 use qkv::models::gpt::{Gpt, GptConfig};
 use qkv::models::inference::InferenceWeights;
+use qkv::models::mamba::{Mamba, MambaConfig};
 use qkv::models::recurrent::{RecurrentConfig, RecurrentLm};
 use qkv::models::seq2seq::{Seq2Seq, Seq2SeqConfig, Side};
 use qkv::nn::Dropout;
@@ -55,6 +56,10 @@ pub enum Suite {
     /// 512, vocab 65, T=128, B=32, the state carried from step to step
     /// (truncated back-propagation through time), AdamW: tokens/s.
     TrainLstm,
+    /// Mamba language-model training step: 2 blocks, C=256, E=512, N=16,
+    /// K=4, vocab 65, T=128, B=16, AdamW: tokens/s (the twin: the same block
+    /// in PyTorch, whose selective scan on a CPU is a loop over time).
+    TrainMamba,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -94,6 +99,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Suite::TrainSeq2seq => train_seq2seq(args),
         Suite::Translate => translate(args),
         Suite::TrainLstm => train_lstm(args),
+        Suite::TrainMamba => train_mamba(args),
     }
 }
 
@@ -569,6 +575,37 @@ fn train_lstm(args: &BenchArgs) -> Result<()> {
     let secs = time(args.reps.unwrap_or(10), &mut step)?;
     emit(json!({
         "suite": "train-lstm", "case": "2x512-T128-B32", "impl": "qkv", "threads": qkv_tensor::num_threads(),
+        "tokens_per_s": (b * t) as f64 / secs, "ms_per_step": secs * 1e3,
+    }));
+    Ok(())
+}
+
+fn train_mamba(args: &BenchArgs) -> Result<()> {
+    let (b, t) = (16, 128);
+    let config: MambaConfig = serde_json::from_value(json!({
+        "vocab_size": 65, "hidden_size": 256, "state_size": 16, "num_hidden_layers": 2, "conv_kernel": 4,
+        "expand": 2, "time_step_rank": 16,
+    }))?;
+    let model = Mamba::new(config, 0)?;
+    let tc = TrainConfig { lr: 1e-3, min_lr: 1e-3, warmup_steps: 0, ..TrainConfig::default() };
+    let mut opt = Optimizer::new(model.named_params(), tc.adamw, tc.schedule(), 0.0);
+    let mut rng = Rng::new(1);
+    let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(65) as u32).collect();
+    let rows =
+        |skip: usize| -> Vec<u32> { ids.chunks(t + 1).flat_map(|r| r[skip..skip + t].iter().copied()).collect() };
+    let (inputs, targets) = (rows(0), rows(1));
+    let mut step_no = 0u64;
+    let mut step = || -> Result<()> {
+        step_no += 1;
+        opt.zero_grad();
+        let loss = qkv_tensor::cross_entropy(&model.forward(&inputs, b, t)?, &targets, None)?;
+        opt.accumulate(&loss, 1, step_no)?;
+        opt.step(step_no)?;
+        Ok(())
+    };
+    let secs = time(args.reps.unwrap_or(5), &mut step)?;
+    emit(json!({
+        "suite": "train-mamba", "case": "2x256-N16-T128-B16", "impl": "qkv", "threads": qkv_tensor::num_threads(),
         "tokens_per_s": (b * t) as f64 / secs, "ms_per_step": secs * 1e3,
     }));
     Ok(())
