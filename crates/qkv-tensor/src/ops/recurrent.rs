@@ -104,7 +104,10 @@ pub fn recurrence(
     let mut saved = crate::pool::take(t * b * s);
     {
         let wd = w.data();
-        let weight = StepWeight::new(Mat::rows(&wd, gh, n).t()); // W_hhᵀ: [H, G·H]
+        // W_hhᵀ: [H, G·H], packed when several steps will read it (one
+        // step — a generated token — reads it once: packing would cost more)
+        let view = Mat::rows(&wd, gh, n).t();
+        let weight = if t > 1 { StepWeight::new(view) } else { StepWeight::plain(view) };
         let mut hg = vec![0.0f32; b * gh];
         for ti in 0..t {
             // the hidden state's share: h_{t-1}·W_hhᵀ + b_hh
@@ -130,7 +133,8 @@ pub fn recurrence(
     let y = Tensor::with_grad_fn(&y, &[xg, w_hh, b_hh], move |gy| {
         let dys = swap_outer(&gy.contiguous().data(), b, t, n); // [T, B, H]
         let wd = w.data();
-        let weight = StepWeight::new(Mat::rows(&wd, gh, n)); // W_hh: [G·H, H]
+        let view = Mat::rows(&wd, gh, n); // W_hh: [G·H, H]
+        let weight = if t > 1 { StepWeight::new(view) } else { StepWeight::plain(view) };
         let gru = cell == Cell::Gru;
         // every step writes its rows of these
         let mut dxs = crate::pool::take(t * b * gh);
@@ -231,8 +235,9 @@ mod tests {
     #[test]
     fn fused_recurrence_matches_the_composed_ops_forward_and_backward() {
         let mut rng = Rng::new(12);
-        for cell in [Cell::Tanh, Cell::Lstm, Cell::Gru] {
-            let (b, t, n) = (3, 5, 6);
+        // one step (a generated token: W_hh read unpacked) and several (packed)
+        for (cell, t) in [Cell::Tanh, Cell::Lstm, Cell::Gru].into_iter().flat_map(|c| [(c, 1), (c, 5)]) {
+            let (b, n) = (3, 6);
             let gh = cell.gates() * n;
             let xg = Param::new(Tensor::randn(&[b, t, gh], 1.0, &mut rng));
             let w = Param::new(Tensor::randn(&[gh, n], 0.5, &mut rng));
