@@ -70,7 +70,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             (Lm::Mamba(model), need_tokenizer(tokenizer, &args.model)?)
         }
         other => {
-            return Err(wrong_kind(&args.model, &other, "a language model (GPT, GPT-2, RNN, LSTM, GRU or Mamba)").into());
+            return Err(
+                wrong_kind(&args.model, &other, "a language model (GPT, GPT-2, RNN, LSTM, GRU or Mamba)").into()
+            );
         }
     };
     let prompt = match &args.prompt {
