@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use qkv_tensor::{Rng, no_grad};
+use qkv_tensor::{Rng, Tensor, no_grad};
 
 use crate::error::{Error, Result};
 use crate::models::gpt::Gpt;
@@ -138,13 +138,14 @@ pub fn generate(
     })
 }
 
-/// [`generate`] for a recurrent language model: the prompt is read once,
-/// then each new token is one step of the network from the state.
-pub fn generate_recurrent(
-    model: &RecurrentLm,
+/// The sampling loop of the models that carry a state instead of a cache:
+/// `feed` reads tokens (first the whole prompt, then each new token) into
+/// the state and returns the scores of the next token.
+fn generate_stateful(
     prompt: &[u32],
     max_new: usize,
     s: &Sampling,
+    mut feed: impl FnMut(&[u32]) -> Result<Tensor>,
     mut on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<Vec<u32>> {
     s.validate()?;
@@ -152,22 +153,37 @@ pub fn generate_recurrent(
         return Err(Error::Data("the prompt is empty: give at least one token".into()));
     }
     let mut rng = Rng::new(s.seed);
-    let v = model.config.vocab_size;
     let mut out = Vec::with_capacity(max_new);
     no_grad(|| {
-        let (logits, mut state) = model.forward(prompt, 1, prompt.len(), &model.zero_state(1), &Default::default())?;
-        let mut last = logits.narrow(1, prompt.len() - 1, 1)?.reshape(&[v])?;
+        let mut logits = feed(prompt)?;
         for _ in 0..max_new {
-            let next = sample(&last.data(), s, &mut rng);
+            let next = sample(&logits.data(), s, &mut rng);
             out.push(next);
             if !on_token(next)? {
                 break;
             }
-            let (logits, after) = model.forward(&[next], 1, 1, &state, &Default::default())?;
-            (last, state) = (logits.reshape(&[v])?, after);
+            logits = feed(&[next])?;
         }
         Ok(out)
     })
+}
+
+/// [`generate`] for a recurrent language model: the prompt is read once,
+/// then each new token is one step of the network from the state.
+pub fn generate_recurrent(
+    model: &RecurrentLm,
+    prompt: &[u32],
+    max_new: usize,
+    s: &Sampling,
+    on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<Vec<u32>> {
+    let mut state = model.zero_state(1);
+    let feed = |ids: &[u32]| -> Result<Tensor> {
+        let (logits, after) = model.forward(ids, 1, ids.len(), &state, &Default::default())?;
+        state = after;
+        Ok(logits.narrow(1, ids.len() - 1, 1)?.reshape(&[model.config.vocab_size])?)
+    };
+    generate_stateful(prompt, max_new, s, feed, on_token)
 }
 
 /// [`generate`] for a Mamba: the prompt and every new token go through
@@ -178,30 +194,17 @@ pub fn generate_mamba(
     prompt: &[u32],
     max_new: usize,
     s: &Sampling,
-    mut on_token: impl FnMut(u32) -> Result<bool>,
+    on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<Vec<u32>> {
-    s.validate()?;
-    if prompt.is_empty() {
-        return Err(Error::Data("the prompt is empty: give at least one token".into()));
-    }
-    let mut rng = Rng::new(s.seed);
-    let mut out = Vec::with_capacity(max_new);
-    no_grad(|| {
-        let mut states = model.zero_state(1);
-        let mut logits = model.step(&prompt[..1], &mut states)?;
-        for &t in &prompt[1..] {
-            logits = model.step(&[t], &mut states)?;
+    let mut states = model.zero_state(1);
+    let feed = |ids: &[u32]| -> Result<Tensor> {
+        let mut logits = None;
+        for &t in ids {
+            logits = Some(model.step(&[t], &mut states)?);
         }
-        for _ in 0..max_new {
-            let next = sample(&logits.data(), s, &mut rng);
-            out.push(next);
-            if !on_token(next)? {
-                break;
-            }
-            logits = model.step(&[next], &mut states)?;
-        }
-        Ok(out)
-    })
+        logits.ok_or_else(|| Error::Data("nothing to read".into()))
+    };
+    generate_stateful(prompt, max_new, s, feed, on_token)
 }
 
 #[cfg(test)]

@@ -228,53 +228,45 @@ fn load_bert_weights(dir: &Path, params: &[NamedParam]) -> Result<()> {
     Ok(())
 }
 
-/// A qkv GPT run: its configuration, weights and tokenizer.
-fn open_qkv_gpt(dir: &Path, mut config: Value) -> Result<Model> {
-    let cfg_path = dir.join(hf::CONFIG);
+/// A qkv run's model configuration: its `config.json` without the `model_type`.
+fn qkv_config<C: serde::de::DeserializeOwned>(dir: &Path, mut config: Value, what: &str) -> Result<C> {
     if let Some(obj) = config.as_object_mut() {
         obj.remove("model_type");
     }
-    let gpt: GptConfig = serde_json::from_value(config)
-        .map_err(|e| Error::format(&cfg_path, format!("not a qkv GPT configuration: {e}")))?;
-    let model = Gpt::new(gpt, 0)?;
+    serde_json::from_value(config)
+        .map_err(|e| Error::format(dir.join(hf::CONFIG), format!("not a qkv {what} configuration: {e}")))
+}
+
+/// A qkv run's weights, read into `params`, and its tokenizer, which must
+/// have the model's `vocab` tokens.
+fn qkv_weights_and_tokenizer(dir: &Path, params: &[NamedParam], vocab: usize) -> Result<Tokenizer> {
     let weights = dir.join(hf::WEIGHTS);
     if !weights.exists() {
         return Err(Error::checkpoint(dir, "no model.safetensors yet (the run has not reached its first checkpoint)"));
     }
     let tensors = crate::io::safetensors::load(&weights)?.tensors;
-    crate::train::checkpoint::load_params(&weights, &model.named_params(), &tensors)?;
+    crate::train::checkpoint::load_params(&weights, params, &tensors)?;
     let tokenizer = Tokenizer::from_file(&dir.join(crate::train::checkpoint::TOKENIZER))?;
-    if tokenizer.vocab_size() != model.config.vocab_size {
+    if tokenizer.vocab_size() != vocab {
         return Err(Error::checkpoint(
             dir,
-            format!("the tokenizer has {} tokens but the model {}", tokenizer.vocab_size(), model.config.vocab_size),
+            format!("the tokenizer has {} tokens but the model {vocab}", tokenizer.vocab_size()),
         ));
     }
+    Ok(tokenizer)
+}
+
+/// A qkv GPT run: its configuration, weights and tokenizer.
+fn open_qkv_gpt(dir: &Path, config: Value) -> Result<Model> {
+    let model = Gpt::new(qkv_config(dir, config, "GPT")?, 0)?;
+    let tokenizer = qkv_weights_and_tokenizer(dir, &model.named_params(), model.config.vocab_size)?;
     Ok(Model::Gpt { model, tokenizer, hugging_face: false })
 }
 
 /// A qkv recurrent run: its configuration, weights and tokenizer.
-fn open_qkv_recurrent(dir: &Path, mut config: Value) -> Result<Model> {
-    let cfg_path = dir.join(hf::CONFIG);
-    if let Some(obj) = config.as_object_mut() {
-        obj.remove("model_type");
-    }
-    let rc: RecurrentConfig = serde_json::from_value(config)
-        .map_err(|e| Error::format(&cfg_path, format!("not a qkv recurrent configuration: {e}")))?;
-    let model = RecurrentLm::new(rc, 0)?;
-    let weights = dir.join(hf::WEIGHTS);
-    if !weights.exists() {
-        return Err(Error::checkpoint(dir, "no model.safetensors yet (the run has not reached its first checkpoint)"));
-    }
-    let tensors = crate::io::safetensors::load(&weights)?.tensors;
-    crate::train::checkpoint::load_params(&weights, &model.named_params(), &tensors)?;
-    let tokenizer = Tokenizer::from_file(&dir.join(crate::train::checkpoint::TOKENIZER))?;
-    if tokenizer.vocab_size() != model.config.vocab_size {
-        return Err(Error::checkpoint(
-            dir,
-            format!("the tokenizer has {} tokens but the model {}", tokenizer.vocab_size(), model.config.vocab_size),
-        ));
-    }
+fn open_qkv_recurrent(dir: &Path, config: Value) -> Result<Model> {
+    let model = RecurrentLm::new(qkv_config(dir, config, "recurrent")?, 0)?;
+    let tokenizer = qkv_weights_and_tokenizer(dir, &model.named_params(), model.config.vocab_size)?;
     Ok(Model::Recurrent { model, tokenizer })
 }
 

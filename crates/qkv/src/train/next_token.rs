@@ -143,20 +143,46 @@ pub fn evaluate<D: TokenIds + ?Sized>(model: &Gpt, data: &D, batch_size: usize, 
     })
 }
 
-/// A next-token run from its spec: read and tokenize the corpus, make (or,
-/// resuming, read) the tokenizer, build the GPT.
-pub(crate) fn build(spec: &mut NextTokenSpec, train: &TrainConfig, dir: &Path, mode: Mode) -> Result<Built> {
-    let (text, source) = load_corpus(spec.data.as_deref())?;
-    let tokenizer: Tokenizer = match (mode, &spec.tokenizer) {
+/// The text of a language-model run (`data`, or the bundled Shakespeare)
+/// and its tokenizer: the run's own when resuming, else `tokenizer`, else
+/// one token per character of the text. Also the text's name for messages.
+pub(crate) fn corpus_and_tokenizer(
+    data: Option<&Path>,
+    tokenizer: Option<&str>,
+    dir: &Path,
+    mode: Mode,
+) -> Result<(String, String, Tokenizer)> {
+    let (text, source) = load_corpus(data)?;
+    let tokenizer: Tokenizer = match (mode, tokenizer) {
         (Mode::Resume, _) => Tokenizer::from_file(&dir.join(super::checkpoint::TOKENIZER))?,
         (Mode::New, None) => CharTokenizer::from_text(&text).into(),
         (Mode::New, Some(s)) => Tokenizer::load(s).map_err(|e| Error::Config(format!("--tokenizer {s}: {e}")))?,
     };
+    Ok((text, source, tokenizer))
+}
+
+/// The text's tokens (cached), split into training and held-out parts,
+/// each long enough for a window of `block_size`.
+pub(crate) fn split_corpus(
+    tokenizer: &Tokenizer,
+    text: &str,
+    source: &str,
+    dir: &Path,
+    block_size: usize,
+) -> Result<(Split, Vec<String>)> {
+    let (ids, notes) = corpus_tokens(tokenizer, text, source, dir)?;
+    let split = Split::new(ids, 0.1);
+    split.check(block_size).map_err(|e| Error::Data(format!("corpus {source}: {e}")))?;
+    Ok((split, notes))
+}
+
+/// A next-token run from its spec: read and tokenize the corpus, make (or,
+/// resuming, read) the tokenizer, build the GPT.
+pub(crate) fn build(spec: &mut NextTokenSpec, train: &TrainConfig, dir: &Path, mode: Mode) -> Result<Built> {
+    let (text, source, tokenizer) = corpus_and_tokenizer(spec.data.as_deref(), spec.tokenizer.as_deref(), dir, mode)?;
     spec.model.vocab_size = tokenizer.vocab_size();
     spec.model.validate()?;
-    let (ids, notes) = corpus_tokens(&tokenizer, &text, &source, dir)?;
-    let split = Split::new(ids, 0.1);
-    split.check(spec.model.block_size).map_err(|e| Error::Data(format!("corpus {source}: {e}")))?;
+    let (split, notes) = split_corpus(&tokenizer, &text, &source, dir, spec.model.block_size)?;
     let model = Gpt::new(spec.model.clone(), train.seed)?;
     let config = crate::models::load::gpt_config_json(&spec.model);
     let task = NextToken::new(model, tokenizer.clone(), split, train)?;

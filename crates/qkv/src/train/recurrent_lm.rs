@@ -18,13 +18,14 @@ use serde_json::{Value, json};
 
 use qkv_tensor::{Rng, Tensor, no_grad};
 
-use crate::data::text::{Split, bits_per_char, corpus_tokens, eval_batches, eval_targets, load_corpus};
+use crate::data::text::{Split, bits_per_char, eval_batches, eval_targets};
 use crate::data::tokens::TokenIds;
 use crate::error::{Error, Result};
 use crate::models::recurrent::{RecurrentConfig, RecurrentLm};
 use crate::nn::rnn::RnnState;
 use crate::nn::{Dropout, Module, NamedParam};
-use crate::tokenize::{CharTokenizer, Tokenizer};
+use crate::tokenize::Tokenizer;
+use crate::train::next_token::{corpus_and_tokenizer, split_corpus};
 use crate::train::setup::{Built, Mode};
 use crate::train::task::{Evaluation, Loss, Task, rng_of};
 use crate::train::{TrainConfig, fnv1a};
@@ -223,17 +224,10 @@ impl Task for RecurrentLmTask {
 /// A recurrent run from its spec: read and tokenize the corpus, make (or,
 /// resuming, read) the tokenizer, build the network.
 pub(crate) fn build(spec: &mut RecurrentLmSpec, train: &TrainConfig, dir: &Path, mode: Mode) -> Result<Built> {
-    let (text, source) = load_corpus(spec.data.as_deref())?;
-    let tokenizer: Tokenizer = match (mode, &spec.tokenizer) {
-        (Mode::Resume, _) => Tokenizer::from_file(&dir.join(super::checkpoint::TOKENIZER))?,
-        (Mode::New, None) => CharTokenizer::from_text(&text).into(),
-        (Mode::New, Some(s)) => Tokenizer::load(s).map_err(|e| Error::Config(format!("--tokenizer {s}: {e}")))?,
-    };
+    let (text, source, tokenizer) = corpus_and_tokenizer(spec.data.as_deref(), spec.tokenizer.as_deref(), dir, mode)?;
     spec.model.vocab_size = tokenizer.vocab_size();
     spec.model.validate()?;
-    let (ids, notes) = corpus_tokens(&tokenizer, &text, &source, dir)?;
-    let split = Split::new(ids, 0.1);
-    split.check(spec.model.block_size).map_err(|e| Error::Data(format!("corpus {source}: {e}")))?;
+    let (split, notes) = split_corpus(&tokenizer, &text, &source, dir, spec.model.block_size)?;
     let model = RecurrentLm::new(spec.model.clone(), train.seed)?;
     let config = crate::models::load::recurrent_config_json(&spec.model);
     let task = RecurrentLmTask::new(model, tokenizer.clone(), split, train)?;
