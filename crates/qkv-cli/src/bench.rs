@@ -542,6 +542,22 @@ fn translate(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The optimizer of the recurrent suites' twins: AdamW at a constant 1e-3, no clipping.
+fn twin_optimizer(params: Vec<qkv::nn::NamedParam>) -> Optimizer {
+    let tc = TrainConfig { lr: 1e-3, min_lr: 1e-3, warmup_steps: 0, ..TrainConfig::default() };
+    Optimizer::new(params, tc.adamw, tc.schedule(), 0.0)
+}
+
+/// One fixed batch of `b` random sequences of `t + 1` tokens below `vocab`:
+/// the inputs and the targets (the same shifted by one), `[B, T]` each.
+fn fixed_batch(b: usize, t: usize, vocab: u64) -> (Vec<u32>, Vec<u32>) {
+    let mut rng = Rng::new(1);
+    let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(vocab) as u32).collect();
+    let rows =
+        |skip: usize| -> Vec<u32> { ids.chunks(t + 1).flat_map(|r| r[skip..skip + t].iter().copied()).collect() };
+    (rows(0), rows(1))
+}
+
 fn train_lstm(args: &BenchArgs) -> Result<()> {
     let (b, t) = (32, 128);
     let config = RecurrentConfig {
@@ -553,14 +569,8 @@ fn train_lstm(args: &BenchArgs) -> Result<()> {
         ..RecurrentConfig::default()
     };
     let model = RecurrentLm::new(config, 0)?;
-    // as the twin: AdamW at 1e-3, no clipping; one fixed batch
-    let tc = TrainConfig { lr: 1e-3, min_lr: 1e-3, warmup_steps: 0, ..TrainConfig::default() };
-    let mut opt = Optimizer::new(model.named_params(), tc.adamw, tc.schedule(), 0.0);
-    let mut rng = Rng::new(1);
-    let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(65) as u32).collect();
-    let rows =
-        |skip: usize| -> Vec<u32> { ids.chunks(t + 1).flat_map(|r| r[skip..skip + t].iter().copied()).collect() };
-    let (inputs, targets) = (rows(0), rows(1));
+    let mut opt = twin_optimizer(model.named_params());
+    let (inputs, targets) = fixed_batch(b, t, 65);
     let mut state = model.zero_state(b);
     let mut step_no = 0u64;
     let mut step = || -> Result<()> {
@@ -587,13 +597,8 @@ fn train_mamba(args: &BenchArgs) -> Result<()> {
         "expand": 2, "time_step_rank": 16,
     }))?;
     let model = Mamba::new(config, 0)?;
-    let tc = TrainConfig { lr: 1e-3, min_lr: 1e-3, warmup_steps: 0, ..TrainConfig::default() };
-    let mut opt = Optimizer::new(model.named_params(), tc.adamw, tc.schedule(), 0.0);
-    let mut rng = Rng::new(1);
-    let ids: Vec<u32> = (0..b * (t + 1)).map(|_| rng.below(65) as u32).collect();
-    let rows =
-        |skip: usize| -> Vec<u32> { ids.chunks(t + 1).flat_map(|r| r[skip..skip + t].iter().copied()).collect() };
-    let (inputs, targets) = (rows(0), rows(1));
+    let mut opt = twin_optimizer(model.named_params());
+    let (inputs, targets) = fixed_batch(b, t, 65);
     let mut step_no = 0u64;
     let mut step = || -> Result<()> {
         step_no += 1;

@@ -118,12 +118,11 @@ fn gpt_params() -> Result<usize> {
 /// chosen (a multiple of 16) to come closest to `target` parameters.
 fn recurrent_config(kind: RnnKind, vocab: usize, target: usize) -> Result<RecurrentConfig> {
     let base = RecurrentConfig { kind, vocab_size: vocab, ..RecurrentConfig::default() };
-    let params = |hidden: usize| -> Result<usize> {
-        Ok(RecurrentLm::new(RecurrentConfig { hidden, ..base.clone() }, 0)?.num_params())
-    };
     let mut best = (usize::MAX, base.hidden);
     for hidden in (16..=2048).step_by(16) {
-        let p = params(hidden)?;
+        let p = RecurrentConfig { hidden, ..base.clone() }
+            .num_params()
+            .ok_or_else(|| Error::Config(format!("a state of {hidden} overflows the parameter count")))?;
         best = best.min((p.abs_diff(target), hidden));
         if p > target {
             break;

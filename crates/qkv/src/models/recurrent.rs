@@ -54,6 +54,18 @@ impl Default for RecurrentConfig {
 }
 
 impl RecurrentConfig {
+    /// Trainable numbers of the model this describes, from the sizes alone
+    /// (every product checked: `None` if it overflows).
+    pub fn num_params(&self) -> Option<usize> {
+        let (g, h) = (self.kind.cell().gates(), self.hidden);
+        // a layer: W_ih [G·H, in], W_hh [G·H, H] and two biases [G·H]
+        let layer = |input: usize| g.checked_mul(h)?.checked_mul(input.checked_add(h)?.checked_add(2)?);
+        let rest = layer(h)?.checked_mul(self.n_layer.saturating_sub(1))?;
+        // the embedding [V, E] and the head [V, H] with its bias
+        let ends = self.vocab_size.checked_mul(self.n_embd.checked_add(h)?.checked_add(1)?)?;
+        layer(self.n_embd)?.checked_add(rest)?.checked_add(ends)
+    }
+
     /// Reject sizes that cannot work, before anything is allocated.
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
@@ -73,17 +85,8 @@ impl RecurrentConfig {
         if self.vocab_size > u32::MAX as usize {
             return Err(Error::Config("vocab_size does not fit token ids of 32 bits".into()));
         }
-        // every product of sizes below is checked, so no size can wrap
-        let g = self.kind.cell().gates();
-        let params = (|| {
-            let layer0 =
-                g.checked_mul(self.hidden)?.checked_mul(self.n_embd.checked_add(self.hidden)?.checked_add(2)?)?;
-            let rest = g.checked_mul(self.hidden)?.checked_mul(2 * self.hidden + 2)?.checked_mul(self.n_layer - 1)?;
-            let ends = self.vocab_size.checked_mul(self.n_embd.checked_add(self.hidden)?.checked_add(1)?)?;
-            layer0.checked_add(rest)?.checked_add(ends)
-        })();
         const LIMIT: usize = 4_000_000_000;
-        match params {
+        match self.num_params() {
             Some(p) if p <= LIMIT => Ok(()),
             _ => Err(Error::Config(format!("this configuration asks for more than {LIMIT} parameters"))),
         }
@@ -173,5 +176,27 @@ impl Module for RecurrentLm {
         self.embedding.collect_params(&format!("{prefix}embedding."), out);
         self.rnn.collect_params(&format!("{prefix}rnn."), out);
         self.head.collect_params(&format!("{prefix}head."), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parameter_count_from_the_sizes_is_the_models() {
+        for kind in [RnnKind::Rnn, RnnKind::Lstm, RnnKind::Gru] {
+            for n_layer in [1, 3] {
+                let c = RecurrentConfig { kind, vocab_size: 11, n_embd: 5, hidden: 7, n_layer, ..Default::default() };
+                assert_eq!(
+                    c.num_params(),
+                    Some(RecurrentLm::new(c.clone(), 0).unwrap().num_params()),
+                    "{kind:?} × {n_layer}"
+                );
+            }
+        }
+        let huge = RecurrentConfig { hidden: usize::MAX / 2 + 1, ..Default::default() };
+        assert_eq!(huge.num_params(), None);
+        assert!(huge.validate().is_err());
     }
 }
