@@ -10,6 +10,7 @@ pub mod gemv_f16;
 pub mod norm;
 pub mod packed;
 pub mod recurrent;
+pub mod scan;
 pub mod softmax;
 pub mod tile;
 

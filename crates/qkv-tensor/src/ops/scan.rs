@@ -8,13 +8,14 @@
 //!   `y_t = C_t·h_t + D_e·u_t`. Δ, B and C depend on the input ("selective"):
 //!   the model decides per token how much to remember.
 //!
-//! Both walk time in order within a channel and run the channels (batch
-//! rows) in parallel; backward walks time in reverse. The naive twins in the
-//! tests build the same from elementary ops.
+//! The convolution runs the sequences in parallel; the scan is the chunked
+//! parallel scan of [`crate::kernels::scan`]. The twins in the tests build
+//! both from elementary ops.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernels::scan::{self, Scan};
 use crate::tensor::Tensor;
 
 /// Depthwise causal convolution along time.
@@ -57,19 +58,31 @@ pub fn causal_conv1d(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
     Ok(Tensor::with_grad_fn(&y, &[x, w, bias], move |g| {
         let gd = g.contiguous().to_vec();
         let mut dx = vec![0.0f32; b * l * e];
-        let (mut dw, mut db) = (vec![0.0f32; e * k], vec![0.0f32; e]);
-        for bi in 0..b {
-            for t in 0..l {
-                let dy = &gd[(bi * l + t) * e..(bi * l + t + 1) * e];
-                db.iter_mut().zip(dy).for_each(|(d, &g)| *d += g);
-                for j in 0..k {
-                    let Some(s) = (t + j).checked_sub(k - 1) else { continue };
-                    for c in 0..e {
-                        dx[(bi * l + s) * e + c] += wd[c * k + j] * dy[c];
-                        dw[c * k + j] += dy[c] * xd[(bi * l + s) * e + c];
+        // per sequence: its rows of dx, and partial sums of dw and db (added in order)
+        let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(l * e)
+            .enumerate()
+            .map(|(bi, dxb)| {
+                let (mut dw, mut db) = (vec![0.0f32; e * k], vec![0.0f32; e]);
+                let xb = &xd[bi * l * e..(bi + 1) * l * e];
+                for t in 0..l {
+                    let dy = &gd[(bi * l + t) * e..(bi * l + t + 1) * e];
+                    db.iter_mut().zip(dy).for_each(|(d, &g)| *d += g);
+                    for j in 0..k {
+                        let Some(s) = (t + j).checked_sub(k - 1) else { continue };
+                        for c in 0..e {
+                            dxb[s * e + c] += wd[c * k + j] * dy[c];
+                            dw[c * k + j] += dy[c] * xb[s * e + c];
+                        }
                     }
                 }
-            }
+                (dw, db)
+            })
+            .collect();
+        let (mut dw, mut db) = (vec![0.0f32; e * k], vec![0.0f32; e]);
+        for (pw, pb) in &partial {
+            dw.iter_mut().zip(pw).for_each(|(x, y)| *x += y);
+            db.iter_mut().zip(pb).for_each(|(x, y)| *x += y);
         }
         Ok(vec![
             Some(Tensor::from_vec(dx, &[b, l, e])?),
@@ -103,82 +116,21 @@ pub fn selective_scan(u: &Tensor, delta: &Tensor, a: &Tensor, bm: &Tensor, cm: &
     }
     let v = |t: &Tensor| t.contiguous().to_vec();
     let (ud, dd, ad, bd, cd, d_) = (v(u), v(delta), v(a), v(bm), v(cm), v(d));
+    let chunk = scan::chunk_len(b, l);
+    let s = Scan { u: &ud, dt: &dd, a: &ad, bm: &bd, cm: &cd, d: &d_, b, l, e, n };
     // every state h_t, kept for backward: [B, L, E, N]
-    let mut hs = vec![0.0f32; b * l * e * n];
-    let mut y = vec![0.0f32; b * l * e];
-    y.par_chunks_mut(l * e).zip(hs.par_chunks_mut(l * e * n)).enumerate().for_each(|(bi, (yb, hb))| {
-        let mut h = vec![0.0f32; e * n];
-        for t in 0..l {
-            let at = (bi * l + t) * e;
-            let (bt, ct) = (&bd[(bi * l + t) * n..][..n], &cd[(bi * l + t) * n..][..n]);
-            for c in 0..e {
-                let (dt, ut) = (dd[at + c], ud[at + c]);
-                let hc = &mut h[c * n..(c + 1) * n];
-                let mut acc = 0.0f32;
-                for s in 0..n {
-                    hc[s] = (dt * ad[c * n + s]).exp() * hc[s] + dt * ut * bt[s];
-                    acc += hc[s] * ct[s];
-                }
-                yb[t * e + c] = acc + d_[c] * ut;
-            }
-            hb[t * e * n..(t + 1) * e * n].copy_from_slice(&h);
-        }
-    });
+    let (y, hs) = scan::forward(&s, chunk);
     let y = Tensor::from_vec(y, &[b, l, e])?;
     Ok(Tensor::with_grad_fn(&y, &[u, delta, a, bm, cm, d], move |g| {
-        let gd = g.contiguous().to_vec();
-        let (mut du, mut ddelta) = (vec![0.0f32; b * l * e], vec![0.0f32; b * l * e]);
-        let (mut dbm, mut dcm) = (vec![0.0f32; b * l * n], vec![0.0f32; b * l * n]);
-        // per batch row: its own rows of du, dΔ, dB, dC; partial sums of dA and dD
-        let partial: Vec<(Vec<f32>, Vec<f32>)> = du
-            .par_chunks_mut(l * e)
-            .zip(ddelta.par_chunks_mut(l * e))
-            .zip(dbm.par_chunks_mut(l * n).zip(dcm.par_chunks_mut(l * n)))
-            .enumerate()
-            .map(|(bi, ((dub, ddb), (dbb, dcb)))| {
-                let (mut da, mut dd_) = (vec![0.0f32; e * n], vec![0.0f32; e]);
-                let mut dh = vec![0.0f32; e * n]; // gradient reaching h_t from later steps
-                let hb = &hs[bi * l * e * n..(bi + 1) * l * e * n];
-                for t in (0..l).rev() {
-                    let at = (bi * l + t) * e;
-                    let (bt, ct) = (&bd[(bi * l + t) * n..][..n], &cd[(bi * l + t) * n..][..n]);
-                    for c in 0..e {
-                        let (dt, ut, dy) = (dd[at + c], ud[at + c], gd[at + c]);
-                        dd_[c] += dy * ut;
-                        let mut du_c = dy * d_[c];
-                        let mut ddt = 0.0f32;
-                        for s in 0..n {
-                            let h_t = hb[(t * e + c) * n + s];
-                            let h_prev = if t > 0 { hb[((t - 1) * e + c) * n + s] } else { 0.0 };
-                            let g_h = dh[c * n + s] + dy * ct[s]; // all of h_t's gradient
-                            dcb[t * n + s] += dy * h_t;
-                            let decay = (dt * ad[c * n + s]).exp();
-                            // h_t = decay·h_{t-1} + Δ·u·B
-                            ddt += g_h * (ad[c * n + s] * decay * h_prev + ut * bt[s]);
-                            da[c * n + s] += g_h * dt * decay * h_prev;
-                            dbb[t * n + s] += g_h * dt * ut;
-                            du_c += g_h * dt * bt[s];
-                            dh[c * n + s] = g_h * decay;
-                        }
-                        dub[t * e + c] = du_c;
-                        ddb[t * e + c] = ddt;
-                    }
-                }
-                (da, dd_)
-            })
-            .collect();
-        let (mut da, mut dd_) = (vec![0.0f32; e * n], vec![0.0f32; e]);
-        for (pa, pd) in &partial {
-            da.iter_mut().zip(pa).for_each(|(x, y)| *x += y);
-            dd_.iter_mut().zip(pd).for_each(|(x, y)| *x += y);
-        }
+        let s = Scan { u: &ud, dt: &dd, a: &ad, bm: &bd, cm: &cd, d: &d_, b, l, e, n };
+        let g = scan::backward(&s, &hs, &g.contiguous().to_vec(), chunk);
         Ok(vec![
-            Some(Tensor::from_vec(du, &[b, l, e])?),
-            Some(Tensor::from_vec(ddelta, &[b, l, e])?),
-            Some(Tensor::from_vec(da, &[e, n])?),
-            Some(Tensor::from_vec(dbm, &[b, l, n])?),
-            Some(Tensor::from_vec(dcm, &[b, l, n])?),
-            Some(Tensor::from_vec(dd_, &[e])?),
+            Some(Tensor::from_vec(g.du, &[b, l, e])?),
+            Some(Tensor::from_vec(g.ddt, &[b, l, e])?),
+            Some(Tensor::from_vec(g.da, &[e, n])?),
+            Some(Tensor::from_vec(g.dbm, &[b, l, n])?),
+            Some(Tensor::from_vec(g.dcm, &[b, l, n])?),
+            Some(Tensor::from_vec(g.dd, &[e])?),
         ])
     }))
 }
