@@ -10,17 +10,17 @@ use qkv::compare::{CompareOptions, Contender, compare, parse_budget};
 
 #[derive(Args, Debug)]
 #[command(after_help = "Example:
-  qkv compare --models gpt,lstm,gru --budget 10m --out-dir runs/compare
+  qkv compare --models gpt,lstm,gru,mamba --budget 10m --out-dir runs/compare
 
 Each model trains for the budget at about the default GPT's parameter count (the recurrent
-networks' state size is chosen to match), on the same text and held-out windows. The report
+networks' state size and Mamba's number of blocks are chosen to match), on the same text and held-out windows. The report
 (report.md, report.json) gives validation bits per character against training time, training
 tokens/s, parameters, time per generated token against context length (a recurrent network's
-is flat; a GPT's grows with its KV cache and faster without one), memory per sequence, and a
+and Mamba's are flat; a GPT's grows with its KV cache and faster without one), memory per sequence, and a
 sample from each. Each model's run stays in DIR/<model>, for qkv generate and qkv eval.")]
 pub struct CompareArgs {
-    /// Models to train, comma-separated: gpt, rnn, lstm, gru
-    #[arg(long, default_value = "gpt,lstm,gru", value_delimiter = ',')]
+    /// Models to train, comma-separated: gpt, rnn, lstm, gru, mamba
+    #[arg(long, default_value = "gpt,lstm,gru,mamba", value_delimiter = ',')]
     pub models: Vec<String>,
     /// UTF-8 text to train on [default: the bundled Shakespeare]
     #[arg(long, value_name = "FILE")]

@@ -63,7 +63,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             }
             (Lm::Recurrent(model), tokenizer)
         }
-        Model::Mamba { model, tokenizer } => {
+        Model::Mamba { model, tokenizer, .. } => {
             if args.f16_weights || args.block_size.is_some() {
                 bail!("--f16-weights and --block-size are for a GPT; a Mamba carries its state instead");
             }

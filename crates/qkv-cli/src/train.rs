@@ -11,10 +11,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use qkv::generate::{Sampling, generate, generate_recurrent};
+use qkv::generate::{Sampling, generate, generate_mamba, generate_recurrent};
 use qkv::models::bert::{BertConfig, Pooling};
 use qkv::models::gpt::GptConfig;
 use qkv::models::load::{Model, open};
+use qkv::models::mamba::MambaConfig;
 use qkv::models::recurrent::RecurrentConfig;
 use qkv::models::seq2seq::Seq2SeqConfig;
 use qkv::models::vit::VitConfig;
@@ -27,7 +28,7 @@ use qkv::tokenize::Tokenizer;
 use qkv::train::checkpoint::REPORT;
 use qkv::train::image_classification::ImageClassificationSpec;
 use qkv::train::masked_lm::{MaskedLmSpec, small_bert};
-use qkv::train::next_token::NextTokenSpec;
+use qkv::train::next_token::{MambaLmSpec, NextTokenSpec};
 use qkv::train::optimizer::Decay;
 use qkv::train::recurrent_lm::RecurrentLmSpec;
 use qkv::train::run::{Control, Event, Outcome, Run};
@@ -53,6 +54,8 @@ pub enum ModelKind {
     Lstm,
     /// Gated recurrent unit network, next-token prediction (text)
     Gru,
+    /// Mamba, a selective state-space model, next-token prediction (text)
+    Mamba,
 }
 
 impl ModelKind {
@@ -144,8 +147,8 @@ fn model_default(
         TaskKind::TextClassification => None,
         TaskKind::ImageClassification => Some(vit(&VitConfig::default())),
         TaskKind::Translation => Some(seq2seq(&Seq2SeqConfig::default())),
-        // its defaults are listed under --hidden
-        TaskKind::RecurrentLm => None,
+        // their defaults are listed under --hidden and --state-size
+        TaskKind::RecurrentLm | TaskKind::MambaLm => None,
     })
     .replace(" mlm", " bert")
 }
@@ -215,6 +218,8 @@ fn vit_spec() -> ImageClassificationSpec {
   qkv train --model bert --task classify --data tweets.csv --label-column sentiment --tokenizer vocab.txt
   qkv train --model vit --data mnist/
   qkv train --model seq2seq                  # English → Spanish on the bundled Bible, held-out books
+  qkv train --model lstm                     # the recurrent network attention replaced, same text
+  qkv train --model mamba                    # a selective state-space model, same text
   qkv train --resume runs/gpt                # continue from the last checkpoint
 
 Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint and exits with status 130;
@@ -232,7 +237,7 @@ pub struct TrainArgs {
     /// folders, or a digits CSV
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
-    /// Run directory: config, checkpoints, metrics, loss curve [default: runs/<gpt|mlm|classify|vit>]
+    /// Run directory: config, checkpoints, metrics, loss curve [default: runs/<gpt|mlm|classify|vit|seq2seq|lstm|mamba…>]
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
     /// Continue the run in DIR from its last checkpoint (same settings; --max-steps,
@@ -263,6 +268,8 @@ pub struct TrainArgs {
     pub block_size: Option<usize>,
     #[arg(long, help_heading = "Model", help = format!("rnn, lstm, gru: size of the state carried from token to token [default: {}]; for them --n-embd is the token embedding's width [default: {}] and --n-layer the recurrent layers [default: {}]", RecurrentConfig::default().hidden, RecurrentConfig::default().n_embd, RecurrentConfig::default().n_layer))]
     pub hidden: Option<usize>,
+    #[arg(long, help_heading = "Model", help = format!("mamba: numbers of state each channel carries (N) [default: {}]; for it --n-embd is the width C [default: {}], the scan's channels 2·C, and --n-layer the blocks [default: {}]", MambaConfig::default().state_size, MambaConfig::default().hidden_size, MambaConfig::default().num_hidden_layers))]
+    pub state_size: Option<usize>,
     #[arg(long, help_heading = "Model", help = mlp_help())]
     pub mlp_ratio: Option<f32>,
     #[arg(long, help_heading = "Model", help = format!("{} (seq2seq: relu | silu | gelu | gelu-tanh) [default: {} gpt, {} seq2seq]", "GPT: gelu | gelu-tanh | relu | silu | swiglu", format!("{:?}", GptConfig::default().activation).to_lowercase(), Seq2SeqConfig::default().activation_function))]
@@ -376,6 +383,7 @@ impl TrainArgs {
             (ModelKind::Vit, None) => TaskKind::ImageClassification,
             (ModelKind::Seq2seq, None) => TaskKind::Translation,
             (ModelKind::Rnn | ModelKind::Lstm | ModelKind::Gru, None) => TaskKind::RecurrentLm,
+            (ModelKind::Mamba, None) => TaskKind::MambaLm,
             (m, Some(_)) => bail!("--task is for --model bert; --model {m:?} has one task", m = m),
         })
     }
@@ -393,8 +401,11 @@ impl TrainArgs {
         let vit = kind == TaskKind::ImageClassification;
         let s2s = kind == TaskKind::Translation;
         let rec = kind == TaskKind::RecurrentLm;
+        let mamba = kind == TaskKind::MambaLm;
         no(self.hidden.is_some() && !rec, "--hidden");
-        no((self.n_head.is_some() || self.mlp_ratio.is_some()) && rec, "--n-head or --mlp-ratio");
+        no(self.state_size.is_some() && !mamba, "--state-size");
+        no((self.n_head.is_some() || self.mlp_ratio.is_some()) && (rec || mamba), "--n-head or --mlp-ratio");
+        no(self.dropout.is_some() && mamba, "--dropout");
         for (given, flag) in [
             (self.activation.is_some(), "--activation"),
             (self.norm_placement.is_some(), "--norm-placement"),
@@ -467,7 +478,8 @@ impl TrainArgs {
             max_len => "--max-len", patch_size => "--patch-size", image_size => "--image-size",
             channels => "--channels", shift => "--shift", decay => "--decay", source_column => "--source-column",
             target_column => "--target-column", group_column => "--group-column", max_tokens => "--max-tokens",
-            label_smoothing => "--label-smoothing", vocab_size => "--vocab-size", hidden => "--hidden");
+            label_smoothing => "--label-smoothing", vocab_size => "--vocab-size", hidden => "--hidden",
+            state_size => "--state-size");
         if self.model != ModelKind::Gpt {
             v.push("--model");
         }
@@ -677,6 +689,17 @@ fn new_spec(a: &TrainArgs) -> Result<RunSpec> {
             s.tokenizer = a.tokenizer.clone().or(s.tokenizer);
             TaskSpec::RecurrentLm(s)
         }
+        TaskKind::MambaLm => {
+            let mut s = overlay(&MambaLmSpec::default(), &patch, &what)?;
+            let m = &mut s.model;
+            m.num_hidden_layers = a.n_layer.unwrap_or(m.num_hidden_layers);
+            m.hidden_size = a.n_embd.unwrap_or(m.hidden_size);
+            m.state_size = a.state_size.unwrap_or(m.state_size);
+            s.block_size = a.block_size.unwrap_or(s.block_size);
+            s.data = a.data.clone().or(s.data);
+            s.tokenizer = a.tokenizer.clone().or(s.tokenizer);
+            TaskSpec::MambaLm(s)
+        }
     };
     Ok(RunSpec { task, train, data_fingerprint: String::new() })
 }
@@ -840,7 +863,7 @@ fn finished(run: &Run, step: u64, sample_chars: usize) -> Result<()> {
     let report: Value = serde_json::from_str(&text)?;
     let secs = report["train_seconds"].as_f64().unwrap_or(0.0);
     eprintln!("done: step {step} in {secs:.0} s of training ({} tokens)", run.state.tokens_seen);
-    if !matches!(run.spec.task.kind(), TaskKind::NextToken | TaskKind::RecurrentLm) {
+    if !matches!(run.spec.task.kind(), TaskKind::NextToken | TaskKind::RecurrentLm | TaskKind::MambaLm) {
         eprintln!("model directory: {} (qkv eval --model {} --data …)", dir.display(), dir.display());
         println!("{report}");
         return Ok(());
@@ -865,6 +888,9 @@ fn finished(run: &Run, step: u64, sample_chars: usize) -> Result<()> {
         }
         Model::Recurrent { model, tokenizer } => {
             (generate_recurrent(&model, &newline(&tokenizer), sample_chars, &sampling, |_| Ok(true))?, tokenizer)
+        }
+        Model::Mamba { model, tokenizer: Some(tokenizer), .. } => {
+            (generate_mamba(&model, &newline(&tokenizer), sample_chars, &sampling, |_| Ok(true))?, tokenizer)
         }
         _ => bail!("{}: not a language-model run", dir.display()),
     };

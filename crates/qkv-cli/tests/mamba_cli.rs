@@ -1,12 +1,13 @@
 //! A Hugging Face `MambaForCausalLM` directory (the test fixture, with a
 //! word-level tokenizer of its 37 ids written beside it) generates and is
 //! evaluated by the same commands as a GPT; without a tokenizer, the
-//! commands say what is missing.
+//! commands say what is missing. `qkv train --model mamba` writes such a
+//! directory, and refuses what cannot work.
 
 use std::path::Path;
 
 mod common;
-use common::{fails_with, ok, qkv, s, scratch, stdout};
+use common::{corpus, fails_with, ok, qkv, s, scratch, stderr, stdout};
 
 #[test]
 fn a_mamba_directory_generates_and_is_evaluated() {
@@ -49,4 +50,63 @@ fn a_mamba_directory_generates_and_is_evaluated() {
     ok(&e);
     let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
     assert!(r["loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0) && r["tokens"].as_u64() == Some(256), "{r}");
+}
+
+#[test]
+fn a_trained_mamba_is_a_mamba_directory_that_generates_and_is_evaluated() {
+    let d = scratch("mamba-train-cli");
+    let data = corpus(&d);
+    let dir = d.join("run");
+    #[rustfmt::skip]
+    let o = qkv(&["--threads", "2", "train", "--model", "mamba", "--quiet", "--sample-chars", "30", "--n-layer", "2",
+        "--n-embd", "16", "--state-size", "4", "--block-size", "16", "--batch-size", "8", "--max-steps", "6",
+        "--eval-interval", "3", "--eval-batches", "2", "--data", s(&data), "--out-dir", s(&dir)]);
+    ok(&o);
+    assert!(stderr(&o).contains("Mamba 2 blocks × 16 wide (E = 32, state N = 4"), "{}", stderr(&o));
+    // transformers' own config: the architecture, every size written out
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "MambaForCausalLM", "{config}");
+    assert_eq!((config["intermediate_size"].as_u64(), config["time_step_rank"].as_u64()), (Some(32), Some(1)));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let bpc = report["bits_per_char"].as_f64().unwrap();
+    assert!(bpc.is_finite() && bpc > 0.0 && bpc < 8.0, "{report}");
+
+    let generate =
+        || qkv(&["generate", "--model", s(&dir), "--prompt", "to be", "--max-new-tokens", "20", "--seed", "3"]);
+    let g = generate();
+    ok(&g);
+    let text = stdout(&g);
+    assert!(text.starts_with("to be") && text.trim_end().chars().count() > "to be".len(), "{text:?}");
+    assert_eq!(g.stdout, generate().stdout, "generation is not reproducible");
+
+    // scored in the windows it was trained on
+    let e = qkv(&["eval", "--model", s(&dir), "--data", s(&data), "--json"]);
+    ok(&e);
+    let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    let loss = v["loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0 && loss < 6.0, "{v}");
+    assert_eq!(v["window"], 16, "{v}");
+}
+
+#[test]
+fn mamba_configurations_that_cannot_work_are_refused() {
+    let d = scratch("mamba-train-bad");
+    let data = corpus(&d);
+    let out = d.join("bad");
+    let run = |extra: &[&str]| {
+        let mut a =
+            vec!["--threads", "2", "train", "--model", "mamba", "--quiet", "--data", s(&data), "--out-dir", s(&out)];
+        a.extend(extra);
+        qkv(&a)
+    };
+    fails_with(&run(&["--state-size", "0"]), &["state_size", "at least 1"]);
+    fails_with(&run(&["--n-embd", "0"]), &["hidden_size", "at least 1"]);
+    fails_with(&run(&["--block-size", "0"]), &["block_size", "at least 1"]);
+    fails_with(&run(&["--dropout", "0.1"]), &["--dropout", "not used"]);
+    fails_with(&run(&["--hidden", "8"]), &["--hidden", "not used"]);
+    // --state-size is Mamba's alone
+    let gpt = qkv(&["--threads", "2", "train", "--state-size", "8", "--data", s(&data), "--out-dir", s(&out)]);
+    fails_with(&gpt, &["--state-size", "not used"]);
 }

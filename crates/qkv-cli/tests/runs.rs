@@ -79,10 +79,17 @@ fn case(name: &'static str, dir: &Path) -> Case {
                 "--batch-size", "256", "--eval-batches", "2", "--warmup-steps", "2", "--dropout", "0.1", "--data", s(&data)];
             a.iter().map(|x| x.to_string()).collect()
         }
+        "mamba" => {
+            let data = corpus(dir);
+            #[rustfmt::skip]
+            let a = ["--model", "mamba", "--n-layer", "2", "--n-embd", "16", "--state-size", "4", "--block-size", "16",
+                "--batch-size", "8", "--eval-batches", "2", "--warmup-steps", "2", "--data", s(&data)];
+            a.iter().map(|x| x.to_string()).collect()
+        }
         _ => unreachable!(),
     };
     args.extend(extra);
-    Case { args, accuracy: !matches!(name, "gpt" | "seq2seq" | "lstm" | "gru") }
+    Case { args, accuracy: !matches!(name, "gpt" | "seq2seq" | "lstm" | "gru" | "mamba") }
 }
 
 impl Case {
@@ -233,6 +240,11 @@ fn lstm_runs_are_deterministic_and_resume_exactly_after_a_kill() {
 #[test]
 fn gru_runs_are_deterministic_and_resume_exactly_after_a_kill() {
     kill_and_resume("gru");
+}
+
+#[test]
+fn mamba_runs_are_deterministic_and_resume_exactly_after_a_kill() {
+    kill_and_resume("mamba");
 }
 
 /// A GPT run long enough to be stopped from outside.

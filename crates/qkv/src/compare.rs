@@ -1,4 +1,4 @@
-//! Transformers against recurrent networks, measured side by side: each
+//! Transformers against recurrent networks and Mamba, measured side by side: each
 //! model trains on the same text for the same wall-clock budget at about the
 //! same number of parameters, then its generation is timed against the
 //! length of the context and its memory per sequence counted.
@@ -19,14 +19,15 @@ use serde_json::Value;
 use qkv_tensor::no_grad;
 
 use crate::error::{Error, Result};
-use crate::generate::{Sampling, generate, generate_recurrent};
+use crate::generate::{Sampling, generate, generate_mamba, generate_recurrent};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::load::{Model, open};
+use crate::models::mamba::{Mamba, MambaConfig};
 use crate::models::recurrent::{RecurrentConfig, RecurrentLm};
 use crate::nn::rnn::RnnKind;
 use crate::nn::{Dropout, Module};
 use crate::train::checkpoint::read_metrics;
-use crate::train::next_token::NextTokenSpec;
+use crate::train::next_token::{MambaLmSpec, NextTokenSpec};
 use crate::train::recurrent_lm::RecurrentLmSpec;
 use crate::train::run::{Control, Event};
 use crate::train::setup::{RunSpec, TaskSpec, start};
@@ -40,6 +41,7 @@ pub enum Contender {
     Rnn,
     Lstm,
     Gru,
+    Mamba,
 }
 
 impl Contender {
@@ -50,8 +52,10 @@ impl Contender {
             "rnn" => Contender::Rnn,
             "lstm" => Contender::Lstm,
             "gru" => Contender::Gru,
-            "mamba" => return Err(Error::Config("mamba cannot be compared yet: qkv has no Mamba block so far".into())),
-            other => return Err(Error::Config(format!("unknown model {other:?}: choose from gpt, rnn, lstm, gru"))),
+            "mamba" => Contender::Mamba,
+            other => {
+                return Err(Error::Config(format!("unknown model {other:?}: choose from gpt, rnn, lstm, gru, mamba")));
+            }
         })
     }
 
@@ -61,12 +65,13 @@ impl Contender {
             Contender::Rnn => "rnn",
             Contender::Lstm => "lstm",
             Contender::Gru => "gru",
+            Contender::Mamba => "mamba",
         }
     }
 
     fn recurrent(self) -> Option<RnnKind> {
         match self {
-            Contender::Gpt => None,
+            Contender::Gpt | Contender::Mamba => None,
             Contender::Rnn => Some(RnnKind::Rnn),
             Contender::Lstm => Some(RnnKind::Lstm),
             Contender::Gru => Some(RnnKind::Gru),
@@ -131,6 +136,18 @@ fn recurrent_config(kind: RnnKind, vocab: usize, target: usize) -> Result<Recurr
     Ok(RecurrentConfig { hidden: best.1, ..base })
 }
 
+/// The default Mamba with the number of blocks that comes closest to `target` parameters.
+fn mamba_config(vocab: usize, target: usize) -> Result<MambaConfig> {
+    let base = MambaConfig { vocab_size: vocab, ..MambaConfig::default() };
+    let count = |layers: usize| MambaConfig { num_hidden_layers: layers, ..base.clone() }.num_params();
+    let layers = (1..=64)
+        .filter_map(|l| Some((count(l)?.abs_diff(target), l)))
+        .min()
+        .ok_or_else(|| Error::Config("no Mamba of the default width can be counted".into()))?
+        .1;
+    Ok(MambaConfig { num_hidden_layers: layers, ..base })
+}
+
 /// The run description of one contender, `max_steps` long.
 fn spec(
     c: Contender,
@@ -140,7 +157,11 @@ fn spec(
     seed: u64,
     max_steps: u64,
 ) -> Result<RunSpec> {
-    let kind = if c == Contender::Gpt { TaskKind::NextToken } else { TaskKind::RecurrentLm };
+    let kind = match c {
+        Contender::Gpt => TaskKind::NextToken,
+        Contender::Mamba => TaskKind::MambaLm,
+        _ => TaskKind::RecurrentLm,
+    };
     let gpt_batch = TrainConfig::for_task(TaskKind::NextToken, false).batch_size;
     let mut train = TrainConfig { seed, max_steps, ..TrainConfig::for_task(kind, false) };
     train.warmup_steps = train.warmup_steps.min(max_steps / 10);
@@ -148,6 +169,11 @@ fn spec(
     // both score the same held-out windows: as many windows per evaluation
     train.eval_batches = (train.eval_batches * gpt_batch).div_ceil(train.batch_size);
     let task = match c.recurrent() {
+        None if c == Contender::Mamba => TaskSpec::MambaLm(MambaLmSpec {
+            model: mamba_config(vocab, target)?,
+            data: data.clone(),
+            ..MambaLmSpec::default()
+        }),
         None => TaskSpec::NextToken(NextTokenSpec { data: data.clone(), ..NextTokenSpec::default() }),
         Some(k) => TaskSpec::RecurrentLm(RecurrentLmSpec {
             model: recurrent_config(k, vocab, target)?,
@@ -216,6 +242,30 @@ fn recurrent_per_token(model: &RecurrentLm, contexts: &[usize]) -> Result<Timing
                 let (_, state) = model.forward(&ids, 1, c, &model.zero_state(1), &Dropout::default())?;
                 let s = timed(5, || {
                     model.forward(&[1], 1, 1, &state, &Dropout::default())?;
+                    Ok(())
+                })?;
+                Ok((c, s))
+            })
+            .collect()
+    })
+}
+
+/// Seconds per generated token after `context` tokens for a Mamba: the
+/// context goes through its recurrent step, then one more step is timed.
+fn mamba_per_token(model: &Mamba, contexts: &[usize]) -> Result<Timings> {
+    no_grad(|| {
+        let v = model.config.vocab_size;
+        contexts
+            .iter()
+            .map(|&c| {
+                let mut states = model.zero_state(1);
+                for i in 0..c {
+                    model.step(&[(i % v) as u32], &mut states)?;
+                }
+                let s = timed(5, || {
+                    // a copy of the state, so every timed step starts after the same context
+                    let mut st = states.clone();
+                    model.step(&[1], &mut st)?;
                     Ok(())
                 })?;
                 Ok((c, s))
@@ -296,6 +346,13 @@ pub fn compare(opts: &CompareOptions, on: &mut dyn FnMut(&str)) -> Result<Vec<En
                 let ids = generate_recurrent(&model, &tokenizer.encode("\n")?, 300, &sampling, |_| Ok(true))?;
                 (c, per, Vec::new(), memory, tokenizer.decode(&ids)?, model.num_params(), model.describe())
             }
+            Model::Mamba { model, tokenizer: Some(tokenizer), .. } => {
+                let per = mamba_per_token(&model, &opts.contexts)?;
+                let bytes = model.state_floats() * 4;
+                let memory = opts.contexts.iter().map(|&n| (n, bytes)).collect();
+                let ids = generate_mamba(&model, &tokenizer.encode("\n")?, 300, &sampling, |_| Ok(true))?;
+                (c, per, Vec::new(), memory, tokenizer.decode(&ids)?, model.num_params(), model.describe())
+            }
             other => return Err(Error::Config(format!("{}: unexpected {}", dir.display(), other.describe()))),
         };
         entries.push(Entry {
@@ -364,7 +421,7 @@ fn markdown(entries: &[Entry], opts: &CompareOptions) -> String {
     };
     let (first, last) = (opts.contexts.first().copied().unwrap_or(1), opts.contexts.last().copied().unwrap_or(1));
     let mut s = format!(
-        "# Transformer against recurrent networks\n\n{} s of training each on {}, on {} threads.\n\n\
+        "# Transformer against recurrent networks and Mamba\n\n{} s of training each on {}, on {} threads.\n\n\
          | model | parameters | steps | training tokens/s | validation bits/char | ms/token at {first} | ms/token at {last} | memory/sequence at {last} |\n\
          |---|---|---|---|---|---|---|---|\n",
         opts.budget_s,
@@ -442,6 +499,9 @@ mod tests {
     #[test]
     fn recurrent_sizes_come_close_to_the_gpt() {
         let target = gpt_params().unwrap();
+        let m = mamba_config(65, target).unwrap();
+        let p = m.num_params().unwrap();
+        assert!((p as f64 / target as f64 - 1.0).abs() < 0.1, "mamba: {p} against {target}");
         for kind in [RnnKind::Rnn, RnnKind::Lstm, RnnKind::Gru] {
             let c = recurrent_config(kind, 65, target).unwrap();
             let p = RecurrentLm::new(c.clone(), 0).unwrap().num_params();

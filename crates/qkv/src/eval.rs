@@ -48,16 +48,15 @@ pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
     match open(dir)? {
         Model::Gpt { model, tokenizer, .. } => {
             let ids = text_ids(&tokenizer, data)?;
-            let loss = crate::train::next_token::evaluate(&model, &ids, batch, usize::MAX)?;
+            let loss = crate::train::next_token::evaluate(&model, &ids, batch, model.config.block_size, usize::MAX)?;
             language_model(loss, &ids, &tokenizer, batch, model.config.block_size, data)
         }
-        Model::Mamba { model, tokenizer } => {
+        Model::Mamba { model, tokenizer, window } => {
             let tokenizer = need_tokenizer(tokenizer, dir)?;
             let ids = text_ids(&tokenizer, data)?;
-            // no context limit: windows of 128 tokens, scored like a GPT's
-            let t = 128;
-            let loss = crate::models::mamba::evaluate(&model, &ids, batch, t)?;
-            language_model(loss, &ids, &tokenizer, batch, t, data)
+            // no context limit: windows scored like a GPT's
+            let loss = crate::train::next_token::evaluate(&model, &ids, batch, window, usize::MAX)?;
+            language_model(loss, &ids, &tokenizer, batch, window, data)
         }
         Model::Recurrent { model, tokenizer } => {
             let ids = text_ids(&tokenizer, data)?;
@@ -128,7 +127,7 @@ fn language_model(loss: f32, ids: &[u32], tokenizer: &Tokenizer, batch: usize, t
     let chars = tokenizer.count_chars(&ids[scored])?;
     Ok(json!({
         "loss": loss, "perplexity": (loss as f64).exp(), "bits_per_char": bits_per_char(loss as f64, tokens, chars),
-        "tokens": tokens, "chars": chars, "data": data.display().to_string(),
+        "tokens": tokens, "chars": chars, "window": t, "data": data.display().to_string(),
     }))
 }
 

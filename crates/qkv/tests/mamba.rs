@@ -81,3 +81,28 @@ fn options_qkv_does_not_support_are_named() {
     assert!(with("time_step_rank", "huge".into()).contains("time_step_rank"));
     assert!(with("num_hidden_layers", (1u64 << 40).into()).contains("parameters"));
 }
+
+#[test]
+fn a_config_counts_the_parameters_its_model_has() {
+    use qkv::nn::Module;
+    for (bias, conv_bias, tied) in [(false, true, true), (true, false, false), (true, true, true)] {
+        let c = MambaConfig {
+            vocab_size: 37,
+            hidden_size: 12,
+            state_size: 5,
+            num_hidden_layers: 3,
+            conv_kernel: 3,
+            use_bias: bias,
+            use_conv_bias: conv_bias,
+            tie_word_embeddings: tied,
+            ..MambaConfig::default()
+        };
+        let mut built = Mamba::new(c.clone(), 0).unwrap().num_params();
+        if !tied {
+            built += 37 * 12; // an untied head is read from the checkpoint, not made
+        }
+        assert_eq!(c.num_params(), Some(built), "bias {bias}, conv bias {conv_bias}, tied {tied}");
+    }
+    let huge = MambaConfig { hidden_size: usize::MAX / 2, ..MambaConfig::default() };
+    assert_eq!(huge.num_params(), None);
+}

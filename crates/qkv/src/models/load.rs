@@ -23,7 +23,7 @@ use crate::io::hf;
 use crate::models::bert::{BertClassifier, BertConfig, BertForMaskedLm, Pooling};
 use crate::models::gpt::{Gpt, GptConfig};
 use crate::models::inference::InferenceWeights;
-use crate::models::mamba::Mamba;
+use crate::models::mamba::{Mamba, MambaConfig};
 use crate::models::recurrent::{RecurrentConfig, RecurrentLm};
 use crate::models::sentence::SentenceEncoder;
 use crate::models::seq2seq::{Seq2Seq, Seq2SeqConfig};
@@ -102,6 +102,9 @@ pub enum Model {
     Mamba {
         model: Mamba,
         tokenizer: Option<Tokenizer>,
+        /// Tokens per window that `qkv eval` scores: a qkv run's training
+        /// window, else 128 (Mamba itself has no context limit).
+        window: usize,
     },
     /// An encoder–decoder that translates (`MarianMTModel`, a qkv seq2seq run,
     /// or `T5ForConditionalGeneration`).
@@ -140,6 +143,16 @@ pub fn gpt_config_json(config: &GptConfig) -> Value {
 pub fn recurrent_config_json(config: &RecurrentConfig) -> Value {
     let mut v = serde_json::to_value(config).expect("a recurrent config serialises");
     v["model_type"] = json!(QKV_RECURRENT);
+    v
+}
+
+/// The `config.json` of a Mamba trained by qkv: `transformers`' own
+/// (`MambaForCausalLM`), with the training window under `"qkv"`.
+pub fn mamba_config_json(config: &MambaConfig, block_size: usize) -> Value {
+    let mut v = serde_json::to_value(config).expect("a Mamba config serialises");
+    v["architectures"] = json!(["MambaForCausalLM"]);
+    v["model_type"] = json!("mamba");
+    v["qkv"] = json!({ "max_len": block_size });
     v
 }
 
@@ -361,7 +374,9 @@ pub fn open(dir: &Path) -> Result<Model> {
         "T5ForConditionalGeneration" => {
             Ok(Model::Translator { model: Box::new(T5::load(dir)?), tokenizer: tokenizer(), extras: None })
         }
-        "MambaForCausalLM" => Ok(Model::Mamba { model: Mamba::load(dir)?, tokenizer: tokenizer() }),
+        "MambaForCausalLM" => {
+            Ok(Model::Mamba { model: Mamba::load(dir)?, tokenizer: tokenizer(), window: extras.max_len.max(1) })
+        }
         other => Err(Error::Config(format!(
             "{}: architecture {other:?} is not one qkv runs (GPT2LMHeadModel, BertForMaskedLM, \
              BertForSequenceClassification, BertModel, ViTForImageClassification, MarianMTModel, T5ForConditionalGeneration, MambaForCausalLM, or a qkv run)",

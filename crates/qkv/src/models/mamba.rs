@@ -71,6 +71,30 @@ fn silu() -> String {
     "silu".into()
 }
 
+impl Default for MambaConfig {
+    /// A small character-level Mamba for `qkv train --model mamba`: 6 blocks
+    /// of width 192 (E = 384, N = 16), about as many parameters as the
+    /// default GPT (two Mamba blocks hold about what one transformer block holds).
+    fn default() -> Self {
+        MambaConfig {
+            vocab_size: 65,
+            hidden_size: 192,
+            state_size: 16,
+            num_hidden_layers: 6,
+            conv_kernel: 4,
+            expand: 2,
+            intermediate_size: None,
+            time_step_rank: None,
+            use_bias: false,
+            use_conv_bias: true,
+            layer_norm_epsilon: 1e-5,
+            hidden_act: silu(),
+            tie_word_embeddings: true,
+            eos_token_id: None,
+        }
+    }
+}
+
 /// The largest model a config may ask for before anything is allocated.
 const MAX_PARAMS: usize = 1 << 34;
 
@@ -112,26 +136,41 @@ impl MambaConfig {
         };
         let shape =
             MixerShape { hidden: self.hidden_size, inner, state: self.state_size, conv: self.conv_kernel, dt_rank };
-        // every weight of a block and the embeddings, with checked products
-        let per_block = (|| {
-            let (c, e, n, k, r) = (self.hidden_size, inner, self.state_size, self.conv_kernel, dt_rank);
-            let sum = [
-                c.checked_mul(2 * e)?,
-                e.checked_mul(k + 1)?,
-                e.checked_mul(r + 2 * n)?,
-                e.checked_mul(r + 1)?,
-                e.checked_mul(n + 1)?,
-                c.checked_mul(e)?,
-            ];
-            sum.iter().try_fold(c, |a, &x| a.checked_add(x))
-        })();
-        let total = per_block
-            .and_then(|p| p.checked_mul(self.num_hidden_layers))
-            .and_then(|p| p.checked_add(self.vocab_size.checked_mul(self.hidden_size)?));
-        match total {
+        match self.count(dt_rank) {
             Some(p) if p <= MAX_PARAMS => Ok(shape),
             _ => bad(format!("this configuration asks for more than {MAX_PARAMS} parameters")),
         }
+    }
+
+    /// Parameters of the model this config describes, counted from its sizes
+    /// without building it (`None`: unsupported options, or a count that overflows).
+    pub fn num_params(&self) -> Option<usize> {
+        self.count(self.shape().ok()?.dt_rank)
+    }
+
+    /// Every weight of the blocks, the final norm, the embeddings and an untied head, with checked products.
+    fn count(&self, dt_rank: usize) -> Option<usize> {
+        let (c, n, k, r) = (self.hidden_size, self.state_size, self.conv_kernel, dt_rank);
+        let e = self.expand.checked_mul(c)?;
+        let bias = self.use_bias as usize;
+        let weights = [
+            c.checked_mul(2 * e)?,                                // in_proj
+            e.checked_mul(k)?,                                    // conv1d
+            e.checked_mul(r.checked_add(n.checked_mul(2)?)?)?,    // x_proj
+            e.checked_mul(r)?,                                    // dt_proj
+            e.checked_mul(n)?,                                    // A_log
+            c.checked_mul(e)?,                                    // out_proj
+            c,                                                    // the block's norm
+            e.checked_mul(self.use_conv_bias as usize + 2)?,      // conv1d's and dt_proj's biases, D
+            e.checked_mul(2)?.checked_add(c)?.checked_mul(bias)?, // in_proj's and out_proj's biases
+        ];
+        let per_block = weights.iter().try_fold(0usize, |a, &x| a.checked_add(x))?;
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size.checked_mul(c)? };
+        per_block
+            .checked_mul(self.num_hidden_layers)?
+            .checked_add(self.vocab_size.checked_mul(c)?)?
+            .checked_add(head)?
+            .checked_add(c)
     }
 }
 
@@ -149,8 +188,18 @@ impl Mamba {
         let shape = config.shape()?;
         let mut rng = Rng::new(seed);
         let embeddings = Embedding::new(config.vocab_size, config.hidden_size, 0.02, &mut rng);
+        // as `transformers` initialises it (`rescale_prenorm_residual`): each
+        // block's output projection scaled by 1/√layers, so the residual
+        // stream's variance does not grow with depth
+        let rescale = (config.num_hidden_layers as f32).powf(-0.5);
         let layers = (0..config.num_hidden_layers)
-            .map(|_| MambaBlock::new(shape, config.use_bias, config.use_conv_bias, config.layer_norm_epsilon, &mut rng))
+            .map(|_| {
+                let block =
+                    MambaBlock::new(shape, config.use_bias, config.use_conv_bias, config.layer_norm_epsilon, &mut rng);
+                let w = &block.mixer.out_proj.weight;
+                w.set_value(&w.value().scale(rescale)).expect("the same shape");
+                block
+            })
             .collect();
         let norm_f = Norm::new(NormKind::RmsNorm, config.hidden_size, false, config.layer_norm_epsilon);
         Ok(Mamba { config, embeddings, layers, norm_f, lm_head: None })
@@ -203,6 +252,36 @@ impl Mamba {
         Ok(self.norm_f.forward(&h)?.matmul(&self.head().t()?)?)
     }
 
+    /// Mean cross-entropy of predicting `targets` from `ids` at every position.
+    ///
+    /// # Shapes
+    /// ids, targets `[B, L]` → scalar
+    pub fn loss(&self, ids: &[u32], targets: &[u32], b: usize, l: usize) -> Result<Tensor> {
+        Ok(qkv_tensor::cross_entropy(&self.forward(ids, b, l)?, targets, None)?)
+    }
+
+    /// One line: sizes and parameters.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        format!(
+            "Mamba {} blocks × {} wide (E = {}, state N = {}, conv K = {}), {:.2} M parameters",
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.expand * c.hidden_size,
+            c.state_size,
+            c.conv_kernel,
+            self.num_params() as f64 / 1e6
+        )
+    }
+
+    /// Floats a sequence's generation state holds, whatever its length:
+    /// per block the last `K - 1` convolution inputs and the `E × N` scan state.
+    pub fn state_floats(&self) -> usize {
+        let c = &self.config;
+        let e = c.expand * c.hidden_size;
+        c.num_hidden_layers * e * (c.conv_kernel - 1 + c.state_size)
+    }
+
     /// A zero state for `b` sequences: one per block.
     pub fn zero_state(&self, b: usize) -> Vec<MixerState> {
         self.layers.iter().map(|l| l.mixer.zero_state(b)).collect()
@@ -246,24 +325,6 @@ impl Mamba {
             Ok(out)
         })
     }
-}
-
-/// Mean next-token loss over every full window of `t` tokens of `ids`
-/// (the windows a GPT's evaluation scores), in batches of `batch`.
-pub fn evaluate(model: &Mamba, ids: &[u32], batch: usize, t: usize) -> Result<f32> {
-    let batches = crate::data::text::eval_batches(ids, batch, t, usize::MAX);
-    if batches.is_empty() {
-        return Err(Error::Data(format!("{} tokens are too few to evaluate a window of {t}", ids.len())));
-    }
-    no_grad(|| {
-        let (mut total, mut count) = (0.0f64, 0usize);
-        for (x, y, n) in &batches {
-            let loss = qkv_tensor::cross_entropy(&model.forward(x, *n, t)?, y, None)?;
-            total += loss.item()? as f64 * (n * t) as f64;
-            count += n * t;
-        }
-        Ok((total / count as f64) as f32)
-    })
 }
 
 impl Module for Mamba {

@@ -6,7 +6,8 @@
 //!   [`next_token`] (GPT), [`masked_lm`] (BERT pre-training),
 //!   [`text_classification`] (BERT fine-tuning),
 //!   [`image_classification`] (ViT), [`translation`] (the encoder–decoder)
-//!   and [`recurrent_lm`] (RNN, LSTM and GRU language models).
+//!   and [`recurrent_lm`] (RNN, LSTM and GRU language models); Mamba
+//!   language models train on [`next_token`] too.
 //! - [`optimizer`]: AdamW, the learning-rate schedule, clipping, gradient
 //!   accumulation, and the divergence guard.
 //! - [`run`]: the **run loop**, which owns what every task shares: the step,
@@ -53,16 +54,19 @@ pub enum TaskKind {
     Translation,
     /// A recurrent network (RNN, LSTM, GRU) predicting the next token.
     RecurrentLm,
+    /// A Mamba predicting the next token.
+    MambaLm,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 6] = [
+    pub const ALL: [TaskKind; 7] = [
         TaskKind::NextToken,
         TaskKind::MaskedLm,
         TaskKind::TextClassification,
         TaskKind::ImageClassification,
         TaskKind::Translation,
         TaskKind::RecurrentLm,
+        TaskKind::MambaLm,
     ];
 
     /// A short name for messages and `--help`.
@@ -74,6 +78,7 @@ impl TaskKind {
             TaskKind::ImageClassification => "vit",
             TaskKind::Translation => "seq2seq",
             TaskKind::RecurrentLm => "recurrent",
+            TaskKind::MambaLm => "mamba",
         }
     }
 }
@@ -195,6 +200,8 @@ impl TrainConfig {
             // 32 streams of 128-token windows: a step sees as many tokens as
             // the GPT's 16 × 128 twice over, for half the steps
             TaskKind::RecurrentLm => TrainConfig { batch_size: 32, max_steps: 700, ..TrainConfig::default() },
+            // the GPT's windows and schedule
+            TaskKind::MambaLm => TrainConfig::default(),
         }
     }
 

@@ -13,7 +13,7 @@ use crate::tokenize::Tokenizer;
 use crate::train::checkpoint::{self, RunState};
 use crate::train::image_classification::ImageClassificationSpec;
 use crate::train::masked_lm::MaskedLmSpec;
-use crate::train::next_token::NextTokenSpec;
+use crate::train::next_token::{MambaLmSpec, NextTokenSpec};
 use crate::train::recurrent_lm::RecurrentLmSpec;
 use crate::train::run::{Run, Trainer};
 use crate::train::task::Task;
@@ -31,6 +31,7 @@ pub enum TaskSpec {
     ImageClassification(ImageClassificationSpec),
     Translation(TranslationSpec),
     RecurrentLm(RecurrentLmSpec),
+    MambaLm(MambaLmSpec),
 }
 
 impl TaskSpec {
@@ -42,6 +43,7 @@ impl TaskSpec {
             TaskSpec::ImageClassification(_) => TaskKind::ImageClassification,
             TaskSpec::Translation(_) => TaskKind::Translation,
             TaskSpec::RecurrentLm(_) => TaskKind::RecurrentLm,
+            TaskSpec::MambaLm(_) => TaskKind::MambaLm,
         }
     }
 }
@@ -90,6 +92,7 @@ fn build(spec: &mut RunSpec, dir: &Path, mode: Mode) -> Result<Built> {
         TaskSpec::ImageClassification(s) => super::image_classification::build(s, train, dir, mode),
         TaskSpec::Translation(s) => super::translation::build(s, train, dir, mode),
         TaskSpec::RecurrentLm(s) => super::recurrent_lm::build(s, train, dir, mode),
+        TaskSpec::MambaLm(s) => super::next_token::build_mamba(s, train, dir, mode),
     }
 }
 
