@@ -127,6 +127,31 @@ pub fn tanh(x: f32) -> f32 {
     if x < 0.0 { -y } else { y }
 }
 
+/// ln(1 + y) for y in [0, 1], relative error below 1e-7: the series of
+/// 2·atanh(s) with s = y / (2 + y) ≤ 1/3 (so s² ≤ 1/9 and seven terms
+/// suffice). Small y loses nothing: s is computed from y, not from 1 + y.
+#[inline(always)]
+pub fn ln_1p_unit(y: f32) -> f32 {
+    let s = y / (2.0 + y);
+    let s2 = s * s;
+    let p = (1.0f32 / 13.0)
+        .mul_add(s2, 1.0 / 11.0)
+        .mul_add(s2, 1.0 / 9.0)
+        .mul_add(s2, 1.0 / 7.0)
+        .mul_add(s2, 1.0 / 5.0)
+        .mul_add(s2, 1.0 / 3.0)
+        .mul_add(s2, 1.0);
+    2.0 * s * p
+}
+
+/// ln(1 + eˣ) without overflow: `max(x, 0) + ln(1 + e^-|x|)`; `x` itself
+/// above 20 (as PyTorch's `softplus`). Vectorises: no library calls.
+#[inline(always)]
+pub fn softplus(x: f32) -> f32 {
+    let y = x.max(0.0) + ln_1p_unit(exp(-x.abs()));
+    if x > 20.0 { x } else { y }
+}
+
 /// 1 / (1 + e^-x)
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
@@ -197,6 +222,22 @@ mod tests {
 
     fn grid() -> impl Iterator<Item = f32> {
         (-20_000..=20_000).map(|i| i as f32 * 1e-3)
+    }
+
+    #[test]
+    fn softplus_and_ln_1p_match_f64() {
+        for y in (0..=10_000).map(|i| i as f32 * 1e-4).chain([1e-30, 1e-12, 3e-8]) {
+            let want = (y as f64).ln_1p();
+            let got = ln_1p_unit(y) as f64;
+            assert!((got - want).abs() <= 2e-7 * want.abs() + 1e-37, "ln_1p({y}): {got} vs {want}");
+        }
+        for x in grid().chain([-100.0, -30.0, 19.99, 20.0, 20.01, 50.0, 1e30]) {
+            let xd = x as f64;
+            let want = if xd > 20.0 { xd } else { xd.max(0.0) + (-xd.abs()).exp().ln_1p() };
+            let got = softplus(x) as f64;
+            assert!((got - want).abs() <= 3e-7 * want.abs() + 1e-30, "softplus({x}): {got} vs {want}");
+        }
+        assert!(softplus(f32::NAN).is_nan());
     }
 
     #[test]

@@ -285,8 +285,9 @@ pub fn forward(s: &Scan, chunk: usize) -> (Vec<f32>, Vec<f32>) {
         starts
     };
     // phase 3: every chunk from its true start
-    let mut y = vec![0.0f32; b * l * e];
-    let mut hs = vec![0.0f32; b * l * e * n];
+    // from the buffer pool: phase 3 writes every row of both
+    let mut y = crate::pool::take(b * l * e);
+    let mut hs = crate::pool::take(b * l * e * n);
     let units: Vec<_> =
         unit_slices(&mut y, b, l, e, chunk).into_iter().zip(unit_slices(&mut hs, b, l, e * n, chunk)).collect();
     units.into_par_iter().zip(starts).enumerate().for_each(|(unit, ((yu, hu), mut h))| {
@@ -330,8 +331,9 @@ pub fn backward(s: &Scan, hs: &[f32], dy: &[f32], chunk: usize) -> ScanGrads {
         incoming
     };
     // phase 3: every chunk's gradients, from its true incoming gradient
-    let (mut du, mut ddt) = (vec![0.0f32; b * l * e], vec![0.0f32; b * l * e]);
-    let (mut dbm, mut dcm) = (vec![0.0f32; b * l * n], vec![0.0f32; b * l * n]);
+    // every row of du and dΔ is written; dB and dC are sums over the channels
+    let (mut du, mut ddt) = (crate::pool::take(b * l * e), crate::pool::take(b * l * e));
+    let (mut dbm, mut dcm) = (crate::pool::take_zeroed(b * l * n), crate::pool::take_zeroed(b * l * n));
     let rows: Vec<_> = unit_slices(&mut du, b, l, e, chunk)
         .into_iter()
         .zip(unit_slices(&mut ddt, b, l, e, chunk))

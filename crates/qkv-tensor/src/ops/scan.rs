@@ -124,6 +124,7 @@ pub fn selective_scan(u: &Tensor, delta: &Tensor, a: &Tensor, bm: &Tensor, cm: &
     Ok(Tensor::with_grad_fn(&y, &[u, delta, a, bm, cm, d], move |g| {
         let s = Scan { u: &ud, dt: &dd, a: &ad, bm: &bd, cm: &cd, d: &d_, b, l, e, n };
         let g = scan::backward(&s, &hs, &g.contiguous().to_vec(), chunk);
+        crate::pool::give(hs);
         Ok(vec![
             Some(Tensor::from_vec(g.du, &[b, l, e])?),
             Some(Tensor::from_vec(g.ddt, &[b, l, e])?),

@@ -127,5 +127,5 @@ impl Tensor {
 /// [`Tensor::softplus`] of one number.
 #[inline(always)]
 pub fn softplus(x: f32) -> f32 {
-    if x > 20.0 { x } else { x.exp().ln_1p() }
+    simd::softplus(x)
 }

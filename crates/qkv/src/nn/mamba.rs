@@ -22,7 +22,7 @@
 
 use qkv_tensor::ops::scan::{causal_conv1d, selective_scan};
 use qkv_tensor::ops::unary::{silu, softplus};
-use qkv_tensor::{Param, Result, Rng, Tensor};
+use qkv_tensor::{Param, Result, Rng, Tensor, simd};
 
 use super::linear::Linear;
 use super::norm::{Norm, NormKind};
@@ -159,24 +159,27 @@ impl MambaMixer {
         let proj = self.x_proj.forward(&ut)?.to_vec(); // [B, R + 2N]
         let dt_in = Tensor::from_vec(proj.chunks(r + 2 * n).flat_map(|p| p[..r].to_vec()).collect(), &[b, r])?;
         let dt = self.dt_proj.forward(&dt_in)?.to_vec(); // [B, E], before softplus
-        let (a_log, d) = (self.a_log.value().to_vec(), self.d.value().to_vec());
+        let d = self.d.value().to_vec();
         let mut y = vec![0.0f32; b * e];
-        for bi in 0..b {
-            let p = &proj[bi * (r + 2 * n)..(bi + 1) * (r + 2 * n)];
-            let (bm, cm) = (&p[r..r + n], &p[r + n..]);
-            for c in 0..e {
-                let (delta, uc) = (softplus(dt[bi * e + c]), u[bi * e + c]);
-                let h = &mut st.ssm[(bi * e + c) * n..(bi * e + c + 1) * n];
-                let mut acc = 0.0f32;
-                for s in 0..n {
-                    let a = -a_log[c * n + s].exp();
-                    h[s] = (delta * a).exp() * h[s] + delta * uc * bm[s];
-                    acc += h[s] * cm[s];
+        simd::dispatch(
+            #[inline(always)]
+            || {
+                let a: Vec<f32> = self.a_log.value().to_vec().iter().map(|&l| -simd::exp(l)).collect();
+                for bi in 0..b {
+                    let p = &proj[bi * (r + 2 * n)..(bi + 1) * (r + 2 * n)];
+                    let (bm, cm) = (&p[r..r + n], &p[r + n..r + 2 * n]);
+                    for c in 0..e {
+                        let (delta, uc) = (softplus(dt[bi * e + c]), u[bi * e + c]);
+                        let h = &mut st.ssm[(bi * e + c) * n..(bi * e + c + 1) * n];
+                        for ((h, &a), &bv) in h.iter_mut().zip(&a[c * n..(c + 1) * n]).zip(bm) {
+                            *h = simd::exp(delta * a) * *h + delta * uc * bv;
+                        }
+                        let gate = silu(xz[bi * 2 * e + e + c]);
+                        y[bi * e + c] = (simd::dot(h, cm) + d[c] * uc) * gate;
+                    }
                 }
-                let gate = silu(xz[bi * 2 * e + e + c]);
-                y[bi * e + c] = (acc + d[c] * uc) * gate;
-            }
-        }
+            },
+        );
         self.out_proj.forward(&Tensor::from_vec(y, &[b, e])?)
     }
 }
