@@ -43,3 +43,32 @@ pub use ops::norm::{layer_norm, rms_norm};
 pub use rng::Rng;
 pub use tensor::Tensor;
 pub use threads::{in_pool, init_threads, num_threads};
+
+/// The largest of `values`, or NaN as soon as one of them is NaN (0 when
+/// there are none). `f32::max` skips a NaN, so a comparison folded with it
+/// would call an output of NaNs equal to its reference: every test's
+/// "worst difference" goes through this instead.
+pub fn max_or_nan(values: impl IntoIterator<Item = f32>) -> f32 {
+    values.into_iter().fold(0.0f32, |m, v| if v.is_nan() || m.is_nan() { f32::NAN } else { m.max(v) })
+}
+
+#[cfg(test)]
+mod max_or_nan_tests {
+    use super::*;
+
+    #[test]
+    fn a_nan_or_an_infinity_is_never_close() {
+        assert_eq!(max_or_nan([0.5, 2.0, 1.0]), 2.0);
+        assert!(max_or_nan([0.5, f32::NAN, 1.0]).is_nan());
+        assert!(max_or_nan([f32::NAN, 0.0]).is_nan());
+        let good = Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap();
+        let nan = Tensor::from_vec(vec![f32::NAN, f32::NAN], &[2]).unwrap();
+        let inf = Tensor::from_vec(vec![1.0, f32::INFINITY], &[2]).unwrap();
+        // the pattern every golden test uses, `diff < tol`, fails for NaN and infinity
+        let d = nan.max_abs_diff(&good).unwrap();
+        assert!(d.is_nan(), "all-NaN output compared as close: {d}");
+        let d = inf.max_abs_diff(&good).unwrap();
+        assert!(d.is_infinite(), "an infinite output compared as close: {d}");
+        assert!(inf.max_abs_diff(&inf).unwrap().is_nan(), "inf - inf is NaN, never close");
+    }
+}

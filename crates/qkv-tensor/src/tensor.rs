@@ -296,7 +296,7 @@ impl Tensor {
         if self.shape() != other.shape() {
             return Err(Error::mismatch("max_abs_diff", self.shape(), other.shape(), "shapes must be equal"));
         }
-        Ok(self.data().iter().zip(other.data().iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+        Ok(crate::max_or_nan(self.data().iter().zip(other.data().iter()).map(|(a, b)| (a - b).abs())))
     }
 }
 

@@ -28,6 +28,7 @@ pub fn set_params(params: &[NamedParam], tensors: &BTreeMap<String, Tensor>, pre
 pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
     assert_eq!(actual.shape(), expected.shape(), "{what}: shape");
     let (a, e) = (actual.to_vec(), expected.to_vec());
-    let worst = a.iter().zip(&e).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
+    // NaN-propagating: an output of NaNs or infinities is never close
+    let worst = qkv_tensor::max_or_nan(a.iter().zip(&e).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())));
     assert!(worst <= tol, "{what}: worst relative difference {worst:e} > {tol:e}");
 }
