@@ -65,12 +65,17 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     }
     // candidates sorted by score, best first
     let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap_or(std::cmp::Ordering::Equal));
+    // a total order: a NaN score ranks last (as -inf), so it is never drawn ahead of a number
+    let key = |i: usize| if logits[i].is_nan() { f32::NEG_INFINITY } else { logits[i] };
+    idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
     if let Some(k) = s.top_k {
         idx.truncate(k.min(idx.len()));
     }
-    let m = logits[idx[0]];
-    let mut probs: Vec<f64> = idx.iter().map(|&i| (((logits[i] - m) / s.temperature) as f64).exp()).collect();
+    let m = key(idx[0]);
+    if !m.is_finite() {
+        return idx[0] as u32; // no finite score to weigh (all NaN, or +inf): the first best
+    }
+    let mut probs: Vec<f64> = idx.iter().map(|&i| (((key(i) - m) / s.temperature) as f64).exp()).collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if let Some(top_p) = s.top_p {
@@ -234,5 +239,24 @@ mod tests {
         }
         assert!(counts[0] < 250 && counts[1] > 1500 && counts[3] > 1500, "{counts:?}");
         assert!(Sampling { temperature: 0.0, ..Default::default() }.validate().is_err());
+    }
+
+    /// A NaN score (a broken model) is never drawn and does not poison the
+    /// others; the sort stays a total order, so it cannot panic.
+    #[test]
+    fn a_nan_score_is_never_sampled() {
+        let logits = [1.0, f32::NAN, 0.5, f32::NAN, 0.9];
+        let mut rng = Rng::new(1);
+        for s in [
+            Sampling::default(),
+            Sampling { top_k: Some(4), ..Default::default() },
+            Sampling { top_p: Some(0.9), ..Default::default() },
+        ] {
+            for _ in 0..300 {
+                let t = sample(&logits, &s, &mut rng);
+                assert!(matches!(t, 0 | 2 | 4), "drew {t} with {s:?}");
+            }
+        }
+        assert_eq!(sample(&[f32::NAN, f32::NAN], &Sampling::default(), &mut rng), 0);
     }
 }
