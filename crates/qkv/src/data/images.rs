@@ -76,7 +76,14 @@ fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..nd)
         .map(|i| u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    // checked: dimensions whose product wraps would otherwise match a short file
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| Error::format(path, format!("IDX dimensions {dims:?} multiply past any file size")))?;
+    if dims.contains(&0) {
+        return Err(Error::format(path, format!("IDX dimensions {dims:?}: every dimension must be at least 1")));
+    }
     let data = &b[4 + 4 * nd..];
     if data.len() != n {
         return Err(Error::format(
@@ -153,6 +160,9 @@ fn idx_set(images: &Path, labels: &Path, channels: usize, size: usize) -> Result
     Ok(ImageSet { pixels, labels: lab.iter().map(|&l| l as u32).collect(), channels, size })
 }
 
+/// Classes a digits CSV may name (its labels are 0..=9; a little room for other sets).
+const MAX_DIGIT_CLASSES: u32 = 1000;
+
 /// The 8×8 digits CSV: 64 values in 0..=16, then the label.
 fn digits_csv(path: &Path, channels: usize, size: usize) -> Result<ImageSet> {
     let bytes = read_maybe_gz(path)?;
@@ -164,20 +174,38 @@ fn digits_csv(path: &Path, channels: usize, size: usize) -> Result<ImageSet> {
         if line.is_empty() {
             continue;
         }
-        let values: Vec<f32> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f32>())
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::format(path, format!("line {}: not a row of numbers", i + 1)))?;
-        if values.len() != 65 {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        if fields.len() != 65 {
             return Err(Error::format(
                 path,
-                format!("line {}: {} values, expected 64 pixels and a label", i + 1, values.len()),
+                format!("line {}: {} values, expected 64 pixels and a label", i + 1, fields.len()),
             ));
         }
-        let img: Vec<f32> = values[..64].iter().map(|v| v / 16.0).collect();
+        // pixels are intensities 0..=16 (NaN and infinity fail the range test)
+        let img = fields[..64]
+            .iter()
+            .map(|v| match v.parse::<f32>() {
+                Ok(x) if (0.0..=16.0).contains(&x) => Ok(x / 16.0),
+                _ => Err(Error::format(path, format!("line {}: pixel {v:?} is not a number from 0 to 16", i + 1))),
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        // the label is a class number: a whole number below MAX_DIGIT_CLASSES
+        let label = match fields[64].parse::<u32>() {
+            Ok(l) if l < MAX_DIGIT_CLASSES => l,
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "line {}: label {:?} is not a class number from 0 to {}",
+                        i + 1,
+                        fields[64],
+                        MAX_DIGIT_CLASSES - 1
+                    ),
+                ));
+            }
+        };
         set.pixels.extend(convert(&img, 1, 8, 8, channels, size));
-        set.labels.push(values[64] as u32);
+        set.labels.push(label);
     }
     if set.is_empty() {
         return Err(Error::format(path, "no images"));
@@ -382,6 +410,61 @@ mod tests {
         assert!(load(&dir, 1, 4).unwrap_err().to_string().contains("labels for 2 images"));
         std::fs::write(dir.join("train-labels-idx1-ubyte"), b"garbage").unwrap();
         assert!(load(&dir, 1, 4).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An IDX header that asks for a zero dimension, or for dimensions whose
+    /// product wraps around, is refused before anything is sized from it.
+    #[test]
+    fn idx_headers_that_cannot_hold_images_are_refused() {
+        let dir = std::env::temp_dir().join(format!("qkv-idx-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = |dims: &[u32]| {
+            let mut b = vec![0, 0, 8, dims.len() as u8];
+            for d in dims {
+                b.extend(d.to_be_bytes());
+            }
+            b
+        };
+        let path = dir.join("x-idx3-ubyte");
+        std::fs::write(&path, header(&[0, 28, 28])).unwrap();
+        let e = read_idx(&path).unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        // 2^32 · 2^32 wraps a 64-bit product to 0, which an empty body would match
+        std::fs::write(&path, header(&[u32::MAX, u32::MAX, u32::MAX])).unwrap();
+        let e = read_idx(&path).unwrap_err().to_string();
+        assert!(e.contains("multiply past"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Labels must be whole class numbers and pixels intensities 0..=16: the
+    /// rows that used to be accepted quietly (`nan`, `-1`, `3.7`) or to ask
+    /// for billions of classes (`4e9`) now name the line and the value.
+    #[test]
+    fn digits_rows_with_impossible_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("qkv-digits-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("digits.csv");
+        let row = |pixel: &str, label: &str| format!("{pixel}{}{label}\n", ",0".repeat(63) + ",");
+        std::fs::write(&path, row("16", "7")).unwrap();
+        let ok = digits_csv(&path, 1, 8).unwrap();
+        assert_eq!(ok.labels, vec![7]);
+        assert!((ok.pixels[0] - 1.0).abs() < 1e-6, "16 is the brightest pixel");
+        for (pixel, label, says) in [
+            ("0", "4e9", "label"),
+            ("0", "nan", "label"),
+            ("0", "-1", "label"),
+            ("0", "3.7", "label"),
+            ("0", "1000", "label"),
+            ("nan", "1", "pixel"),
+            ("-1", "1", "pixel"),
+            ("17", "1", "pixel"),
+            ("inf", "1", "pixel"),
+        ] {
+            std::fs::write(&path, row(pixel, label)).unwrap();
+            let e = digits_csv(&path, 1, 8).unwrap_err().to_string();
+            assert!(e.contains("line 1") && e.contains(says), "{pixel},{label}: {e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
