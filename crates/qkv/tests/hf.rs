@@ -171,5 +171,16 @@ fn broken_directories_name_what_is_wrong() {
     std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
     let e = open(&d).err().unwrap().to_string();
     assert!(e.contains("BertForQuestionAnswering"), "{e}");
+    // a vocabulary larger than the model's embedding table (97 rows): its
+    // last ids would index past the table in `qkv eval`
+    let d = copy("bert-mlm");
+    let vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..115).map(|i| format!("w{i}")))
+        .collect();
+    std::fs::write(d.join("vocab.txt"), vocab.join("\n")).unwrap();
+    let e = open(&d).err().unwrap().to_string();
+    assert!(e.contains("120 tokens") && e.contains("97"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }

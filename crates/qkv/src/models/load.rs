@@ -336,6 +336,16 @@ pub fn open(dir: &Path) -> Result<Model> {
         .unwrap_or_default();
     // weights without tokenizer files still load (for the numbers); commands that read text say what is missing
     let tokenizer = || Tokenizer::load(&dir.to_string_lossy()).ok();
+    // a tokenizer with more tokens than the model has rows would hand it ids it cannot embed
+    let fits = |tok: Option<Tokenizer>, vocab: usize| -> Result<Option<Tokenizer>> {
+        match tok {
+            Some(t) if t.vocab_size() > vocab => Err(Error::checkpoint(
+                dir,
+                format!("the tokenizer has {} tokens but the model only {vocab}", t.vocab_size()),
+            )),
+            t => Ok(t),
+        }
+    };
     let bert_config = || -> Result<BertConfig> {
         serde_json::from_value(config.clone()).map_err(|e| Error::format(&cfg_path, e.to_string()))
     };
@@ -343,13 +353,15 @@ pub fn open(dir: &Path) -> Result<Model> {
         "BertForMaskedLM" => {
             let model = BertForMaskedLm::new(bert_config()?, 0)?;
             load_bert_weights(dir, &model.named_params())?;
-            Ok(Model::MaskedLm { model, tokenizer: tokenizer(), extras })
+            let tokenizer = fits(tokenizer(), model.bert.config.vocab_size)?;
+            Ok(Model::MaskedLm { model, tokenizer, extras })
         }
         "BertForSequenceClassification" => {
             let labels = labels_of(&config)?;
             let model = BertClassifier::new(bert_config()?, labels.len(), extras.pooling, 0)?;
             load_bert_weights(dir, &model.named_params())?;
-            Ok(Model::TextClassifier { model, tokenizer: tokenizer(), labels, extras })
+            let tokenizer = fits(tokenizer(), model.bert.config.vocab_size)?;
+            Ok(Model::TextClassifier { model, tokenizer, labels, extras })
         }
         "ViTForImageClassification" => {
             let cfg: VitConfig =

@@ -120,8 +120,7 @@ impl Tokenizer {
     fn encode_inner(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         match &self.inner {
             Inner::Char(c) => c.encode(text),
-            Inner::Hf(t) => t
-                .encode_fast(text, special)
+            Inner::Hf(t) => contained("tokenizing", || t.encode_fast(text, special))?
                 .map(|e| e.get_ids().to_vec())
                 .map_err(|e| Error::Data(format!("tokenizing failed: {e}"))),
         }
@@ -150,7 +149,8 @@ impl Tokenizer {
         self.check_ids(ids)?;
         match &self.inner {
             Inner::Char(c) => c.decode(ids),
-            Inner::Hf(t) => t.decode(ids, false).map_err(|e| Error::Data(format!("decoding failed: {e}"))),
+            Inner::Hf(t) => contained("decoding", || t.decode(ids, false))?
+                .map_err(|e| Error::Data(format!("decoding failed: {e}"))),
         }
     }
 
@@ -182,7 +182,7 @@ impl Tokenizer {
         }
         match &self.inner {
             Inner::Char(_) => Some(token.into_bytes()),
-            Inner::Hf(t) => t.decode(&[id], false).ok().map(String::into_bytes),
+            Inner::Hf(t) => contained("decoding", || t.decode(&[id], false)).ok()?.ok().map(String::into_bytes),
         }
     }
 
@@ -324,8 +324,9 @@ impl Tokenizer {
                 ));
             }
         }
-        let tok: tokenizers::Tokenizer =
-            text.parse().map_err(|e| Error::format(path, format!("not a valid Hugging Face tokenizer.json: {e}")))?;
+        let tok: tokenizers::Tokenizer = contained("reading tokenizer.json", || text.parse::<tokenizers::Tokenizer>())
+            .map_err(|e| Error::format(path, e.to_string()))?
+            .map_err(|e| Error::format(path, format!("not a valid Hugging Face tokenizer.json: {e}")))?;
         Ok(tok.into())
     }
 }
@@ -341,8 +342,7 @@ impl Stream<'_> {
     pub fn step(&mut self, id: u32) -> Result<String> {
         match self {
             Stream::Char(c) => c.decode(&[id]),
-            Stream::Hf(s) => s
-                .step(id)
+            Stream::Hf(s) => contained("decoding", || s.step(id))?
                 .map(Option::unwrap_or_default)
                 .map_err(|e| Error::Data(format!("decoding token {id} failed: {e}"))),
         }
@@ -357,4 +357,46 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+thread_local! {
+    /// Set while [`contained`] runs a call into the `tokenizers` crate.
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f`, a call into the `tokenizers` crate, turning a panic into an
+/// error. Its files come from strangers, and some crafted ones reach
+/// panics inside it (a merge that overruns its buffer, an `expect` in a
+/// normalizer): qkv answers those with an error, never an abort. The panic's
+/// own message is kept quiet (the error says what happened).
+fn contained<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CONTAINED.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+    let was = CONTAINED.with(|c| c.replace(true));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(was));
+    out.map_err(|_| {
+        Error::Data(format!("the tokenizer failed while {what} (its files may be damaged or crafted to break it)"))
+    })
+}
+
+#[cfg(test)]
+mod contained_tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_tokenizer_becomes_an_error() {
+        let e = contained("testing", || -> u32 { panic!("inside a dependency") }).unwrap_err();
+        assert!(e.to_string().contains("the tokenizer failed while testing"), "{e}");
+        assert_eq!(contained("testing", || 7).unwrap(), 7);
+        // the flag is back down: a panic outside is not silenced
+        assert!(!CONTAINED.with(|c| c.get()));
+    }
 }
