@@ -34,7 +34,13 @@ unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
 fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| !forced_portable() && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// `QKV_NO_AVX2=1` makes every kernel take its portable path, as on a CPU
+/// without AVX2: how the tests check those paths on machines that have it.
+pub fn forced_portable() -> bool {
+    std::env::var_os("QKV_NO_AVX2").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Which instruction set the vectorised kernels use on this CPU.
@@ -219,6 +225,33 @@ pub fn max(x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_switch_forces_the_portable_paths() {
+        if forced_portable() {
+            assert_ne!(instruction_set(), "avx2+fma");
+        }
+    }
+
+    /// Every test of this crate again, in a child process with
+    /// `QKV_NO_AVX2=1`: the portable loops, which a machine with AVX2 would
+    /// otherwise never run, checked against the same twins.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_kernel_test_passes_on_the_portable_paths() {
+        if forced_portable() || instruction_set() != "avx2+fma" {
+            return; // this run is the portable one already
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args(["--skip", "every_kernel_test_passes_on_the_portable_paths", "--test-threads", "2"])
+            .env("QKV_NO_AVX2", "1")
+            .output()
+            .expect("the test binary runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "portable paths failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("test result: ok"), "{text}");
+    }
 
     fn grid() -> impl Iterator<Item = f32> {
         (-20_000..=20_000).map(|i| i as f32 * 1e-3)

@@ -150,7 +150,10 @@ mod kernel {
         /// 8 halves at `p`, widened.
         #[target_feature(enable = "avx2,fma,f16c")]
         #[inline]
+        /// # Safety
+        /// `p .. p + 8` must be readable, and the CPU must have AVX2, FMA and F16C.
         unsafe fn load8(p: *const f16) -> __m256 {
+            // SAFETY: the caller's contract: eight halves readable at p (an unaligned load).
             unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
         }
 

@@ -98,17 +98,21 @@ mod avx2 {
     pub(super) unsafe fn run(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32) {
         let mut j = 0;
         while j + 16 <= t.n {
+            // SAFETY: this module runs only where `run` may (AVX2 and FMA present), and columns j.. lie inside the tile whose bounds the caller vouched for.
             unsafe { rows::<2>(t, c, a, b, j) };
             j += 16;
         }
         if j + 8 <= t.n {
+            // SAFETY: this module runs only where `run` may (AVX2 and FMA present), and columns j.. lie inside the tile whose bounds the caller vouched for.
             unsafe { rows::<1>(t, c, a, b, j) };
             j += 8;
         }
         if j < t.n {
             if t.ac == 1 && t.ldb == 1 {
+                // SAFETY: this module runs only where `run` may (AVX2 and FMA present), and columns j.. lie inside the tile whose bounds the caller vouched for.
                 unsafe { columns_dot(t, c, a, b, j) };
             } else {
+                // SAFETY: this module runs only where `run` may (AVX2 and FMA present), and columns j.. lie inside the tile whose bounds the caller vouched for.
                 unsafe { columns_scalar(t, c, a, b, j) };
             }
         }
@@ -123,6 +127,7 @@ mod avx2 {
     unsafe fn columns_dot(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, j0: usize) {
         for j in j0..t.n {
             let mut i = 0;
+            // SAFETY: every pointer offset below stays within the rows, columns and strides of the tile the caller vouched for; AVX2 and FMA are present (this module's contract).
             unsafe {
                 while i + 4 <= t.m {
                     dots::<4>(t, c, a, b, i, j);
@@ -140,6 +145,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn dots<const R: usize>(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, i: usize, j: usize) {
+        // SAFETY: every pointer offset below stays within the rows, columns and strides of the tile the caller vouched for; AVX2 and FMA are present (this module's contract).
         unsafe {
             let b = b.add(j);
             let a = a.add(i * t.ar);
@@ -169,6 +175,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn rows<const NV: usize>(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, j: usize) {
         let mut i = 0;
+        // SAFETY: every pointer offset below stays within the rows, columns and strides of the tile the caller vouched for; AVX2 and FMA are present (this module's contract).
         unsafe {
             while i + MR <= t.m {
                 block::<MR, NV>(t, c, a, b, i, j);
@@ -196,6 +203,7 @@ mod avx2 {
         i: usize,
         j: usize,
     ) {
+        // SAFETY: every pointer offset below stays within the rows, columns and strides of the tile the caller vouched for; AVX2 and FMA are present (this module's contract).
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); NV]; R];
             let a = a.add(i * t.ar);
@@ -231,8 +239,10 @@ mod avx2 {
             for j in j0..t.n {
                 let mut acc = 0.0f32;
                 for p in 0..t.k {
+                    // SAFETY: i < m, p < k and j < n: inside A and B as the tile describes them.
                     unsafe { acc = (*a.add(i * t.ar + p * t.ac)).mul_add(*b.add(p * t.ldb + j), acc) };
                 }
+                // SAFETY: every pointer offset below stays within the rows, columns and strides of the tile the caller vouched for; AVX2 and FMA are present (this module's contract).
                 unsafe {
                     let dst = c.add(i * t.ldc + j);
                     *dst = if t.accumulate { *dst + t.s * acc } else { t.s * acc };
