@@ -78,6 +78,18 @@ fn mlm_fills_masks_and_refuses_text_without_one() {
     let probs: Vec<f64> = cands.iter().map(|c| c["probability"].as_f64().unwrap()).collect();
     assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs[0] <= 1.0, "{probs:?}");
     fails_with(&qkv(&["fill-mask", "--model", s(&run), "no mask here"]), &["[MASK]"]);
+    // its attention: both directions, over [CLS] … [SEP]
+    let a = qkv(&["attention", "--model", s(&run), "--text", "to be or not", "-o", s(&d.join("bert.svg")), "--json"]);
+    ok(&a);
+    let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let q: Vec<&str> = maps["queries"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(q, ["[CLS]", "to", "be", "or", "not", "[SEP]"]);
+    let first = &maps["layers"][0]["heads"][0]["weights"][0];
+    let row: Vec<f64> = first.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(
+        (row.iter().sum::<f64>() - 1.0).abs() < 1e-5 && row.iter().all(|&x| x > 0.0),
+        "{row:?}: [CLS] sees every token"
+    );
     let e = qkv(&["eval", "--model", s(&run), "--data", s(&data), "--json"]);
     ok(&e);
     let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
@@ -115,6 +127,17 @@ fn vit_trains_on_class_folders_and_classifies_pictures_of_other_sizes() {
     let junk = d.join("junk.png");
     std::fs::write(&junk, b"not a picture").unwrap();
     fails_with(&qkv(&["classify-image", "--model", s(&run), s(&junk)]), &["junk.png", "cannot read the image"]);
+    // its attention over [CLS] and the 3×3 patches, and the rollout drawn over the picture
+    let svg = d.join("vit.svg");
+    let a = qkv(&["attention", "--model", s(&run), "--image", s(&big), "-o", s(&svg), "--json"]);
+    ok(&a);
+    let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    assert_eq!(maps["queries"].as_array().unwrap().len(), 10, "[CLS] and 9 patches");
+    assert_eq!(maps["queries"][1], "1,1");
+    let rollout = std::fs::read_to_string(d.join("vit-rollout.svg")).unwrap();
+    assert!(rollout.contains("data:image/png;base64,") && rollout.matches("<rect").count() == 1 + 9, "{rollout}");
+    fails_with(&qkv(&["attention", "--model", s(&run), "--image", s(&junk)]), &["junk.png", "cannot read the image"]);
+    fails_with(&qkv(&["attention", "--model", s(&run), "--text", "hello"]), &["give it an image"]);
 }
 
 /// `--init-from` a bare Hugging Face `BertModel` (as sentence-transformers

@@ -78,14 +78,16 @@ fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
     ok(&a);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
-    let (src, tgt) = (maps["source"].as_array().unwrap().len(), maps["target"].as_array().unwrap().len());
+    let (src, tgt) = (maps["keys"].as_array().unwrap().len(), maps["queries"].as_array().unwrap().len());
+    assert_eq!(maps["kind"], "cross-attention");
     assert_eq!(maps["translation"], rows[0]["translation"], "drawn for the model's own translation by default");
     let layers = maps["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
-    assert_eq!(layers[0].as_array().unwrap().len(), 2, "two heads");
-    for head in layers[0].as_array().unwrap() {
-        assert_eq!(head.as_array().unwrap().len(), tgt);
-        for row in head.as_array().unwrap() {
+    assert_eq!(layers[0]["heads"].as_array().unwrap().len(), 2, "two heads");
+    for head in layers[0]["heads"].as_array().unwrap() {
+        let weights = head["weights"].as_array().unwrap();
+        assert_eq!(weights.len(), tgt);
+        for row in weights {
             let row: Vec<f64> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             assert_eq!(row.len(), src);
             let sum: f64 = row.iter().sum();
@@ -202,7 +204,7 @@ fn a_t5_directory_translates_is_scored_and_drawn() {
     ok(&a);
     let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
     assert_eq!(maps["layers"].as_array().unwrap().len(), 2);
-    assert_eq!(maps["layers"][0].as_array().unwrap().len(), 3);
+    assert_eq!(maps["layers"][0]["heads"].as_array().unwrap().len(), 3);
     // an option qkv does not implement, named
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();

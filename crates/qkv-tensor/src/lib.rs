@@ -35,7 +35,7 @@ pub mod threads;
 pub use autograd::{NoGradGuard, Param, is_grad_enabled, no_grad};
 pub use copies::InferenceCopy;
 pub use error::{Error, Result};
-pub use ops::attention::{AttentionKernel, AttentionOpts, attention, attention_qkv};
+pub use ops::attention::{AttentionKernel, AttentionOpts, attention, attention_probabilities, attention_qkv};
 pub use ops::cross_entropy::{cross_entropy, cross_entropy_smoothed};
 pub use ops::dropout::dropout;
 pub use ops::embedding::embedding;

@@ -14,6 +14,7 @@
 // Validation writes `!(x > 0.0)` on purpose: unlike `x <= 0.0` it also rejects NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+pub mod attention_maps;
 pub mod compare;
 pub mod data;
 pub mod error;

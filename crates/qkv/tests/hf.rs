@@ -184,3 +184,38 @@ fn broken_directories_name_what_is_wrong() {
     assert!(e.contains("120 tokens") && e.contains("97"), "{e}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// The attention maps are the probabilities `transformers` computes
+/// (`output_attentions=True`, eager attention) for the same inputs: GPT-2
+/// (causal), BERT (a second sequence padded: its padded keys get 0) and ViT.
+/// Fixtures: `scripts/make_attention_fixtures.py`.
+#[test]
+fn attention_maps_match_transformers_output_attentions() {
+    let expected = |name: &str| {
+        load(&dir(name).join("attentions.safetensors")).expect("regenerate with scripts/make_attention_fixtures.py")
+    };
+    let check = |name: &str, maps: Vec<Tensor>| {
+        let want = expected(name);
+        assert_eq!(maps.len(), want.tensors.len(), "{name}: layers");
+        for (l, got) in maps.iter().enumerate() {
+            let d = max_abs(got, &want.tensors[&format!("layer.{l}")]);
+            assert!(d <= 1e-5, "{name} layer {l}: probabilities differ by {d}");
+        }
+    };
+    for name in ["gpt2-odd", "gpt2-3heads"] {
+        let r = reference(name);
+        let model = gpt2_hf::load(&dir(name)).unwrap();
+        let (b, t) = r.tensors["ids"].dims2().unwrap();
+        check(name, model.attention_maps(&ids_of(&r.tensors["ids"]), b, t).unwrap());
+    }
+    let r = reference("bert-mlm");
+    let Model::MaskedLm { model, .. } = open(&dir("bert-mlm")).unwrap() else { panic!("not a masked LM") };
+    let (b, t) = r.tensors["ids"].dims2().unwrap();
+    let ids = ids_of(&r.tensors["ids"]);
+    let mask: Vec<bool> = r.tensors["attention_mask"].to_vec().iter().map(|&v| v > 0.5).collect();
+    check("bert-mlm", model.bert.attention_maps(&Batch { ids: &ids, type_ids: None, mask: &mask, b, t }).unwrap());
+    let r = reference("vit-classifier");
+    let Model::ImageClassifier { model, .. } = open(&dir("vit-classifier")).unwrap() else { panic!("not a ViT") };
+    let b = r.tensors["images"].shape()[0];
+    check("vit-classifier", model.attention_maps(&r.tensors["images"].to_vec(), b).unwrap());
+}

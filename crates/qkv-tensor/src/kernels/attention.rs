@@ -199,6 +199,23 @@ pub fn attention_naive(q: &Heads, k: &Heads, v: &Heads, mask: &AttnMask, scale: 
     AttnOut { out, lse }
 }
 
+/// The probabilities themselves, `[B, H, Tq, Tk]`: what each query gives each
+/// key, for pictures of attention. Computed as [`attention_naive`] computes
+/// them (f64 scores, the same masks), so they are the weights behind its output;
+/// a query that sees no key gets a row of zeros.
+pub fn probabilities_naive(q: &Heads, k: &Heads, mask: &AttnMask, scale: f32) -> Vec<f32> {
+    let (bn, hn, tq, tk) = (q.b, q.h, q.t, k.t);
+    let mut out = Vec::with_capacity(bn * hn * tq * tk);
+    for b in 0..bn {
+        for h in 0..hn {
+            let mut p = scores_naive(q, k, mask, scale, b, h);
+            softmax_naive(&mut p, tk);
+            out.extend(p.iter().map(|&x| x as f32));
+        }
+    }
+    out
+}
+
 /// Reference backward. With `P` the probabilities and `dO` the output gradient:
 /// `dV = Pᵀ·dO`, `dP = dO·Vᵀ`, `dS = P ∘ (dP - rowsum(dP ∘ P))`,
 /// `dQ = scale·dS·K`, `dK = scale·dSᵀ·Q`.

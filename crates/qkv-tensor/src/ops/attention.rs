@@ -111,6 +111,40 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
     o.permute(&[0, 2, 1, 3])
 }
 
+/// The attention probabilities `softmax(Q·Kᵀ / √D + bias)` of every head,
+/// with the masks of `opts`: the weights [`attention`] averages the values
+/// with, materialised for pictures (the tiled kernel never holds them). Not
+/// differentiable.
+///
+/// # Shapes
+/// q `[B, H, Tq, D]`, k `[B, H, Tk, D]` → `[B, H, Tq, Tk]`, each row summing to 1
+/// over the keys it may see
+pub fn attention_probabilities(q: &Tensor, k: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
+    let op = "attention_probabilities";
+    let (bq, hq, tq, dq) = q.dims4().map_err(|_| Error::bad_shape(op, q.shape(), "queries as [B, H, Tq, D]"))?;
+    let (bk, hk, tk, dk) = k.dims4().map_err(|_| Error::bad_shape(op, k.shape(), "keys as [B, H, Tk, D]"))?;
+    if (bk, hk, dk) != (bq, hq, dq) {
+        return Err(Error::mismatch(op, q.shape(), k.shape(), "queries and keys need the same B, H and D"));
+    }
+    if let Some(m) = &opts.key_mask
+        && m.len() != bq * tk
+    {
+        return Err(Error::invalid(op, format!("key mask has {} flags, expected B·Tk = {}", m.len(), bq * tk)));
+    }
+    if let Some(s) = &opts.alibi
+        && s.len() != hq
+    {
+        return Err(Error::invalid(op, format!("{} ALiBi slopes for {hq} heads", s.len())));
+    }
+    if dq == 0 {
+        return Err(Error::invalid(op, "head width D is 0"));
+    }
+    let scale = opts.scale.unwrap_or(1.0 / (dq as f32).sqrt());
+    let (q, k) = (unit_d(q), unit_d(k));
+    let p = k::probabilities_naive(&heads(&q), &heads(&k), &opts.mask(), scale);
+    Tensor::from_vec(p, &[bq, hq, tq, tk])
+}
+
 /// Self-attention straight from a fused projection: each row of `qkv` holds a
 /// token's query, key and value side by side, `[q (H·D) | k (H·D) | v (H·D)]`.
 /// The same as cutting it into heads and calling [`attention`], but the
@@ -180,4 +214,45 @@ pub fn attention_qkv(qkv: &Tensor, n_head: usize, opts: &AttentionOpts) -> Resul
         );
         Ok(vec![Some(Tensor::from_vec(grad, &[b, t, c3])?)])
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The materialised probabilities are the weights behind the tiled
+    /// kernel's output: `P · V` equals `attention(q, k, v)` under every mask,
+    /// and each row sums to 1 (or is all zeros where every key is hidden).
+    #[test]
+    fn probabilities_times_values_is_the_attention_output() {
+        let (b, h, t, d) = (2, 3, 7, 5);
+        let mut rng = Rng::new(3);
+        let mut rand = |n: usize| Tensor::from_vec((0..n).map(|_| rng.normal()).collect(), &[b, h, t, d]).unwrap();
+        let (q, k, v) = (rand(b * h * t * d), rand(b * h * t * d), rand(b * h * t * d));
+        // sequence 1 has its last two keys padded
+        let key_mask: Vec<bool> = (0..b * t).map(|i| i < t || i % t < t - 2).collect();
+        let opts = AttentionOpts {
+            causal: true,
+            key_mask: Some(key_mask.clone()),
+            alibi: Some(vec![0.5, 0.25, 0.125]),
+            ..Default::default()
+        };
+        let p = attention_probabilities(&q, &k, &opts).unwrap();
+        assert_eq!(p.shape(), &[b, h, t, t]);
+        let via_p = p.matmul(&v).unwrap(); // [B, H, T, D]
+        let flash = attention(&q, &k, &v, &opts).unwrap();
+        let diff = via_p.max_abs_diff(&flash).unwrap();
+        assert!(diff < 1e-5, "P·V differs from the attention output by {diff}");
+        let pv = p.to_vec();
+        for (r, row) in pv.chunks(t).enumerate() {
+            let (bi, i) = (r / (h * t), r % t);
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "row {r} sums to {sum}");
+            for (j, &x) in row.iter().enumerate() {
+                let hidden = j > i || !key_mask[bi * t + j];
+                assert!(!hidden || x == 0.0, "row {r}: hidden key {j} has weight {x}");
+            }
+        }
+    }
 }

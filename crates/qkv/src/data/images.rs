@@ -218,6 +218,12 @@ pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>>
     Ok(load_image_noting(path, channels, size)?.0)
 }
 
+/// An image file as it is, in RGB (for drawing over it).
+pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
+    let img = image::open(path).map_err(|e| Error::format(path, format!("cannot read the image: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
 /// [`load_image`], plus a note saying how the image was changed to fit the
 /// model (resized, colour to grey, grey to colour), if it was.
 pub fn load_image_noting(path: &Path, channels: usize, size: usize) -> Result<(Vec<f32>, Option<String>)> {

@@ -218,6 +218,20 @@ impl Bert {
     /// # Shapes
     /// ids `[B, T]` → `[B, T, C]`
     pub fn forward(&self, x: &Batch, drop: &Dropout) -> Result<Tensor> {
+        let mut h = self.embed(x, drop)?;
+        // every query may see every real token; padding keys are hidden
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h, Some(x.mask), None, drop, 2 + 2 * i as u64)?;
+        }
+        Ok(h)
+    }
+
+    /// Word, position and segment embeddings, summed and normalised: the
+    /// input of the first layer.
+    ///
+    /// # Shapes
+    /// ids `[B, T]` → `[B, T, C]`
+    pub fn embed(&self, x: &Batch, drop: &Dropout) -> Result<Tensor> {
         self.check(x)?;
         let e = &self.embeddings;
         let pos: Vec<u32> = (0..x.t as u32).collect();
@@ -229,17 +243,29 @@ impl Bert {
                 &zeros
             }
         };
-        let mut h = e
+        let h = e
             .word_embeddings
             .forward(x.ids, &[x.b, x.t])?
             .add(&e.position_embeddings.forward(&pos, &[x.t])?)?
             .add(&e.token_type_embeddings.forward(types, &[x.b, x.t])?)?;
-        h = drop.apply(&e.layer_norm.forward(&h)?, 0)?;
-        // every query may see every real token; padding keys are hidden
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h, Some(x.mask), None, drop, 2 + 2 * i as u64)?;
-        }
-        Ok(h)
+        Ok(drop.apply(&e.layer_norm.forward(&h)?, 0)?)
+    }
+
+    /// The attention probabilities of every layer (padding keys get 0).
+    ///
+    /// # Shapes
+    /// ids `[B, T]` → one `[B, H, T, T]` per layer
+    pub fn attention_maps(&self, x: &Batch) -> Result<Vec<Tensor>> {
+        qkv_tensor::no_grad(|| {
+            let mut h = self.embed(x, &Dropout::default())?;
+            let mut maps = Vec::with_capacity(self.layers.len());
+            for layer in &self.layers {
+                let (out, probs) = layer.forward_with_probabilities(&h, Some(x.mask))?;
+                maps.push(probs);
+                h = out;
+            }
+            Ok(maps)
+        })
     }
 
     /// `tanh(dense(h[CLS]))`.

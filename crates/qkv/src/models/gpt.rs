@@ -210,6 +210,21 @@ impl Gpt {
         mut caches: Option<&mut [KvCache]>,
     ) -> Result<Tensor> {
         let start = caches.as_ref().and_then(|c| c.first()).map_or(0, |c| c.len());
+        let mut x = self.embed(ids, b, t, start, drop)?;
+        for (i, block) in self.h.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|cs| &mut cs[i]);
+            x = block.forward(&x, None, cache, drop, 2 + 2 * i as u64)?;
+        }
+        Ok(self.ln_f.forward(&x)?)
+    }
+
+    /// Token embeddings plus the positions' (for learned and sinusoidal
+    /// positions; RoPE and ALiBi act inside attention): the residual stream
+    /// the first block reads. `start`: the position of the first id.
+    ///
+    /// # Shapes
+    /// ids `[B, T]` → `[B, T, C]`
+    pub fn embed(&self, ids: &[u32], b: usize, t: usize, start: usize, drop: &Dropout) -> Result<Tensor> {
         self.check_ids(ids, b, t, start)?;
         let c = self.config.n_embd;
         let mut x = self.wte.forward(ids, &[b, t])?; // [B, T, C]
@@ -222,12 +237,25 @@ impl Gpt {
             Positions::Sinusoidal => x = x.add(&sinusoidal_table(start, t, c))?,
             Positions::Rope | Positions::Alibi | Positions::None => {}
         }
-        x = drop.apply(&x, 0)?;
-        for (i, block) in self.h.iter().enumerate() {
-            let cache = caches.as_deref_mut().map(|cs| &mut cs[i]);
-            x = block.forward(&x, None, cache, drop, 2 + 2 * i as u64)?;
-        }
-        Ok(self.ln_f.forward(&x)?)
+        Ok(drop.apply(&x, 0)?)
+    }
+
+    /// The attention probabilities of every block (what each token reads from
+    /// the earlier ones), computed beside an ordinary forward pass.
+    ///
+    /// # Shapes
+    /// ids `[B, T]` → one `[B, H, T, T]` per block
+    pub fn attention_maps(&self, ids: &[u32], b: usize, t: usize) -> Result<Vec<Tensor>> {
+        qkv_tensor::no_grad(|| {
+            let mut x = self.embed(ids, b, t, 0, &Dropout::default())?;
+            let mut maps = Vec::with_capacity(self.h.len());
+            for block in &self.h {
+                let (out, probs) = block.forward_with_probabilities(&x, None)?;
+                maps.push(probs);
+                x = out;
+            }
+            Ok(maps)
+        })
     }
 
     /// Scores over the vocabulary: `x · Wᵀ` with `W` the `[V, C]` head.

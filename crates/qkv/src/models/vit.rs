@@ -173,16 +173,42 @@ impl Vit {
     /// # Shapes
     /// images `[B, ch, H, W]` (flat, H = W = image_size) → `[B, N + 1, C]`
     pub fn hidden(&self, images: &[f32], b: usize, drop: &Dropout) -> Result<Tensor> {
-        let s = self.config.image_size;
-        let c = self.config.hidden_size;
-        let patches = self.patch_embeddings.forward(images, b, s, s)?; // [B, N, C]
-        let cls = self.cls_token.value().broadcast_to(&[b, 1, c])?;
-        let mut h = Tensor::concat(&[&cls, &patches], 1)?.add(&self.position_embeddings.value())?;
-        h = drop.apply(&h, 0)?;
+        let mut h = self.embed(images, b, drop)?;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, None, None, drop, 2 + 2 * i as u64)?;
         }
         Ok(self.layernorm.forward(&h)?)
+    }
+
+    /// The patches as tokens: `[CLS]`, then one embedded patch per token,
+    /// plus the position embeddings.
+    ///
+    /// # Shapes
+    /// images `[B, ch, H, W]` → `[B, N + 1, C]`
+    pub fn embed(&self, images: &[f32], b: usize, drop: &Dropout) -> Result<Tensor> {
+        let s = self.config.image_size;
+        let c = self.config.hidden_size;
+        let patches = self.patch_embeddings.forward(images, b, s, s)?; // [B, N, C]
+        let cls = self.cls_token.value().broadcast_to(&[b, 1, c])?;
+        let h = Tensor::concat(&[&cls, &patches], 1)?.add(&self.position_embeddings.value())?;
+        Ok(drop.apply(&h, 0)?)
+    }
+
+    /// The attention probabilities of every layer, over `[CLS]` and the patches.
+    ///
+    /// # Shapes
+    /// images `[B, ch, H, W]` → one `[B, H, N + 1, N + 1]` per layer
+    pub fn attention_maps(&self, images: &[f32], b: usize) -> Result<Vec<Tensor>> {
+        qkv_tensor::no_grad(|| {
+            let mut h = self.embed(images, b, &Dropout::default())?;
+            let mut maps = Vec::with_capacity(self.layers.len());
+            for layer in &self.layers {
+                let (out, probs) = layer.forward_with_probabilities(&h, None)?;
+                maps.push(probs);
+                h = out;
+            }
+            Ok(maps)
+        })
     }
 
     /// Class scores from the `[CLS]` vector.

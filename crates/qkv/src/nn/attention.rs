@@ -19,7 +19,9 @@
 //! Cost: the scores are a `T × T` matrix per head — quadratic in T. The flash
 //! kernel (the default) never stores that matrix, so memory stays linear.
 
-use qkv_tensor::{AttentionKernel, AttentionOpts, Param, Result, Rng, Tensor, attention, attention_qkv};
+use qkv_tensor::{
+    AttentionKernel, AttentionOpts, Param, Result, Rng, Tensor, attention, attention_probabilities, attention_qkv,
+};
 
 use super::linear::{Linear, WeightLayout};
 use super::positional::{Positions, alibi_slopes, apply_rope, rope_tables};
@@ -348,8 +350,34 @@ impl Attention {
         self.c_proj.forward(&y.transpose(1, 2)?.reshape(&[b, t, c])?)
     }
 
-    /// The weights of the probabilities of [`Attention::forward_cross`], for
-    /// pictures: `[B, H, Tq, Tk]`, each row summing to 1 over the real keys.
+    /// The attention probabilities of [`Attention::forward`] (no cache): what
+    /// each query gives each key, head by head, with the same positions and
+    /// masks. For pictures; the forward pass itself never materialises them.
+    ///
+    /// # Shapes
+    /// x `[B, T, C]`, `key_mask` `[B, T]` → `[B, H, T, T]`
+    pub fn probabilities(&self, x: &Tensor, key_mask: Option<&[bool]>) -> Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let (h, d) = (self.n_head, c / self.n_head);
+        let parts = self.qkv.forward(x)?.split(-1, &[c, c, c])?;
+        let heads = |p: &Tensor| p.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3]);
+        let (mut q, mut k) = (heads(&parts[0])?, heads(&parts[1])?);
+        if self.positions == Positions::Rope {
+            let (cos, sin) = rope_tables(0, t, d, self.rope_base);
+            q = apply_rope(&q, &cos, &sin)?;
+            k = apply_rope(&k, &cos, &sin)?;
+        }
+        let opts = AttentionOpts {
+            causal: self.causal,
+            key_mask: key_mask.map(<[bool]>::to_vec),
+            alibi: (self.positions == Positions::Alibi).then(|| alibi_slopes(h)),
+            ..Default::default()
+        };
+        attention_probabilities(&q, &k, &opts)
+    }
+
+    /// The probabilities of [`Attention::forward_cross`], for pictures:
+    /// `[B, H, Tq, Tk]`, each row summing to 1 over the real keys.
     pub fn cross_probabilities(&self, x: &Tensor, memory: &Memory) -> Result<Tensor> {
         let QkvProjection::Separate { query, .. } = &self.qkv else {
             return Err(qkv_tensor::Error::invalid("cross-attention", "needs a separate query projection"));
@@ -357,20 +385,8 @@ impl Attention {
         let (b, t, c) = x.dims3()?;
         let (h, d) = (self.n_head, c / self.n_head);
         let q = query.forward(x)?.reshape(&[b, t, h, d])?.permute(&[0, 2, 1, 3])?; // [B, H, Tq, D]
-        let tk = memory.k.dims4()?.2;
-        let scores = q.matmul(&memory.k.transpose(2, 3)?)?.scale(1.0 / (d as f32).sqrt()); // [B, H, Tq, Tk]
-        let mut s = scores.to_vec();
-        if let Some(mask) = &memory.mask {
-            for (i, row) in s.chunks_mut(tk).enumerate() {
-                let bi = i / (h * t);
-                for (j, x) in row.iter_mut().enumerate() {
-                    if !mask[bi * tk + j] {
-                        *x = f32::NEG_INFINITY;
-                    }
-                }
-            }
-        }
-        Ok(Tensor::from_vec(s, &[b, h, t, tk])?.softmax())
+        let opts = AttentionOpts { key_mask: memory.mask.clone(), ..Default::default() };
+        attention_probabilities(&q, &memory.k, &opts)
     }
 
     /// Parameters under explicit names: `qkv` is the prefix of the fused

@@ -101,6 +101,18 @@ impl Block {
     }
 }
 
+impl Block {
+    /// The block's output (no dropout, no cache) and its attention
+    /// probabilities `[B, H, T, T]`: what each token reads from the others.
+    pub fn forward_with_probabilities(&self, x: &Tensor, key_mask: Option<&[bool]>) -> Result<(Tensor, Tensor)> {
+        let probs = match self.placement {
+            Placement::Pre => self.attn.probabilities(&self.ln_1.forward(x)?, key_mask)?,
+            Placement::Post => self.attn.probabilities(x, key_mask)?,
+        };
+        Ok((self.forward(x, key_mask, None, &Dropout::default(), 0)?, probs))
+    }
+}
+
 impl Module for Block {
     fn collect_params(&self, prefix: &str, out: &mut Vec<NamedParam>) {
         let p = |s: &str| format!("{prefix}{s}");
