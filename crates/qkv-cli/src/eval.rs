@@ -32,16 +32,29 @@ pub struct EvalArgs {
     /// Translation: hypotheses kept by beam search; 1 translates greedily
     #[arg(long, default_value_t = qkv::eval::EvalOptions::default().beam)]
     pub beam: usize,
+    /// Classifiers: where to draw the confusion matrix [default: DIR/confusion.svg]
+    #[arg(long, value_name = "FILE")]
+    pub confusion: Option<PathBuf>,
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
     let opts = qkv::eval::EvalOptions { batch_size: args.batch_size, lossy: args.lossy, beam: args.beam };
-    let out = qkv::eval::evaluate(&args.model, &args.data, &opts)?;
+    let mut out = qkv::eval::evaluate(&args.model, &args.data, &opts)?;
+    // a classifier's confusion matrix, as a picture beside the numbers
+    if let (Some(m), Some(labels)) = (out.get("confusion"), out.get("labels")) {
+        let matrix: Vec<Vec<usize>> = serde_json::from_value(m.clone())?;
+        let labels: Vec<String> = serde_json::from_value(labels.clone())?;
+        let path = args.confusion.clone().unwrap_or_else(|| args.model.join("confusion.svg"));
+        let title = format!("{} on {}", args.model.display(), args.data.display());
+        qkv::viz::confusion::write_svg(&path, &matrix, &labels, &title)?;
+        out["confusion_picture"] = serde_json::Value::String(path.display().to_string());
+    }
     if args.json {
         println!("{out}");
     } else {
         for (k, v) in out.as_object().into_iter().flatten() {
             match v {
+                _ if k == "confusion" || k == "labels" => {} // drawn in the picture
                 serde_json::Value::String(text) => println!("{k:<22} {text}"),
                 other => println!("{k:<22} {other}"),
             }

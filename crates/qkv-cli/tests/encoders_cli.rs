@@ -36,6 +36,16 @@ fn bert_classifier_trains_on_a_csv_and_is_scored_on_its_held_out_rows() {
     // the held-out split is the tenth qkv set aside, not the training rows
     let n = r["examples"].as_u64().unwrap();
     assert!((20..=30).contains(&n), "{n} test rows of 240");
+    // the confusion matrix: every test row counted once, the diagonal the correct ones, and drawn
+    let m: Vec<Vec<u64>> = serde_json::from_value(r["confusion"].clone()).unwrap();
+    let labels: Vec<String> = serde_json::from_value(r["labels"].clone()).unwrap();
+    assert_eq!((m.len(), labels.len()), (2, 2));
+    assert_eq!(m.iter().flatten().sum::<u64>(), n);
+    let right = (0..2).map(|i| m[i][i]).sum::<u64>() as f64;
+    assert!((right / n as f64 - acc).abs() < 1e-9, "the diagonal is the accuracy");
+    let picture = std::fs::read_to_string(run.join("confusion.svg")).unwrap();
+    assert!(picture.contains("predicted class") && labels.iter().all(|l| picture.contains(l.as_str())));
+    assert_eq!(r["confusion_picture"].as_str(), Some(s(&run.join("confusion.svg"))));
     let c = qkv(&["classify", "--model", s(&run), "--json", "i love this meal", "i hate this game"]);
     ok(&c);
     let out: serde_json::Value = serde_json::from_str(&stdout(&c)).unwrap();

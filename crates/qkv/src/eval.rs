@@ -78,15 +78,15 @@ pub fn evaluate(dir: &Path, data: &Path, opts: &EvalOptions) -> Result<Value> {
             let (r, loss) = crate::train::text_classification::score(&model, &examples, sp.pad, batch, labels.len())?;
             Ok(json!({
                 "accuracy": r.accuracy, "macro_f1": r.macro_f1, "per_class_f1": r.per_class_f1, "loss": loss,
-                "examples": r.examples, "split": "held-out test rows",
+                "examples": r.examples, "split": "held-out test rows", "labels": labels, "confusion": r.confusion,
             }))
         }
-        Model::ImageClassifier { model, .. } => {
+        Model::ImageClassifier { model, labels } => {
             let d = images::load(data, model.config.num_channels, model.config.image_size)?;
             let (r, loss) = crate::train::image_classification::score(&model, &d.test, batch.max(64))?;
             Ok(json!({
                 "accuracy": r.accuracy, "macro_f1": r.macro_f1, "loss": loss, "examples": r.examples,
-                "split": d.test_source,
+                "split": d.test_source, "labels": labels, "confusion": r.confusion,
             }))
         }
         Model::MaskedLm { model, tokenizer, extras } => {

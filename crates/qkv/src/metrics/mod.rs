@@ -31,6 +31,9 @@ pub struct ClassificationReport {
     /// F1 of each class, in label-id order.
     pub per_class_f1: Vec<f64>,
     pub examples: usize,
+    /// `[true class][predicted class]`: how many examples of each class were
+    /// given each label (the diagonal is right).
+    pub confusion: Vec<Vec<usize>>,
 }
 
 /// Compare predicted with true class ids (`n_classes` classes).
@@ -39,7 +42,9 @@ pub fn classification_report(predicted: &[u32], truth: &[u32], n_classes: usize)
     let mut tp = vec![0usize; n_classes];
     let mut fp = vec![0usize; n_classes];
     let mut fn_ = vec![0usize; n_classes];
+    let mut confusion = vec![vec![0usize; n_classes]; n_classes];
     for (&p, &t) in predicted.iter().zip(truth) {
+        confusion[t as usize][p as usize] += 1;
         if p == t {
             tp[t as usize] += 1;
         } else {
@@ -59,6 +64,7 @@ pub fn classification_report(predicted: &[u32], truth: &[u32], n_classes: usize)
         macro_f1: per_class_f1.iter().sum::<f64>() / n_classes.max(1) as f64,
         per_class_f1,
         examples: truth.len(),
+        confusion,
     }
 }
 
@@ -83,6 +89,8 @@ mod tests {
         assert!((r.accuracy - 0.75).abs() < 1e-12);
         assert!((r.per_class_f1[0] - 0.8).abs() < 1e-12 && (r.per_class_f1[1] - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.macro_f1 - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        // rows: the truth; columns: the prediction
+        assert_eq!(r.confusion, vec![vec![2, 0], vec![1, 1]]);
         let b = majority_baseline(&[1, 1, 0], &[0, 1, 1, 1], 2);
         assert!((b.accuracy - 0.75).abs() < 1e-12);
         assert!((b.per_class_f1[0]).abs() < 1e-12);
