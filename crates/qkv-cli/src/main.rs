@@ -5,6 +5,7 @@ mod bench;
 mod compare;
 mod embed;
 mod eval;
+mod explain;
 mod export;
 mod generate;
 mod predict;
@@ -35,8 +36,12 @@ enum Cmd {
     /// masked language modelling or classification), a Vision Transformer (--model vit), or an
     /// encoder–decoder that translates (--model seq2seq: English → Spanish on the bundled Bible).
     Train(Box<train::TrainArgs>),
-    /// Draw attention: the cross-attention of a translation model for one sentence pair.
+    /// Draw attention: which tokens each token reads, layer by layer and head by head (GPT,
+    /// BERT, ViT with its rollout over the image, an encoder–decoder's cross-attention).
     Attention(attention::AttentionArgs),
+    /// A local web page that follows a prompt through a model: tokens, embeddings, attention,
+    /// the residual stream, the next-token distribution; and the cost of attention.
+    Explain(explain::ExplainArgs),
     /// Compare a transformer with recurrent networks (RNN, LSTM, GRU): each trained for the same
     /// time on the same text; a report with charts of learning, generation speed and memory.
     Compare(compare::CompareArgs),
@@ -91,6 +96,7 @@ fn run_command(command: Cmd) -> Result<i32> {
         Cmd::Generate(args) => generate::run(&args),
         Cmd::Translate(args) => translate::run(&args),
         Cmd::Attention(args) => attention::run(&args),
+        Cmd::Explain(args) => explain::run(&args),
         Cmd::Compare(args) => compare::run(&args),
         Cmd::FillMask(args) => predict::fill_mask(&args),
         Cmd::Classify(args) => predict::classify(&args),

@@ -54,14 +54,35 @@ impl Sampling {
     }
 }
 
-/// Pick a token from one row of scores.
+/// Pick a token from one row of scores: greedy, or a draw from
+/// [`distribution`].
 pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
-    let argmax = || {
-        logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
-            as u32
-    };
     if s.greedy {
-        return argmax();
+        return logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .0 as u32;
+    }
+    let candidates = distribution(logits, s);
+    let total: f64 = candidates.iter().map(|c| c.1).sum();
+    let mut u = rng.uniform_f64() * total;
+    for &(id, p) in &candidates {
+        u -= p;
+        if u <= 0.0 {
+            return id;
+        }
+    }
+    candidates.last().expect("at least one candidate").0
+}
+
+/// The distribution sampling draws from, most likely first: the softmax of
+/// `logits / temperature`, cut to the `top_k` best and then to the smallest
+/// set whose probability reaches `top_p`, renormalised. `greedy` is ignored
+/// (it is the first entry). A NaN score ranks last with probability 0.
+pub fn distribution(logits: &[f32], s: &Sampling) -> Vec<(u32, f64)> {
+    if logits.is_empty() {
+        return Vec::new();
     }
     // candidates sorted by score, best first
     let mut idx: Vec<usize> = (0..logits.len()).collect();
@@ -73,7 +94,7 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     }
     let m = key(idx[0]);
     if !m.is_finite() {
-        return idx[0] as u32; // no finite score to weigh (all NaN, or +inf): the first best
+        return vec![(idx[0] as u32, 1.0)]; // no finite score to weigh (all NaN, or +inf): the first best
     }
     let mut probs: Vec<f64> = idx.iter().map(|&i| (((key(i) - m) / s.temperature) as f64).exp()).collect();
     let total: f64 = probs.iter().sum();
@@ -89,16 +110,10 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
             .map_or(probs.len(), |i| i + 1);
         probs.truncate(keep);
         idx.truncate(keep);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
     }
-    let total: f64 = probs.iter().sum();
-    let mut u = rng.uniform_f64() * total;
-    for (p, &i) in probs.iter().zip(&idx) {
-        u -= p;
-        if u <= 0.0 {
-            return i as u32;
-        }
-    }
-    *idx.last().expect("at least one candidate") as u32
+    idx.into_iter().map(|i| i as u32).zip(probs).collect()
 }
 
 /// Generate up to `max_new` tokens after `prompt`, calling `on_token` with each

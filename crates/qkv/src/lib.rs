@@ -19,6 +19,7 @@ pub mod compare;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod explain;
 pub mod generate;
 pub mod io;
 pub mod metrics;

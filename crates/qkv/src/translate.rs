@@ -41,7 +41,7 @@ pub struct Specials {
 /// What decoding needs of an encoder–decoder: encode the sources once (and
 /// every decoder block's cross-attention keys and values), then one step of
 /// the decoder at a time over its self-attention caches.
-pub trait EncoderDecoder {
+pub trait EncoderDecoder: Send + Sync {
     /// What it is, for messages ("a translation model (MarianMTModel)").
     fn describe(&self) -> &'static str;
     fn specials(&self) -> Specials;

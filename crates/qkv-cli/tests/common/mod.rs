@@ -2,6 +2,8 @@
 //! test its own scratch directory, and check for success or for one clear error.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

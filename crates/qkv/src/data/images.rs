@@ -218,6 +218,17 @@ pub fn load_image(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>>
     Ok(load_image_noting(path, channels, size)?.0)
 }
 
+/// An image file's bytes (PNG or JPEG) prepared as [`load_image`] prepares
+/// a file: for an uploaded picture.
+pub fn image_from_bytes(bytes: &[u8], channels: usize, size: usize) -> Result<Vec<f32>> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| Error::Data(format!("not an image qkv reads (PNG or JPEG): {e}")))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::Data("the image is empty".into()));
+    }
+    Ok(load_image_pixels(&img, channels, size))
+}
+
 /// An image file as it is, in RGB (for drawing over it).
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage> {
     let img = image::open(path).map_err(|e| Error::format(path, format!("cannot read the image: {e}")))?;

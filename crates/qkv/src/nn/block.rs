@@ -101,15 +101,46 @@ impl Block {
     }
 }
 
+/// What happens inside one block, for pictures ([`Block::forward_traced`]).
+pub struct BlockTrace {
+    /// The block's output, `[B, T, C]`.
+    pub out: Tensor,
+    /// Attention probabilities, `[B, H, T, T]`.
+    pub probs: Tensor,
+    /// What the attention sublayer adds to the residual stream, `[B, T, C]`.
+    pub attn: Tensor,
+    /// What the MLP sublayer adds, `[B, T, C]`.
+    pub mlp: Tensor,
+}
+
 impl Block {
     /// The block's output (no dropout, no cache) and its attention
     /// probabilities `[B, H, T, T]`: what each token reads from the others.
     pub fn forward_with_probabilities(&self, x: &Tensor, key_mask: Option<&[bool]>) -> Result<(Tensor, Tensor)> {
-        let probs = match self.placement {
-            Placement::Pre => self.attn.probabilities(&self.ln_1.forward(x)?, key_mask)?,
-            Placement::Post => self.attn.probabilities(x, key_mask)?,
-        };
-        Ok((self.forward(x, key_mask, None, &Dropout::default(), 0)?, probs))
+        let t = self.forward_traced(x, key_mask)?;
+        Ok((t.out, t.probs))
+    }
+
+    /// The forward pass (no dropout, no cache) step by step: the attention
+    /// probabilities and what each sublayer adds to the residual stream.
+    pub fn forward_traced(&self, x: &Tensor, key_mask: Option<&[bool]>) -> Result<BlockTrace> {
+        Ok(match self.placement {
+            Placement::Pre => {
+                let h = self.ln_1.forward(x)?;
+                let probs = self.attn.probabilities(&h, key_mask)?;
+                let attn = self.attn.forward(&h, key_mask, None)?;
+                let x = x.add(&attn)?;
+                let mlp = self.mlp.forward(&self.ln_2.forward(&x)?)?;
+                BlockTrace { out: x.add(&mlp)?, probs, attn, mlp }
+            }
+            Placement::Post => {
+                let probs = self.attn.probabilities(x, key_mask)?;
+                let attn = self.attn.forward(x, key_mask, None)?;
+                let x = self.ln_1.forward(&x.add(&attn)?)?;
+                let mlp = self.mlp.forward(&x)?;
+                BlockTrace { out: self.ln_2.forward(&x.add(&mlp)?)?, probs, attn, mlp }
+            }
+        })
     }
 }
 

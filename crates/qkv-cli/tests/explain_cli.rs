@@ -1,0 +1,145 @@
+//! `qkv explain`'s server, spoken to over loopback: the page and its files,
+//! the numbers of a walk equal to the library's, sampling, and the limits —
+//! long prompts, large bodies, malformed queries, unknown paths, and 200
+//! requests at once (each answered, the server still serving after).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use qkv::explain::walk_text;
+use qkv::generate::Sampling;
+use qkv::models::load::open;
+
+mod common;
+use common::server::{start, tiny_gpt};
+use common::{corpus, ok, qkv, s, scratch};
+
+/// One HTTP request; the status and the body.
+fn request(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(120))).unwrap();
+    write!(c, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n").unwrap();
+    c.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, "", b"")
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn the_server_answers_with_the_library_numbers_and_keeps_its_limits() {
+    let run = tiny_gpt("explain-server");
+    let server = start(&run);
+    let a = server.addr.as_str();
+    // the page and its files, compiled in
+    let (status, page) = get(a, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("<canvas id=\"attention\"") && page.contains("/app.js"), "{page}");
+    assert_eq!(get(a, "/app.js").0, 200);
+    assert_eq!(get(a, "/style.css").0, 200);
+    for path in ["/nothing", "/../Cargo.toml", "/api/../app.js", "/app.js/x"] {
+        let (status, body) = get(a, path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(json(&body)["error"].as_str().unwrap().contains("nothing at"), "{body}");
+    }
+    let info = json(&get(a, "/api/model").1);
+    assert_eq!(
+        (info["family"].as_str(), info["layers"].as_u64(), info["heads"].as_u64()),
+        (Some("gpt"), Some(2), Some(2))
+    );
+    assert_eq!(info["position_table"].as_array().unwrap().len(), 16, "the learned table, one row per position");
+    // a walk: the numbers the library computes
+    let (status, body) = get(a, "/api/walk?text=to%20be%20or&temperature=0.7&top_k=5");
+    assert_eq!(status, 200, "{body}");
+    let walk = json(&body);
+    let model = open(&run).unwrap();
+    let sampling = Sampling { temperature: 0.7, top_k: Some(5), ..Default::default() };
+    let want = walk_text(&model, "to be or", &sampling, 20).unwrap();
+    assert_eq!(walk["tokens"].as_array().unwrap().len(), 8);
+    assert_eq!(walk["layers"].as_array().unwrap().len(), 2);
+    let next = walk["next"].as_array().unwrap();
+    assert_eq!(next.len(), 5, "top-k 5 keeps five candidates");
+    for (got, want) in next.iter().zip(&want.next) {
+        assert_eq!(got["id"].as_u64(), Some(want.id as u64));
+        let p = got["probability"].as_f64().unwrap();
+        assert!((p - want.probability).abs() < 1e-12, "{p} vs {}", want.probability);
+    }
+    let total: f64 = next.iter().map(|c| c["probability"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-9, "the kept candidates are renormalised: {total}");
+    let row = &walk["layers"][1]["attention"][0][7];
+    let row: Vec<f64> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
+    let want_row = &want.layers[1].attention[0][7];
+    assert!(row.iter().zip(want_row).all(|(a, b)| (a - *b as f64).abs() < 1e-6));
+    // sampling appends one token, the same for the same seed
+    let (status, body) = get(a, "/api/sample?text=to%20be&seed=3");
+    assert_eq!(status, 200, "{body}");
+    let one = json(&body);
+    assert_eq!(one["text"].as_str().unwrap().chars().count(), 6);
+    assert_eq!(json(&get(a, "/api/sample?text=to%20be&seed=3").1), one);
+    // text longer than the context: the last 16 tokens, with a note
+    let walk = json(&get(a, &format!("/api/walk?text={}", "to%20be%20".repeat(5))).1);
+    assert_eq!(walk["tokens"].as_array().unwrap().len(), 16);
+    assert!(walk["note"].as_str().unwrap().contains("kept the last 16"), "{walk}");
+    // limits and mistakes, each with its reason
+    let long = "a".repeat(4001);
+    for (path, status, says) in [
+        (format!("/api/walk?text={long}"), 400, "at most 4000"),
+        ("/api/walk?text=a&temperature=warm".into(), 400, "not a number"),
+        ("/api/walk?text=a&top_p=2".into(), 400, "(0, 1]"),
+        ("/api/walk?text=%ff".into(), 400, "percent-encoded"),
+        ("/api/walk?temperature=1".into(), 400, "missing"),
+        ("/api/walk?text=a&bogus=1".into(), 400, "unknown parameter"),
+        ("/api/walk?text=%E2%80%A6".into(), 422, "not in this model's vocabulary"),
+    ] {
+        let (got, body) = get(a, &path);
+        assert_eq!(got, status, "{}: {body}", &path[..path.len().min(40)]);
+        assert!(json(&body)["error"].as_str().unwrap().contains(says), "{body}");
+    }
+    let (status, body) = request(a, "POST", "/api/image", "Content-Length: 9437184\r\n", b"");
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = request(a, "POST", "/api/image", "Content-Length: 3\r\n", b"abc");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("reads text"), "{body}");
+    assert_eq!(request(a, "DELETE", "/api/walk", "", b"").0, 405);
+    // 200 requests at once: every one answered (the walk, or "busy"), and the server serves on
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..200)
+            .map(|i| scope.spawn(move || get(a, &format!("/api/walk?text=to%20be%20{}", "o".repeat(i % 7)))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let served = answers.iter().filter(|(s, _)| *s == 200).count();
+    for (status, body) in &answers {
+        assert!(*status == 200 || (*status == 503 && body.contains("busy")), "{status}: {body}");
+    }
+    assert!(served >= 1, "some of the 200 were computed");
+    assert_eq!(get(a, "/api/model").0, 200, "still serving");
+    assert_eq!(get(a, "/api/walk?text=to").0, 200, "still computing");
+}
+
+#[test]
+fn a_model_without_attention_is_refused_with_its_reason() {
+    let d = scratch("explain-refused");
+    let data = corpus(&d);
+    let run = d.join("lstm");
+    #[rustfmt::skip]
+    ok(&qkv(&[
+        "--threads", "2", "train", "--model", "lstm", "--n-embd", "8", "--hidden", "16", "--block-size", "16",
+        "--batch-size", "8", "--max-steps", "2", "--quiet", "--data", s(&data), "--out-dir", s(&run),
+    ]));
+    let out = qkv(&["explain", "--model", s(&run), "--port", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no attention"), "{err}");
+}
