@@ -114,7 +114,21 @@ impl BertConfig {
         if self.extra.get("is_decoder").and_then(|v| v.as_bool()) == Some(true) {
             return bad("is_decoder = true (a causal BERT) is not supported; qkv's BERT is an encoder".into());
         }
-        Ok(())
+        super::within_bounds(self.checked_params(), "this BERT configuration")
+    }
+
+    /// About the parameter count (tables, layers, pooler and MLM head), with
+    /// checked arithmetic: `None` when it overflows.
+    pub fn checked_params(&self) -> Option<usize> {
+        let c = self.hidden_size;
+        let layer =
+            c.checked_mul(c)?.checked_mul(4)?.checked_add(c.checked_mul(self.intermediate_size)?.checked_mul(2)?)?;
+        let tables = self
+            .vocab_size
+            .checked_add(self.max_position_embeddings)?
+            .checked_add(self.type_vocab_size)?
+            .checked_mul(c)?;
+        layer.checked_mul(self.num_hidden_layers)?.checked_add(tables)?.checked_add(c.checked_mul(c)?.checked_mul(2)?)
     }
 
     pub fn activation(&self) -> Result<Activation> {

@@ -119,7 +119,17 @@ impl GptConfig {
         if self.vocab_size > u32::MAX as usize {
             return bad("vocab_size does not fit token ids of 32 bits".into());
         }
-        Ok(())
+        super::within_bounds(self.checked_params(), "this GPT configuration")
+    }
+
+    /// About the parameter count (embeddings, positions, blocks, a separate
+    /// head), with checked arithmetic: `None` when it overflows.
+    pub fn checked_params(&self) -> Option<usize> {
+        let c = self.n_embd;
+        let f = self.mlp_hidden().checked_mul(2)?; // SwiGLU's gate doubles the first matrix at most
+        let block = c.checked_mul(c)?.checked_mul(4)?.checked_add(c.checked_mul(f)?.checked_mul(2)?)?;
+        let tables = self.vocab_size.checked_mul(c)?.checked_mul(2)?.checked_add(self.block_size.checked_mul(c)?)?;
+        block.checked_mul(self.n_layer)?.checked_add(tables)
     }
 
     pub fn head_dim(&self) -> usize {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use qkv_tensor::{Rng, Tensor, no_grad};
 
+use super::MAX_PARAMS;
 use crate::error::{Error, Result};
 use crate::io::hf;
 use crate::nn::embedding::Embedding;
@@ -94,9 +95,6 @@ impl Default for MambaConfig {
         }
     }
 }
-
-/// The largest model a config may ask for before anything is allocated.
-const MAX_PARAMS: usize = 1 << 34;
 
 impl MambaConfig {
     /// The block's sizes, after checking what qkv supports (named in the error).

@@ -184,7 +184,22 @@ impl Seq2SeqConfig {
                 self.vocab_size
             ));
         }
-        Ok(())
+        super::within_bounds(self.checked_params(), "this encoder–decoder configuration")
+    }
+
+    /// About the parameter count (shared embedding, learned positions, the
+    /// encoder's and decoder's layers), with checked arithmetic: `None` when
+    /// it overflows.
+    pub fn checked_params(&self) -> Option<usize> {
+        let c = self.d_model;
+        let attn = c.checked_mul(c)?.checked_mul(4)?;
+        let encoder = attn.checked_add(c.checked_mul(self.encoder_ffn_dim)?.checked_mul(2)?)?;
+        let decoder = attn.checked_mul(2)?.checked_add(c.checked_mul(self.decoder_ffn_dim)?.checked_mul(2)?)?;
+        let tables = self.vocab_size.checked_add(self.max_position_embeddings.checked_mul(2)?)?.checked_mul(c)?;
+        encoder
+            .checked_mul(self.encoder_layers)?
+            .checked_add(decoder.checked_mul(self.decoder_layers)?)?
+            .checked_add(tables)
     }
 
     fn placement(&self) -> Placement {

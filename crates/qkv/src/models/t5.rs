@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use qkv_tensor::{Rng, Tensor};
 
+use super::MAX_PARAMS;
 use crate::error::{Error, Result};
 use crate::io::hf;
 use crate::nn::attention::{KvCache, Memory};
@@ -85,9 +86,6 @@ fn relu() -> String {
 fn one() -> u32 {
     1
 }
-
-/// The largest model a config may ask for before anything is allocated.
-const MAX_PARAMS: usize = 1 << 34;
 
 impl T5Config {
     pub fn decoder_layers(&self) -> usize {

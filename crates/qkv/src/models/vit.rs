@@ -116,9 +116,26 @@ impl VitConfig {
             return bad(format!("hidden_dropout_prob {} must be in [0, 1)", self.hidden_dropout_prob));
         }
         match self.hidden_act.as_str() {
-            "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu" => Ok(()),
-            other => bad(format!("hidden_act {other:?} is not supported")),
+            "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu" => {}
+            other => return bad(format!("hidden_act {other:?} is not supported")),
         }
+        super::within_bounds(self.checked_params(), "this ViT configuration")
+    }
+
+    /// About the parameter count (patch projection, positions, layers,
+    /// classifier), with checked arithmetic: `None` when it overflows.
+    pub fn checked_params(&self) -> Option<usize> {
+        let c = self.hidden_size;
+        let side = self.image_size / self.patch_size.max(1);
+        let patches = side.checked_mul(side)?.checked_add(1)?;
+        let patch = self.patch_size.checked_mul(self.patch_size)?.checked_mul(self.num_channels)?.checked_mul(c)?;
+        let layer =
+            c.checked_mul(c)?.checked_mul(4)?.checked_add(c.checked_mul(self.intermediate_size)?.checked_mul(2)?)?;
+        layer
+            .checked_mul(self.num_hidden_layers)?
+            .checked_add(patch)?
+            .checked_add(patches.checked_mul(c)?)?
+            .checked_add(self.id2label.len().checked_mul(c)?)
     }
 
     fn activation(&self) -> Activation {

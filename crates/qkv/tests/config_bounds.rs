@@ -1,0 +1,74 @@
+//! Model files that would fail later, refused when they load.
+//!
+//! A config.json may ask for any model size, and the model is allocated
+//! before a weight is read: every family checks its parameter count, with
+//! checked arithmetic, against `MAX_PARAMS` first. Each directory here is a
+//! real fixture whose config was edited to ask for too much; loading it must
+//! end in an error that says so (not in an allocation failure, an abort or an
+//! overflow).
+
+use std::path::{Path, PathBuf};
+
+use qkv::models::load::open;
+use qkv::models::{MAX_PARAMS, gpt2_hf};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+}
+
+/// A copy of fixture `name` with `edits` applied to its config.json.
+fn edited(name: &str, edits: &[(&str, serde_json::Value)], tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qkv-bounds-{}-{name}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(fixture(name).join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(name).join("config.json")).unwrap()).unwrap();
+    for (k, v) in edits {
+        cfg[*k] = v.clone();
+    }
+    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+    d
+}
+
+fn refused(dir: &Path, load: impl Fn(&Path) -> Option<String>) {
+    let e = load(dir).unwrap_or_else(|| panic!("{} loaded", dir.display()));
+    assert!(e.contains("parameters") && e.contains(&MAX_PARAMS.to_string()), "{}: {e}", dir.display());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn configs_that_ask_for_too_many_parameters_are_refused_before_allocating() {
+    let huge = serde_json::json!(1u64 << 40);
+    let wide = serde_json::json!(1u64 << 20);
+    let via_open = |d: &Path| open(d).err().map(|e| e.to_string());
+    let via_gpt2 = |d: &Path| gpt2_hf::load(d).err().map(|e| e.to_string());
+    // large but countable, and so large that the count overflows
+    refused(&edited("gpt2-odd", &[("n_layer", huge.clone())], "layers"), via_gpt2);
+    refused(
+        &edited("gpt2-odd", &[("n_embd", wide.clone()), ("n_head", 1.into()), ("n_inner", wide.clone())], "wide"),
+        via_gpt2,
+    );
+    refused(&edited("gpt2-odd", &[("vocab_size", serde_json::json!(u32::MAX))], "vocab"), via_gpt2);
+    refused(&edited("bert-mlm", &[("num_hidden_layers", huge.clone())], "layers"), via_open);
+    refused(&edited("bert-mlm", &[("max_position_embeddings", huge.clone())], "positions"), via_open);
+    refused(&edited("vit-classifier", &[("num_hidden_layers", huge.clone())], "layers"), via_open);
+    refused(
+        &edited("vit-classifier", &[("image_size", serde_json::json!(1u64 << 30)), ("patch_size", 1.into())], "image"),
+        via_open,
+    );
+    refused(&edited("marian-odd", &[("encoder_layers", huge.clone())], "layers"), via_open);
+    refused(
+        &edited(
+            "marian-odd",
+            &[
+                ("d_model", serde_json::json!(1u64 << 33)),
+                ("encoder_attention_heads", 1.into()),
+                ("decoder_attention_heads", 1.into()),
+            ],
+            "wide",
+        ),
+        via_open,
+    );
+    refused(&edited("t5-odd", &[("num_layers", huge.clone())], "layers"), via_open);
+    refused(&edited("mamba-odd", &[("num_hidden_layers", huge)], "layers"), via_open);
+}
