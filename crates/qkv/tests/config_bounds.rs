@@ -72,3 +72,23 @@ fn configs_that_ask_for_too_many_parameters_are_refused_before_allocating() {
     refused(&edited("t5-odd", &[("num_layers", huge.clone())], "layers"), via_open);
     refused(&edited("mamba-odd", &[("num_hidden_layers", huge)], "layers"), via_open);
 }
+
+/// A weight that is NaN or infinite is reported by name when the directory
+/// loads, instead of showing up as NaN logits.
+#[test]
+fn weights_that_are_not_finite_are_named() {
+    use qkv::io::safetensors::{load, save};
+    for (name, bad) in [("bert-mlm", f32::NAN), ("vit-classifier", f32::INFINITY)] {
+        let d = edited(name, &[], "nan");
+        let mut tensors = load(&d.join("model.safetensors")).unwrap().tensors;
+        let key = tensors.keys().find(|k| k.ends_with("intermediate.dense.weight")).unwrap().clone();
+        let mut v = tensors[&key].to_vec();
+        v[5] = bad;
+        tensors.insert(key.clone(), qkv_tensor::Tensor::from_vec(v, tensors[&key].shape()).unwrap());
+        let list: Vec<(String, qkv_tensor::Tensor)> = tensors.into_iter().collect();
+        save(&d.join("model.safetensors"), &list, &Default::default()).unwrap();
+        let e = open(&d).err().map(|e| e.to_string()).unwrap_or_else(|| panic!("{name} loaded"));
+        assert!(e.contains(&key) && e.contains("element 5") && e.contains("finite"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -96,6 +96,13 @@ pub fn assign(
                 format!("tensor {key:?} has shape {:?}, expected {:?}", t.shape(), p.param.shape()),
             ));
         }
+        // a weight that is NaN or infinite would only show as NaN logits later: say which
+        if let Some((i, v)) = t.data().iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::checkpoint(
+                path,
+                format!("tensor {key:?} holds {v} (element {i}): weights must be finite"),
+            ));
+        }
         p.param.set_value(t)?;
         used.insert(key);
     }
