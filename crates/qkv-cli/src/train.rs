@@ -226,7 +226,7 @@ Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint and exits wit
 a second Ctrl-C exits at once. A run killed any other way resumes from its last checkpoint, and
 a resumed run ends with exactly the weights of one that never stopped (same thread count).")]
 pub struct TrainArgs {
-    /// gpt | bert | vit | seq2seq | rnn | lstm | gru
+    /// gpt | bert | vit | seq2seq | rnn | lstm | gru | mamba
     #[arg(long, value_enum, default_value_t = ModelKind::Gpt)]
     pub model: ModelKind,
     /// BERT: mlm (pre-training on --data text) or classify (--data labelled CSV/JSONL)

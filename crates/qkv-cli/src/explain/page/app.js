@@ -60,12 +60,15 @@ function heatmap(canvas, rows, { color, rowLabels, colLabels, cell } = {}) {
   }
   g.fillStyle = "#1d2330";
   g.font = "11px system-ui, sans-serif";
-  if (rowLabels && size >= 8) {
+  // labels 11 px high: every `step`-th one when the cells are smaller than that
+  const step = Math.ceil(12 / size);
+  if (rowLabels) {
     g.textAlign = "right";
-    rowLabels.forEach((l, i) => g.fillText(l.slice(0, 12), left - 4, top + i * size + size * 0.75));
+    rowLabels.forEach((l, i) => i % step === 0 && g.fillText(l.slice(0, 12), left - 4, top + i * size + Math.min(size, 12) * 0.8));
   }
-  if (colLabels && size >= 8) {
+  if (colLabels) {
     colLabels.forEach((l, j) => {
+      if (j % step) return;
       g.save();
       g.translate(left + j * size + size * 0.7, top - 4);
       g.rotate(-Math.PI / 2);
@@ -102,6 +105,11 @@ async function loadModel() {
   const image = info.input === "image";
   $("input-text").hidden = image;
   $("input-image").hidden = !image;
+  if (image) {
+    $("tokens-why").textContent =
+      "The image is cut into patches (row, column); each patch, flattened and projected, becomes a token, " +
+      "after a [CLS] token whose final vector is classified. Hover a token to see what it attends to.";
+  }
   $("sampling").hidden = info.family !== "gpt" && info.input !== "masks";
   $("sample").hidden = info.family !== "gpt";
   if (info.position_table.length) {
@@ -171,10 +179,11 @@ function render(walk) {
     box.appendChild(chip);
   });
   // 2. embeddings
-  heatmap($("token-embedding"), walk.token_embedding, { color: diverging, rowLabels: labels, cell: 12 });
+  const cell = Math.max(4, Math.min(12, Math.floor(360 / Math.max(1, labels.length))));
+  heatmap($("token-embedding"), walk.token_embedding, { color: diverging, rowLabels: labels, cell });
   const pos = $("position-embedding");
   pos.hidden = !walk.position_embedding.length;
-  if (walk.position_embedding.length) heatmap(pos, walk.position_embedding, { color: diverging, rowLabels: labels, cell: 12 });
+  if (walk.position_embedding.length) heatmap(pos, walk.position_embedding, { color: diverging, rowLabels: labels, cell });
   $("position-caption").textContent = walk.position_embedding.length
     ? "position embeddings"
     : `no position vectors added (${state.info.positions})`;
