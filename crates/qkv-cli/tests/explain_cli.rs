@@ -143,3 +143,35 @@ fn a_model_without_attention_is_refused_with_its_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no attention"), "{err}");
 }
+
+#[test]
+fn a_vit_page_reads_uploaded_images_and_refuses_other_files() {
+    let d = scratch("explain-vit");
+    let data = d.join("pictures");
+    common::pictures(&data);
+    let run = d.join("vit");
+    #[rustfmt::skip]
+    ok(&qkv(&[
+        "--threads", "2", "train", "--model", "vit", "--data", s(&data), "--image-size", "12", "--patch-size", "4",
+        "--channels", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--epochs", "2",
+        "--batch-size", "8", "--quiet", "--out-dir", s(&run),
+    ]));
+    let server = start(&run);
+    let a = server.addr.as_str();
+    let info = json(&get(a, "/api/model").1);
+    assert_eq!((info["family"].as_str(), info["input"].as_str()), (Some("vit"), Some("image")));
+    let png = std::fs::read(data.join("left/0.png")).unwrap();
+    let (status, body) = request(a, "POST", "/api/image", &format!("Content-Length: {}\r\n", png.len()), &png);
+    assert_eq!(status, 200, "{body}");
+    let walk = json(&body);
+    assert_eq!(walk["tokens"].as_array().unwrap().len(), 10, "[CLS] and 3×3 patches");
+    let classes = walk["classes"].as_array().unwrap();
+    let total: f64 = classes.iter().map(|c| c["probability"].as_f64().unwrap()).sum();
+    assert!(classes.len() == 2 && (total - 1.0).abs() < 1e-9, "{classes:?}");
+    let (status, body) = request(a, "POST", "/api/image", "Content-Length: 13\r\n", b"not a picture");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("not an image"), "{body}");
+    let (status, body) = get(a, "/api/walk?text=hello");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("give it an image") || body.contains("image"), "{body}");
+}
