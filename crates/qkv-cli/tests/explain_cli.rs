@@ -175,3 +175,49 @@ fn a_vit_page_reads_uploaded_images_and_refuses_other_files() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("give it an image") || body.contains("image"), "{body}");
 }
+
+#[test]
+fn an_encoder_decoder_page_shows_its_translation_and_cross_attention() {
+    let d = scratch("explain-seq2seq");
+    let data = common::toy_pairs(&d);
+    let run = d.join("s2s");
+    #[rustfmt::skip]
+    ok(&qkv(&[
+        "--threads", "2", "train", "--model", "seq2seq", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+        "--max-tokens", "128", "--max-len", "24", "--vocab-size", "120", "--group-column", "group", "--max-steps", "20",
+        "--quiet", "--data", s(&data), "--out-dir", s(&run),
+    ]));
+    let server = start(&run);
+    let a = server.addr.as_str();
+    let info = json(&get(a, "/api/model").1);
+    assert_eq!((info["family"].as_str(), info["input"].as_str()), (Some("encoder-decoder"), Some("source")));
+    assert_eq!((info["layers"].as_u64(), info["heads"].as_u64()), (Some(1), Some(2)));
+    let (status, body) = get(a, "/api/walk?text=the%20cat%20sees%20a%20dog");
+    assert_eq!(status, 200, "{body}");
+    let walk = json(&body);
+    // the library's maps for the same sentence and its own translation
+    let qkv::models::load::Model::Translator { model, tokenizer, extras } = open(&run).unwrap() else {
+        panic!("not a translator")
+    };
+    let max_len = extras.map_or(model.default_max_len(), |e| e.max_len);
+    let (maps, translation) = qkv::attention_maps::of_translation(
+        model.as_ref(),
+        tokenizer.as_ref().unwrap(),
+        max_len,
+        "the cat sees a dog",
+        None,
+    )
+    .unwrap();
+    assert_eq!(walk["translation"].as_str(), Some(translation.as_str()));
+    assert_eq!(walk["keys"].as_array().unwrap().len(), maps.keys.len(), "the source tokens");
+    assert_eq!(walk["tokens"].as_array().unwrap().len(), maps.queries.len(), "the translation's tokens");
+    for h in 0..2 {
+        let want = maps.map(0, h);
+        for (i, row) in walk["layers"][0]["attention"][h].as_array().unwrap().iter().enumerate() {
+            let row: Vec<f64> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+            assert!(row.iter().zip(&want[i]).all(|(a, b)| (a - *b as f64).abs() < 1e-6), "head {h} row {i}");
+        }
+    }
+    assert_eq!(get(a, "/api/sample?text=the%20cat").0, 422, "only a GPT samples a next token");
+}

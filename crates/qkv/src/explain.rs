@@ -11,12 +11,15 @@
 //! 4. **output**: the next-token distribution after the last token (a GPT,
 //!    with the sampling controls applied), the distribution at each `[MASK]`
 //!    (a masked LM), or the classes (a classifier, a ViT).
+//!
+//! An encoder–decoder shows its translation of a source sentence and the
+//! cross-attention of each translated token over the source.
 
 use serde::Serialize;
 
 use qkv_tensor::{AttentionKernel, AttentionOpts, Rng, Tensor, attention, no_grad};
 
-use crate::attention_maps::token_label;
+use crate::attention_maps::{of_translation, token_label};
 use crate::data::bert_input::{Specials, wrap};
 use crate::error::{Error, Result};
 use crate::generate::{Sampling, distribution, sample};
@@ -28,6 +31,7 @@ use crate::nn::block::Block;
 use crate::nn::positional::Positions;
 use crate::nn::{Dropout, Module};
 use crate::tokenize::Tokenizer;
+use crate::translate::EncoderDecoder;
 
 /// How many features of each embedding the page draws.
 pub const SHOWN_FEATURES: usize = 48;
@@ -35,7 +39,7 @@ pub const SHOWN_FEATURES: usize = 48;
 /// A model's shape, for the page's header and the positional heatmap.
 #[derive(Serialize)]
 pub struct ModelInfo {
-    /// "gpt", "bert" or "vit".
+    /// "gpt", "bert", "vit" or "encoder-decoder".
     pub family: &'static str,
     pub describe: &'static str,
     pub layers: usize,
@@ -51,7 +55,7 @@ pub struct ModelInfo {
     /// positions are not added to the tokens).
     pub position_table: Vec<Vec<f32>>,
     /// What the page may do: "text" (a prompt), "masks" (fill `[MASK]`),
-    /// "classes" (text classification), "image".
+    /// "classes" (text classification), "image", "source" (a sentence to translate).
     pub input: &'static str,
 }
 
@@ -93,7 +97,14 @@ pub struct MaskFill {
 /// One input through the model.
 #[derive(Serialize)]
 pub struct Walk {
+    /// The tokens whose attention rows are shown (for an encoder–decoder,
+    /// the translation's).
     pub tokens: Vec<TokenInfo>,
+    /// The tokens they attend to, when other than `tokens` (an
+    /// encoder–decoder's source sentence: cross-attention).
+    pub keys: Vec<TokenInfo>,
+    /// An encoder–decoder's translation of the source (beam 4).
+    pub translation: Option<String>,
     /// Set when the input was cut to fit the model.
     pub note: Option<String>,
     /// `[T][SHOWN_FEATURES]`: the first features of each token's embedding.
@@ -166,12 +177,29 @@ pub fn model_info(model: &Model) -> Result<ModelInfo> {
                 input: "image",
             })
         }
+        Model::Translator { model: ed, .. } => {
+            // the shape of its cross-attention, from one tiny pass
+            let c = ed.specials();
+            let maps = no_grad(|| ed.cross_attention(&[c.eos], &[c.start]))?;
+            Ok(ModelInfo {
+                family: "encoder-decoder",
+                describe: model.describe(),
+                layers: maps.len(),
+                heads: maps.first().map_or(0, |m| m.shape()[0]),
+                width: 0,
+                vocab: c.vocab,
+                context: ed.default_max_len(),
+                parameters: ed.num_params(),
+                positions: "sinusoidal, learned or relative",
+                position_table: Vec::new(),
+                input: "source",
+            })
+        }
         other => Err(Error::Config(format!(
-            "qkv explain shows transformers (GPT, BERT, ViT); this is {}{}",
+            "qkv explain shows transformers (GPT, BERT, ViT, encoder–decoders); this is {}{}",
             other.describe(),
             match other {
                 Model::Recurrent { .. } | Model::Mamba { .. } => ", which has no attention to show (see `qkv compare`)",
-                Model::Translator { .. } => " (draw its cross-attention with `qkv attention --source`)",
                 _ => "",
             }
         ))),
@@ -276,6 +304,11 @@ pub fn walk_text(model: &Model, text: &str, sampling: &Sampling, top: usize) -> 
             Ok(walk)
         }
         Model::Encoder(e) => Ok(walk_bert(&e.bert, &e.tokenizer, e.max_len, text)?.0),
+        Model::Translator { model: ed, tokenizer, extras } => {
+            let tok = tokenizer.as_ref().ok_or_else(no_tokenizer)?;
+            let max_len = extras.as_ref().map_or(ed.default_max_len(), |e| e.max_len);
+            walk_translation(ed.as_ref(), tok, max_len, text)
+        }
         other => Err(model_info(other).err().unwrap_or_else(|| Error::Config("give it an image".into()))),
     })
 }
@@ -328,6 +361,42 @@ fn walk_gpt(g: &Gpt, tok: &Tokenizer, text: &str, s: &Sampling, top: usize) -> R
         input_norm,
         layers,
         next: candidates(Some(tok), &l[(t - 1) * v..], s, top),
+        masks: Vec::new(),
+        classes: Vec::new(),
+        keys: Vec::new(),
+        translation: None,
+    })
+}
+
+/// An encoder–decoder on a source sentence: its translation (beam 4) and,
+/// layer by layer and head by head, the cross-attention of each translated
+/// token over the source tokens (the same maps as `qkv attention --source`).
+pub fn walk_translation(ed: &dyn EncoderDecoder, tok: &Tokenizer, max_len: usize, source: &str) -> Result<Walk> {
+    let (maps, translation) = of_translation(ed, tok, max_len, source, None)?;
+    let info = |ids: &[u32]| ids.iter().map(|&id| TokenInfo { id, label: token_label(tok, id) }).collect();
+    let (tq, tk) = (maps.query_ids.len(), maps.key_ids.len());
+    let layers = maps
+        .layers
+        .iter()
+        .map(|l| {
+            let (h, _, _) = l.dims3()?;
+            let v = l.to_vec();
+            let attention = (0..h)
+                .map(|hd| (0..tq).map(|i| v[(hd * tq + i) * tk..(hd * tq + i + 1) * tk].to_vec()).collect())
+                .collect();
+            Ok(LayerWalk { attention, attention_norm: Vec::new(), mlp_norm: Vec::new(), residual_norm: Vec::new() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Walk {
+        tokens: info(&maps.query_ids),
+        keys: info(&maps.key_ids),
+        translation: Some(translation),
+        note: maps.note,
+        token_embedding: Vec::new(),
+        position_embedding: Vec::new(),
+        input_norm: Vec::new(),
+        layers,
+        next: Vec::new(),
         masks: Vec::new(),
         classes: Vec::new(),
     })
@@ -392,6 +461,8 @@ fn walk_bert(bert: &Bert, tok: &Tokenizer, max_len: usize, text: &str) -> Result
         next: Vec::new(),
         masks: Vec::new(),
         classes: Vec::new(),
+        keys: Vec::new(),
+        translation: None,
     };
     Ok((walk, x, ids))
 }
@@ -424,6 +495,8 @@ pub fn walk_image(vit: &Vit, labels: &[String], pixels: &[f32]) -> Result<Walk> 
             next: Vec::new(),
             masks: Vec::new(),
             classes: classes(&logits.to_vec(), labels),
+            keys: Vec::new(),
+            translation: None,
         })
     })
 }

@@ -25,8 +25,8 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::models::seq2seq::{Seq2Seq, Side};
 use crate::models::t5::T5;
-use crate::nn::Dropout;
 use crate::nn::attention::{KvCache, Memory};
+use crate::nn::{Dropout, Module};
 
 /// The token ids decoding needs.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +61,8 @@ pub trait EncoderDecoder: Send + Sync {
     /// The cross-attention of every decoder block for one pair, `[H, Tt, Ts]`
     /// each: row `i` the weights target position `i` gives the source tokens.
     fn cross_attention(&self, src: &[u32], tgt_in: &[u32]) -> Result<Vec<Tensor>>;
+    /// Parameters of the whole model (encoder, decoder, shared embedding).
+    fn num_params(&self) -> usize;
 }
 
 impl EncoderDecoder for Seq2Seq {
@@ -95,6 +97,10 @@ impl EncoderDecoder for Seq2Seq {
 
     fn cross_attention(&self, src: &[u32], tgt_in: &[u32]) -> Result<Vec<Tensor>> {
         Seq2Seq::cross_attention(self, src, tgt_in)
+    }
+
+    fn num_params(&self) -> usize {
+        Module::num_params(self)
     }
 }
 
@@ -139,6 +145,10 @@ impl EncoderDecoder for T5 {
                 })
                 .collect()
         })
+    }
+
+    fn num_params(&self) -> usize {
+        Module::num_params(self)
     }
 }
 

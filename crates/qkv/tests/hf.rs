@@ -219,3 +219,45 @@ fn attention_maps_match_transformers_output_attentions() {
     let b = r.tensors["images"].shape()[0];
     check("vit-classifier", model.attention_maps(&r.tensors["images"].to_vec(), b).unwrap());
 }
+
+/// `qkv explain` on a masked LM: the distribution at each `[MASK]` is the
+/// softmax of the model's own logits there, and every layer's maps are the
+/// ones `Bert::attention_maps` gives.
+#[test]
+fn the_explain_walk_of_a_masked_lm_is_the_models_numbers() {
+    let tmp = std::env::temp_dir().join(format!("qkv-hf-walk-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(dir("bert-mlm").join(f), tmp.join(f)).unwrap();
+    }
+    // a vocabulary of exactly the model's 97 rows
+    let vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..92).map(|i| format!("w{i}")))
+        .collect();
+    std::fs::write(tmp.join("vocab.txt"), vocab.join("\n")).unwrap();
+    let model = open(&tmp).unwrap();
+    let walk = qkv::explain::walk_text(&model, "w1 [MASK] w3", &Sampling::default(), 97).unwrap();
+    let Model::MaskedLm { model: mlm, .. } = &model else { panic!("not a masked LM") };
+    let ids: Vec<u32> = walk.tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids, vec![2, 6, 4, 8, 3], "[CLS] w1 [MASK] w3 [SEP]");
+    assert_eq!(walk.masks.len(), 1);
+    assert_eq!(walk.masks[0].position, 2);
+    let mask = vec![true; 5];
+    let batch = Batch { ids: &ids, type_ids: None, mask: &mask, b: 1, t: 5 };
+    let probs = no_grad(|| mlm.forward(&batch, &Dropout::default())).unwrap().softmax().to_vec();
+    let at = &probs[2 * 97..3 * 97];
+    assert_eq!(walk.masks[0].candidates.len(), 97);
+    for c in &walk.masks[0].candidates {
+        let d = (c.probability - at[c.id as usize] as f64).abs();
+        assert!(d < 1e-6, "token {}: {} vs {}", c.id, c.probability, at[c.id as usize]);
+    }
+    let maps = mlm.bert.attention_maps(&batch).unwrap();
+    for (l, layer) in walk.layers.iter().enumerate() {
+        let want = maps[l].to_vec();
+        let got: Vec<f32> = layer.attention.iter().flatten().flatten().copied().collect();
+        assert_eq!(got, want, "layer {l}");
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

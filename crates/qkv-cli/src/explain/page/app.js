@@ -111,6 +111,8 @@ async function loadModel() {
       "after a [CLS] token whose final vector is classified. Hover a token to see what it attends to.";
   }
   $("sampling").hidden = info.family !== "gpt" && info.input !== "masks";
+  $("embeddings").hidden = info.input === "source";
+  $("stream-article").hidden = info.input === "source";
   $("sample").hidden = info.family !== "gpt";
   if (info.position_table.length) {
     heatmap($("positions"), info.position_table, { color: diverging, cell: 10 });
@@ -118,8 +120,14 @@ async function loadModel() {
     $("positions-why").textContent =
       `This model adds no position vectors: its positions are ${info.positions} (they act inside attention).`;
   }
+  if (info.input === "source") {
+    $("prompt-label").textContent = "Source sentence (the model translates it; the page shows its cross-attention)";
+    $("tokens-why").textContent =
+      "The translation's tokens (the decoder's queries). Hover one to see which source tokens it reads.";
+  }
   if (!image) {
-    $("prompt").value = info.input === "masks" ? "the [MASK] is on the table ." : "ROMEO: But soft, what light";
+    const examples = { masks: "the [MASK] is on the table .", source: "the cat sees a dog" };
+    $("prompt").value = examples[info.input] || "ROMEO: But soft, what light";
     requestWalk();
   }
 }
@@ -166,18 +174,10 @@ function render(walk) {
   showNote(walk.note);
   const labels = walk.tokens.map((t) => t.label);
   // 1. tokens
-  const box = $("tokens");
-  box.innerHTML = "";
-  walk.tokens.forEach((t, i) => {
-    const chip = document.createElement("span");
-    chip.className = "token";
-    chip.dataset.i = i;
-    chip.title = `token ${i}: id ${t.id}`;
-    chip.innerHTML = `<span class="piece"></span><span class="id">${t.id}</span>`;
-    chip.querySelector(".piece").textContent = t.label;
-    chip.addEventListener("mouseenter", () => focus(i));
-    box.appendChild(chip);
-  });
+  chips($("tokens"), walk.tokens, true);
+  const cross = walk.keys.length > 0;
+  $("keys").hidden = $("keys-caption").hidden = !cross;
+  chips($("keys"), cross ? walk.keys : [], false);
   // 2. embeddings
   const cell = Math.max(4, Math.min(12, Math.floor(360 / Math.max(1, labels.length))));
   heatmap($("token-embedding"), walk.token_embedding, { color: diverging, rowLabels: labels, cell });
@@ -193,13 +193,32 @@ function render(walk) {
   drawOutput(walk);
 }
 
+/// One chip per token (its text and id); hovering a query chip focuses it.
+function chips(box, tokens, queries) {
+  box.innerHTML = "";
+  tokens.forEach((t, i) => {
+    const chip = document.createElement("span");
+    chip.className = "token";
+    chip.dataset.i = i;
+    chip.title = `token ${i}: id ${t.id}`;
+    chip.innerHTML = `<span class="piece"></span><span class="id">${t.id}</span>`;
+    chip.querySelector(".piece").textContent = t.label;
+    if (queries) chip.addEventListener("mouseenter", () => focus(i));
+    box.appendChild(chip);
+  });
+}
+
+/// The tokens attended to: the source's for cross-attention, else the tokens themselves.
+function keyLabels(walk) {
+  return (walk.keys.length ? walk.keys : walk.tokens).map((t) => t.label);
+}
+
 function drawAttention() {
   const walk = state.walk;
   if (!walk) return;
   const layer = walk.layers[Number($("layer").value) || 0];
   const map = layer.attention[Number($("head").value) || 0];
-  const labels = walk.tokens.map((t) => t.label);
-  heatmap($("attention"), map, { rowLabels: labels, colLabels: labels });
+  heatmap($("attention"), map, { rowLabels: walk.tokens.map((t) => t.label), colLabels: keyLabels(walk) });
 }
 
 /// Hovering token i: what it reads (chips shaded by its attention row) and its stream.
@@ -209,11 +228,16 @@ function focus(i) {
   state.focus = i;
   const layer = walk.layers[Number($("layer").value) || 0];
   const row = layer.attention[Number($("head").value) || 0][i];
-  document.querySelectorAll(".token").forEach((chip, j) => {
-    chip.classList.toggle("focus", j === i);
+  const cross = walk.keys.length > 0;
+  document.querySelectorAll("#tokens .token").forEach((chip, j) => chip.classList.toggle("focus", j === i));
+  document.querySelectorAll(cross ? "#keys .token" : "#tokens .token").forEach((chip, j) => {
     chip.style.background = shade(row[j]);
     chip.style.color = row[j] > 0.6 ? "white" : "";
   });
+  if (!walk.input_norm.length) {
+    $("focus-token").textContent = `“${walk.tokens[i].label}” (token ${i})`;
+    return; // no residual stream to show (cross-attention only)
+  }
   $("focus-token").textContent = `“${walk.tokens[i].label}” (token ${i})`;
   const body = $("stream").querySelector("tbody");
   body.innerHTML = "";
@@ -250,6 +274,14 @@ function bars(container, title, candidates) {
 function drawOutput(walk) {
   const out = $("next");
   out.innerHTML = "";
+  if (walk.translation !== null && walk.translation !== undefined) {
+    const h = document.createElement("h3");
+    h.textContent = "the translation (beam search, 4 hypotheses)";
+    const p = document.createElement("p");
+    p.id = "translation";
+    p.textContent = walk.translation;
+    out.append(h, p);
+  }
   if (walk.next.length) bars(out, "the next token", walk.next);
   walk.masks.forEach((m) => bars(out, `[MASK] at token ${m.position}`, m.candidates));
   if (walk.classes.length) bars(out, "the class", walk.classes);
