@@ -190,7 +190,7 @@ pub fn model_info(model: &Model) -> Result<ModelInfo> {
                 vocab: c.vocab,
                 context: ed.default_max_len(),
                 parameters: ed.num_params(),
-                positions: "sinusoidal, learned or relative",
+                positions: "the model's own",
                 position_table: Vec::new(),
                 input: "source",
             })

@@ -97,9 +97,13 @@ function option(select, count) {
 async function loadModel() {
   const info = await getJson("/api/model");
   state.info = info;
+  const millions = `${(info.parameters / 1e6).toFixed(2)} M parameters`;
   $("model").textContent =
-    `${info.describe}: ${info.layers} layers × ${info.heads} heads, width ${info.width}, ` +
-    `${(info.parameters / 1e6).toFixed(2)} M parameters, context ${info.context} tokens, ${info.positions} positions`;
+    info.family === "encoder-decoder"
+      ? `${info.describe}: ${info.layers} decoder layers × ${info.heads} cross-attention heads, ${millions}, ` +
+        `sentences up to ${info.context} tokens`
+      : `${info.describe}: ${info.layers} layers × ${info.heads} heads, width ${info.width}, ${millions}, ` +
+        `context ${info.context} tokens, ${info.positions} positions`;
   option($("layer"), info.layers);
   option($("head"), info.heads);
   const image = info.input === "image";
