@@ -163,3 +163,52 @@ pub fn for_rows(
             .for_each(|(t, (o, x))| body(t * rows_per_task, o, x));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Each loop against its plain sequential twin (an iterator), at lengths
+    /// below PAR_MIN and above it (split into CHUNK-sized tasks, with a ragged
+    /// last task): the results must be the same bits.
+    #[test]
+    fn parallel_loops_equal_their_sequential_twins() {
+        let mut rng = Rng::new(4);
+        for len in [0, 1, 37, PAR_MIN - 1, PAR_MIN + 1, 3 * CHUNK + 777] {
+            let a: Vec<f32> = (0..len).map(|_| rng.normal()).collect();
+            let b: Vec<f32> = (0..len).map(|_| rng.normal()).collect();
+            let f = |x: f32| x.mul_add(1.5, -0.25).tanh();
+            assert_eq!(map(&a, f), a.iter().map(|&x| f(x)).collect::<Vec<_>>(), "map {len}");
+            let g = |x: f32, y: f32| x * y - y.abs();
+            assert_eq!(
+                zip_map(&a, &b, g),
+                a.iter().zip(&b).map(|(&x, &y)| g(x, y)).collect::<Vec<_>>(),
+                "zip_map {len}"
+            );
+            let mut acc = a.clone();
+            add_assign(&mut acc, &b);
+            assert_eq!(acc, a.iter().zip(&b).map(|(x, y)| x + y).collect::<Vec<_>>(), "add_assign {len}");
+        }
+        // row-wise: a bias row repeated down the rows
+        for (rows, n) in [(1, 1), (3, 5), (PAR_MIN / 100 + 7, 100), (40, 1000)] {
+            let a: Vec<f32> = (0..rows * n).map(|_| rng.normal()).collect();
+            let row: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            let want: Vec<f32> = a.iter().enumerate().map(|(i, &x)| x - 2.0 * row[i % n]).collect();
+            assert_eq!(zip_rows(&a, &row, |x, r| x - 2.0 * r), want, "zip_rows {rows}×{n}");
+            let mut acc = a.clone();
+            add_row_assign(&mut acc, &row);
+            assert_eq!(acc, a.iter().enumerate().map(|(i, &x)| x + row[i % n]).collect::<Vec<_>>(), "add_row_assign");
+            // for_rows sees every row once, with its index, output rows of another length
+            let mut out = vec![0.0f32; rows * 2];
+            for_rows(&mut out, 2, &a, n, |r, o, x| {
+                o[0] = r as f32;
+                o[1] = x.iter().sum();
+            });
+            for r in 0..rows {
+                assert_eq!(out[2 * r], r as f32, "for_rows index");
+                assert_eq!(out[2 * r + 1], a[r * n..(r + 1) * n].iter().sum::<f32>(), "for_rows row {r}");
+            }
+        }
+    }
+}

@@ -242,6 +242,51 @@ pub fn rms_norm_naive(x: &[f32], w: &[f32], n: usize, eps: f32) -> Vec<f32> {
     out
 }
 
+/// Reference LayerNorm backward in f64, from the definition: `(dx, dw, db)`
+/// with the statistics recomputed (`db` empty without a bias).
+pub fn layer_norm_backward_naive(
+    x: &[f32],
+    w: &[f32],
+    has_bias: bool,
+    dy: &[f32],
+    n: usize,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mut dx, mut dw, mut db) = (Vec::with_capacity(x.len()), vec![0.0f64; n], vec![0.0f64; n]);
+    for (row, dyr) in x.chunks_exact(n).zip(dy.chunks_exact(n)) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        let xhat: Vec<f64> = row.iter().map(|&v| (v as f64 - mean) * rstd).collect();
+        let g: Vec<f64> = dyr.iter().zip(w).map(|(&d, &w)| d as f64 * w as f64).collect();
+        let g_mean = g.iter().sum::<f64>() / n as f64;
+        let gx_mean = g.iter().zip(&xhat).map(|(g, x)| g * x).sum::<f64>() / n as f64;
+        for j in 0..n {
+            dx.push((rstd * (g[j] - g_mean - xhat[j] * gx_mean)) as f32);
+            dw[j] += dyr[j] as f64 * xhat[j];
+            db[j] += dyr[j] as f64;
+        }
+    }
+    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    (dx, f(dw), if has_bias { f(db) } else { Vec::new() })
+}
+
+/// Reference RMSNorm backward in f64: `(dx, dw)`.
+pub fn rms_norm_backward_naive(x: &[f32], w: &[f32], dy: &[f32], n: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let (mut dx, mut dw) = (Vec::with_capacity(x.len()), vec![0.0f64; n]);
+    for (row, dyr) in x.chunks_exact(n).zip(dy.chunks_exact(n)) {
+        let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n as f64;
+        let rstd = 1.0 / (ms + eps as f64).sqrt();
+        let xhat: Vec<f64> = row.iter().map(|&v| v as f64 * rstd).collect();
+        let gx_mean = (0..n).map(|j| dyr[j] as f64 * w[j] as f64 * xhat[j]).sum::<f64>() / n as f64;
+        for j in 0..n {
+            dx.push((rstd * (dyr[j] as f64 * w[j] as f64 - xhat[j] * gx_mean)) as f32);
+            dw[j] += dyr[j] as f64 * xhat[j];
+        }
+    }
+    (dx, dw.into_iter().map(|x| x as f32).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +307,47 @@ mod tests {
             for (a, e) in f.y.iter().zip(rms_norm_naive(&x, &w, n, 1e-6)) {
                 assert!((a - e).abs() < 2e-4, "rmsnorm {a} vs {e}");
             }
+        }
+    }
+
+    /// Largest |a - b| / (1 + |b|), NaN as soon as either side is not finite.
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        crate::max_or_nan(
+            a.iter().zip(b).map(|(&x, &y)| {
+                if x.is_finite() && y.is_finite() { (x - y).abs() / (1.0 + y.abs()) } else { f32::NAN }
+            }),
+        )
+    }
+
+    /// Backward against its f64 twin, below and above PAR_MIN (32768 values:
+    /// 300 × 256 and 2000 × 33 run in parallel tasks whose weight-gradient
+    /// partial sums are added at the end).
+    #[test]
+    fn fast_backward_matches_naive_below_and_above_the_parallel_threshold() {
+        let mut rng = Rng::new(10);
+        for &(rows, n) in &[(1, 1), (1, 5), (7, 13), (300, 256), (2000, 33)] {
+            let x: Vec<f32> = (0..rows * n).map(|_| rng.normal() * 3.0 + 1.0).collect();
+            let w: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            let b: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            let dy: Vec<f32> = (0..rows * n).map(|_| rng.normal()).collect();
+            let f = layer_norm_forward(&x, &w, Some(&b), n, 1e-5);
+            let g = layer_norm_backward(&x, &w, true, &f.mean, &f.rstd, &dy, n);
+            let (dx, dw, db) = layer_norm_backward_naive(&x, &w, true, &dy, n, 1e-5);
+            // weight gradients sum over rows: their tolerance grows with the row count
+            let tol = 1e-4 * (rows as f32).sqrt();
+            for (what, got, want, tol) in [("dx", &g.dx, &dx, 2e-4), ("dw", &g.dw, &dw, tol), ("db", &g.db, &db, tol)] {
+                let d = worst(got, want);
+                assert!(d < tol, "layernorm {what} {rows}×{n}: {d}");
+            }
+            let f = rms_norm_forward(&x, &w, n, 1e-6);
+            let g = rms_norm_backward(&x, &w, &f.rstd, &dy, n);
+            let (dx, dw) = rms_norm_backward_naive(&x, &w, &dy, n, 1e-6);
+            for (what, got, want, tol) in [("dx", &g.dx, &dx, 2e-4), ("dw", &g.dw, &dw, tol)] {
+                let d = worst(got, want);
+                assert!(d < tol, "rmsnorm {what} {rows}×{n}: {d}");
+            }
+            assert!(g.db.is_empty());
         }
     }
 }

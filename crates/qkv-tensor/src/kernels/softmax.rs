@@ -110,6 +110,33 @@ pub fn log_softmax_rows_naive(x: &[f32], n: usize) -> Vec<f32> {
     out
 }
 
+/// Reference softmax backward in f64: `dx_j = Σ_i dy_i · ∂y_i/∂x_j` with the
+/// Jacobian `y_i (δ_ij - y_j)` written out.
+pub fn softmax_rows_backward_naive(y: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(y.len());
+    for (y, dy) in y.chunks_exact(n).zip(dy.chunks_exact(n)) {
+        for j in 0..n {
+            let dx: f64 =
+                (0..n).map(|i| dy[i] as f64 * y[i] as f64 * (if i == j { 1.0 } else { 0.0 } - y[j] as f64)).sum();
+            out.push(dx as f32);
+        }
+    }
+    out
+}
+
+/// Reference log-softmax backward in f64: Jacobian `δ_ij - softmax_j`.
+pub fn log_softmax_rows_backward_naive(y: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(y.len());
+    for (y, dy) in y.chunks_exact(n).zip(dy.chunks_exact(n)) {
+        for (j, &yj) in y.iter().enumerate() {
+            let p = (yj as f64).exp();
+            let dx: f64 = dy.iter().enumerate().map(|(i, &d)| d as f64 * (if i == j { 1.0 } else { 0.0 } - p)).sum();
+            out.push(dx as f32);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +153,33 @@ mod tests {
             for (a, b) in log_softmax_rows(&x, n).iter().zip(log_softmax_rows_naive(&x, n)) {
                 assert!((a - b).abs() < 1e-5, "{a} vs {b}");
             }
+        }
+    }
+
+    /// Backward against the Jacobian written out in f64, below and above
+    /// PAR_MIN (600 × 100 = 60000 values run as parallel tasks).
+    #[test]
+    fn fast_backward_matches_naive_below_and_above_the_parallel_threshold() {
+        let mut rng = Rng::new(6);
+        for &(rows, n) in &[(1, 1), (3, 7), (64, 65), (600, 100)] {
+            let x: Vec<f32> = (0..rows * n).map(|_| rng.normal() * 4.0).collect();
+            let dy: Vec<f32> = (0..rows * n).map(|_| rng.normal()).collect();
+            let y = softmax_rows(&x, n);
+            let d = crate::max_or_nan(
+                softmax_rows_backward(&y, &dy, n)
+                    .iter()
+                    .zip(softmax_rows_backward_naive(&y, &dy, n))
+                    .map(|(a, b)| (a - b).abs()),
+            );
+            assert!(d < 1e-5, "softmax backward {rows}×{n}: {d}");
+            let y = log_softmax_rows(&x, n);
+            let d = crate::max_or_nan(
+                log_softmax_rows_backward(&y, &dy, n)
+                    .iter()
+                    .zip(log_softmax_rows_backward_naive(&y, &dy, n))
+                    .map(|(a, b)| (a - b).abs() / (1.0 + b.abs())),
+            );
+            assert!(d < 1e-5, "log-softmax backward {rows}×{n}: {d}");
         }
     }
 
