@@ -152,7 +152,7 @@ impl MambaConfig {
         let e = self.expand.checked_mul(c)?;
         let bias = self.use_bias as usize;
         let weights = [
-            c.checked_mul(2 * e)?,                                // in_proj
+            c.checked_mul(e.checked_mul(2)?)?,                    // in_proj
             e.checked_mul(k)?,                                    // conv1d
             e.checked_mul(r.checked_add(n.checked_mul(2)?)?)?,    // x_proj
             e.checked_mul(r)?,                                    // dt_proj
