@@ -31,7 +31,10 @@ fn compare_trains_each_model_and_writes_the_report_and_charts() {
         assert!(mem.len() == 3 && mem.iter().all(|&b| b == mem[0] && b > 0), "{m}");
         let per: Vec<f64> = m["per_token"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).collect();
         assert!(per.iter().all(|t| t.is_finite() && *t > 0.0), "{m}");
-        assert!(!m["sample"].as_str().unwrap().is_empty());
+        // the sample is text the model can write: some characters, each one of the corpus's
+        let sample = m["sample"].as_str().unwrap();
+        let corpus_text = std::fs::read_to_string(&data).unwrap();
+        assert!(sample.chars().count() >= 10 && sample.chars().all(|c| corpus_text.contains(c)), "{sample:?}");
         // each model's run stays, for qkv generate and qkv eval
         assert!(out.join(m["model"].as_str().unwrap()).join("model.safetensors").exists());
     }
