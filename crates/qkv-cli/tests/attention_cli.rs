@@ -6,7 +6,8 @@ use qkv::attention_maps;
 use qkv::models::load::open;
 
 mod common;
-use common::{corpus, fails_with, ok, qkv, s, scratch, stderr, stdout};
+use common::server::tiny_gpt;
+use common::{fails_with, ok, qkv, s, stderr, stdout};
 
 /// Every head's rows as numbers: `[layer][head][query][key]`.
 fn weights(maps: &serde_json::Value) -> Vec<Vec<Vec<Vec<f64>>>> {
@@ -35,15 +36,8 @@ fn weights(maps: &serde_json::Value) -> Vec<Vec<Vec<Vec<f64>>>> {
 
 #[test]
 fn a_gpt_draws_its_causal_attention_and_prints_the_library_numbers() {
-    let d = scratch("attention-gpt");
-    let data = corpus(&d);
-    let run = d.join("gpt");
-    #[rustfmt::skip]
-    ok(&qkv(&[
-        "--threads", "2", "train", "--n-layer", "2", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-        "--batch-size", "4", "--max-steps", "3", "--eval-batches", "1", "--sample-chars", "0", "--quiet",
-        "--data", s(&data), "--out-dir", s(&run),
-    ]));
+    let run = tiny_gpt("attention-gpt");
+    let d = run.parent().unwrap().to_path_buf();
     let svg = d.join("maps.svg");
     let text = "line 7: to be";
     let a = qkv(&["attention", "--model", s(&run), "--text", text, "-o", s(&svg), "--json"]);

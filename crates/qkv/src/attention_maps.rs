@@ -154,6 +154,21 @@ fn one_sequence(layers: Vec<Tensor>) -> Result<Vec<Tensor>> {
 
 fn bert_maps(bert: &Bert, tok: Option<&Tokenizer>, max_len: usize, text: &str) -> Result<AttentionMaps> {
     let tok = tok.ok_or_else(|| Error::Config("the model directory has no tokenizer files to read the text".into()))?;
+    let (ids, note) = bert_input(bert, tok, max_len, text)?;
+    let t = ids.len();
+    let mask = vec![true; t];
+    let layers = bert.attention_maps(&Batch { ids: &ids, type_ids: None, mask: &mask, b: 1, t })?;
+    self_maps(tok, ids, layers, "self-attention", note)
+}
+
+/// `[CLS] text [SEP]` as a BERT reads it (at most `max_len` tokens and its
+/// positions), with a note when the text was cut.
+pub(crate) fn bert_input(
+    bert: &Bert,
+    tok: &Tokenizer,
+    max_len: usize,
+    text: &str,
+) -> Result<(Vec<u32>, Option<String>)> {
     let sp = Specials::of(tok)?;
     let max_len = max_len.min(bert.config.max_position_embeddings);
     let raw = tok.encode(text)?;
@@ -164,11 +179,7 @@ fn bert_maps(bert: &Bert, tok: Option<&Tokenizer>, max_len: usize, text: &str) -
             raw.len()
         )
     });
-    let ids = wrap(&raw, max_len, &sp);
-    let t = ids.len();
-    let mask = vec![true; t];
-    let layers = bert.attention_maps(&Batch { ids: &ids, type_ids: None, mask: &mask, b: 1, t })?;
-    self_maps(tok, ids, layers, "self-attention", note)
+    Ok((wrap(&raw, max_len, &sp), note))
 }
 
 /// The self-attention of a ViT over `[CLS]` and the patches of one image

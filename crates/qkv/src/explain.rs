@@ -19,8 +19,8 @@ use serde::Serialize;
 
 use qkv_tensor::{AttentionKernel, AttentionOpts, Rng, Tensor, attention, no_grad};
 
-use crate::attention_maps::{of_translation, token_label};
-use crate::data::bert_input::{Specials, wrap};
+use crate::attention_maps::{bert_input, of_translation, token_label};
+use crate::data::bert_input::Specials;
 use crate::error::{Error, Result};
 use crate::generate::{Sampling, distribution, sample};
 use crate::models::bert::{Batch, Bert};
@@ -430,17 +430,7 @@ pub fn sample_next(model: &Model, text: &str, sampling: &Sampling) -> Result<(To
 
 /// A BERT's walk and its last hidden states `[1, T, C]` and ids.
 fn walk_bert(bert: &Bert, tok: &Tokenizer, max_len: usize, text: &str) -> Result<(Walk, Tensor, Vec<u32>)> {
-    let sp = Specials::of(tok)?;
-    let max_len = max_len.min(bert.config.max_position_embeddings);
-    let raw = tok.encode(text)?;
-    let keep = max_len.saturating_sub(2);
-    let note = (raw.len() > keep).then(|| {
-        format!(
-            "the text has {} tokens; the model reads {keep} between [CLS] and [SEP]: kept the first {keep}",
-            raw.len()
-        )
-    });
-    let ids = wrap(&raw, max_len, &sp);
+    let (ids, note) = bert_input(bert, tok, max_len, text)?;
     let t = ids.len();
     let mask = vec![true; t];
     let c = bert.config.hidden_size;

@@ -53,20 +53,18 @@ fn unit_d(t: &Tensor) -> Tensor {
     if t.layout().strides()[3] == 1 || t.shape()[3] == 1 { t.clone() } else { t.contiguous() }
 }
 
-/// Attention of queries `q` over keys `k` and values `v`.
-///
-/// # Shapes
-/// q `[B, H, Tq, D]`, k and v `[B, H, Tk, D]` → `[B, H, Tq, D]`, stored as
-/// `[B, Tq, H, D]` so that `.transpose(1, 2)` is already packed.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
-    let op = "attention";
+/// The shapes of queries `[B, H, Tq, D]` and keys `[B, H, Tk, D]`, checked
+/// against each other and against the masks of `opts`: `(B, H, Tq, D, Tk)`.
+fn check_queries_and_keys(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    opts: &AttentionOpts,
+) -> Result<(usize, usize, usize, usize, usize)> {
     let (bq, hq, tq, dq) = q.dims4().map_err(|_| Error::bad_shape(op, q.shape(), "queries as [B, H, Tq, D]"))?;
     let (bk, hk, tk, dk) = k.dims4().map_err(|_| Error::bad_shape(op, k.shape(), "keys as [B, H, Tk, D]"))?;
     if (bk, hk, dk) != (bq, hq, dq) {
         return Err(Error::mismatch(op, q.shape(), k.shape(), "queries and keys need the same B, H and D"));
-    }
-    if v.shape() != k.shape() {
-        return Err(Error::mismatch(op, k.shape(), v.shape(), "keys and values need the same shape"));
     }
     if let Some(m) = &opts.key_mask
         && m.len() != bq * tk
@@ -80,6 +78,20 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
     }
     if dq == 0 {
         return Err(Error::invalid(op, "head width D is 0"));
+    }
+    Ok((bq, hq, tq, dq, tk))
+}
+
+/// Attention of queries `q` over keys `k` and values `v`.
+///
+/// # Shapes
+/// q `[B, H, Tq, D]`, k and v `[B, H, Tk, D]` → `[B, H, Tq, D]`, stored as
+/// `[B, Tq, H, D]` so that `.transpose(1, 2)` is already packed.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
+    let op = "attention";
+    let (bq, hq, tq, dq, tk) = check_queries_and_keys(op, q, k, opts)?;
+    if v.shape() != k.shape() {
+        return Err(Error::mismatch(op, k.shape(), v.shape(), "keys and values need the same shape"));
     }
     let scale = opts.scale.unwrap_or(1.0 / (dq as f32).sqrt());
     let (q, k, v) = (unit_d(q), unit_d(k), unit_d(v));
@@ -120,25 +132,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Re
 /// q `[B, H, Tq, D]`, k `[B, H, Tk, D]` → `[B, H, Tq, Tk]`, each row summing to 1
 /// over the keys it may see
 pub fn attention_probabilities(q: &Tensor, k: &Tensor, opts: &AttentionOpts) -> Result<Tensor> {
-    let op = "attention_probabilities";
-    let (bq, hq, tq, dq) = q.dims4().map_err(|_| Error::bad_shape(op, q.shape(), "queries as [B, H, Tq, D]"))?;
-    let (bk, hk, tk, dk) = k.dims4().map_err(|_| Error::bad_shape(op, k.shape(), "keys as [B, H, Tk, D]"))?;
-    if (bk, hk, dk) != (bq, hq, dq) {
-        return Err(Error::mismatch(op, q.shape(), k.shape(), "queries and keys need the same B, H and D"));
-    }
-    if let Some(m) = &opts.key_mask
-        && m.len() != bq * tk
-    {
-        return Err(Error::invalid(op, format!("key mask has {} flags, expected B·Tk = {}", m.len(), bq * tk)));
-    }
-    if let Some(s) = &opts.alibi
-        && s.len() != hq
-    {
-        return Err(Error::invalid(op, format!("{} ALiBi slopes for {hq} heads", s.len())));
-    }
-    if dq == 0 {
-        return Err(Error::invalid(op, "head width D is 0"));
-    }
+    let (bq, hq, tq, dq, tk) = check_queries_and_keys("attention_probabilities", q, k, opts)?;
     let scale = opts.scale.unwrap_or(1.0 / (dq as f32).sqrt());
     let (q, k) = (unit_d(q), unit_d(k));
     let p = k::probabilities_naive(&heads(&q), &heads(&k), &opts.mask(), scale);
