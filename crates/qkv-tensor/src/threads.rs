@@ -44,3 +44,46 @@ pub fn num_threads() -> usize {
 pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
+
+/// Thread counts the kernel tests run their parallel paths with: one (the
+/// parallel code with a single worker), two, and three and four, whose splits
+/// of odd sizes are uneven — whatever the machine running the tests has.
+pub const TEST_POOLS: [usize; 4] = [1, 2, 3, 4];
+
+/// Run `f` once inside a fresh pool of each of `counts` threads. A kernel's
+/// split into parallel tasks depends on the thread count, so a test that
+/// compares a kernel with its reference above the kernel's parallel threshold
+/// runs here, not only in the global pool (which has as many threads as the
+/// machine running the tests has cores). A failure names the pool's size.
+pub fn on_pools<R: Send>(counts: &[usize], f: impl Fn() -> R + Sync) -> Vec<R> {
+    counts
+        .iter()
+        .map(|&n| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("a thread pool for a test");
+            let run = std::panic::AssertUnwindSafe(|| pool.install(&f));
+            match std::panic::catch_unwind(run) {
+                Ok(r) => r,
+                Err(e) => {
+                    let what = e.downcast_ref::<String>().map(String::as_str).or(e.downcast_ref::<&str>().copied());
+                    panic!("in a pool of {n} threads: {}", what.unwrap_or("(a panic without a message)"))
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_pools_runs_in_each_size_and_names_the_one_that_failed() {
+        assert_eq!(on_pools(&TEST_POOLS, rayon::current_num_threads), TEST_POOLS);
+        let failed = std::panic::catch_unwind(|| {
+            on_pools(&[1, 3], || assert!(rayon::current_num_threads() < 3, "too many"));
+        });
+        let e = failed.expect_err("the pool of 3 fails");
+        let msg = e.downcast_ref::<String>().expect("a formatted message");
+        assert!(msg.starts_with("in a pool of 3 threads: too many"), "{msg}");
+    }
+}

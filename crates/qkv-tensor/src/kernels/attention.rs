@@ -999,40 +999,44 @@ mod tests {
         let mask = AttnMask { causal, key_mask: padding.then_some(&km[..]), alibi: alibi.then_some(&slopes[..]) };
         let scale = 1.0 / (d as f32).sqrt();
         let naive = attention_naive(&q, &k, &v, &mask, scale);
-        let flash = attention_flash(&q, &k, &v, &mask, scale);
+        let gn = attention_backward_naive(&q, &k, &v, &dout, &mask, scale);
         let close = |a: &[f32], e: &[f32], what: &str| {
             for (i, (x, y)) in a.iter().zip(e).enumerate() {
                 assert!(x.is_finite() || (x == y), "{what}[{i}] = {x}");
                 assert!((x - y).abs() < 2e-4 * (1.0 + y.abs()) || x == y, "{what}[{i}]: {x} vs {y}");
             }
         };
-        close(&flash.out, &naive.out, "out");
-        close(&flash.lse, &naive.lse, "lse");
-        // the row-at-a-time kernel computes the same for any Tq, serial or parallel
-        let rows = attention_rows(&q, &k, &v, &mask, scale);
-        close(&rows.out, &naive.out, "rows out");
-        close(&rows.lse, &naive.lse, "rows lse");
-        let gn = attention_backward_naive(&q, &k, &v, &dout, &mask, scale);
-        let gf = attention_flash_backward(&q, &k, &v, &flash.out, &flash.lse, &dout, &mask, scale);
-        close(&gf.dq, &gn.dq, "dq");
-        close(&gf.dk, &gn.dk, "dk");
-        close(&gf.dv, &gn.dv, "dv");
-        // dQ accumulated in place (what sequences past DQ_BUFFER_MAX take),
-        // into a buffer holding stale values: the kernel zeroes what it adds to
-        let mut dq = vec![f32::NAN; b * tq * h * d];
-        let (mut dk, mut dv) = (vec![0.0f32; b * tk * h * d], vec![0.0f32; b * tk * h * d]);
-        let grads = GradsOut {
-            dq: SharedMut(dq.as_mut_ptr()),
-            dk: SharedMut(dk.as_mut_ptr()),
-            dv: SharedMut(dv.as_mut_ptr()),
-            q_rs: h * d,
-            kv_rs: h * d,
-            dq_in_place: true,
-        };
-        // SAFETY: [B, T, H, D] buffers for those strides.
-        unsafe { flash_backward(&q, &k, &v, &flash.out, &flash.lse, &dout, &mask, scale, grads) };
-        close(&dq, &gn.dq, "dq in place");
-        close(&dk, &gn.dk, "dk (dq in place)");
+        // the references once; the kernels in pools of 1 to 4 threads (their
+        // tasks are heads × blocks of queries: how they are dealt out varies)
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, || {
+            let flash = attention_flash(&q, &k, &v, &mask, scale);
+            close(&flash.out, &naive.out, "out");
+            close(&flash.lse, &naive.lse, "lse");
+            // the row-at-a-time kernel computes the same for any Tq, serial or parallel
+            let rows = attention_rows(&q, &k, &v, &mask, scale);
+            close(&rows.out, &naive.out, "rows out");
+            close(&rows.lse, &naive.lse, "rows lse");
+            let gf = attention_flash_backward(&q, &k, &v, &flash.out, &flash.lse, &dout, &mask, scale);
+            close(&gf.dq, &gn.dq, "dq");
+            close(&gf.dk, &gn.dk, "dk");
+            close(&gf.dv, &gn.dv, "dv");
+            // dQ accumulated in place (what sequences past DQ_BUFFER_MAX take),
+            // into a buffer holding stale values: the kernel zeroes what it adds to
+            let mut dq = vec![f32::NAN; b * tq * h * d];
+            let (mut dk, mut dv) = (vec![0.0f32; b * tk * h * d], vec![0.0f32; b * tk * h * d]);
+            let grads = GradsOut {
+                dq: SharedMut(dq.as_mut_ptr()),
+                dk: SharedMut(dk.as_mut_ptr()),
+                dv: SharedMut(dv.as_mut_ptr()),
+                q_rs: h * d,
+                kv_rs: h * d,
+                dq_in_place: true,
+            };
+            // SAFETY: [B, T, H, D] buffers for those strides.
+            unsafe { flash_backward(&q, &k, &v, &flash.out, &flash.lse, &dout, &mask, scale, grads) };
+            close(&dq, &gn.dq, "dq in place");
+            close(&dk, &gn.dk, "dk (dq in place)");
+        });
     }
 
     #[test]

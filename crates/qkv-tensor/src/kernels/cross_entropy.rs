@@ -157,6 +157,10 @@ mod tests {
 
     #[test]
     fn fast_matches_naive_with_ignored_rows_and_smoothing() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, fast_matches_naive_with_ignored_rows_and_smoothing_here);
+    }
+
+    fn fast_matches_naive_with_ignored_rows_and_smoothing_here() {
         let mut rng = Rng::new(11);
         // rows × V below and above the parallel chunking (4096 values)
         for &(rows, v) in &[(1, 1), (5, 3), (64, 65), (33, 1000), (300, 8000)] {

@@ -174,6 +174,10 @@ mod tests {
     /// last task): the results must be the same bits.
     #[test]
     fn parallel_loops_equal_their_sequential_twins() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, parallel_loops_equal_their_sequential_twins_here);
+    }
+
+    fn parallel_loops_equal_their_sequential_twins_here() {
         let mut rng = Rng::new(4);
         for len in [0, 1, 37, PAR_MIN - 1, PAR_MIN + 1, 3 * CHUNK + 777] {
             let a: Vec<f32> = (0..len).map(|_| rng.normal()).collect();

@@ -279,8 +279,14 @@ mod tests {
         y
     }
 
+    /// Below and above the parallel threshold (K·N ≥ 2^15: from 768 × 257 on),
+    /// in pools of 1 to 4 threads, which split the columns or K differently.
     #[test]
     fn both_layouts_match_the_naive_product() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, both_layouts_in_this_pool);
+    }
+
+    fn both_layouts_in_this_pool() {
         let mut rng = Rng::new(3);
         for &(k, n) in &[(1, 1), (3, 1), (1, 5), (7, 9), (64, 64), (97, 300), (768, 257), (300, 2304), (5, 4099)] {
             let x: Vec<f32> = (0..k).map(|_| rng.normal()).collect();
@@ -297,7 +303,12 @@ mod tests {
                     let acc = run(&x, b, 0.5, &y0, true, parallel);
                     for j in 0..n {
                         let tol = 1e-4 * (1.0 + (k as f32).sqrt());
-                        assert!((got[j] - want[j]).abs() < tol, "k={k} n={n} j={j}: {} vs {}", got[j], want[j]);
+                        assert!(
+                            (got[j] - want[j]).abs() < tol,
+                            "k={k} n={n} j={j} parallel={parallel}: {} vs {}",
+                            got[j],
+                            want[j]
+                        );
                         assert!((acc[j] - (y0[j] + want[j])).abs() < tol, "accumulate k={k} n={n} j={j}");
                     }
                 }

@@ -222,8 +222,13 @@ mod tests {
     use super::*;
     use crate::Rng;
 
+    /// Below and above the parallel threshold (K·N ≥ 2^15), in pools of 1 to 4 threads.
     #[test]
     fn both_layouts_match_the_naive_product() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, both_layouts_in_this_pool);
+    }
+
+    fn both_layouts_in_this_pool() {
         let mut rng = Rng::new(8);
         for &(k, n) in &[(1, 1), (3, 1), (1, 5), (7, 9), (33, 17), (64, 64), (97, 300), (768, 257), (300, 2304)] {
             let x: Vec<f32> = (0..k).map(|_| rng.normal()).collect();
@@ -241,7 +246,7 @@ mod tests {
                         let tol = 1e-5 * (1.0 + k as f32);
                         assert!(
                             (got[j] - want[j]).abs() < tol,
-                            "{layout} k={k} n={n} j={j}: {} vs {}",
+                            "{layout} k={k} n={n} j={j} parallel={parallel}: {} vs {}",
                             got[j],
                             want[j]
                         );

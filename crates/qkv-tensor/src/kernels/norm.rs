@@ -294,6 +294,10 @@ mod tests {
 
     #[test]
     fn fast_forward_matches_naive() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, fast_forward_matches_naive_here);
+    }
+
+    fn fast_forward_matches_naive_here() {
         let mut rng = Rng::new(9);
         for &(rows, n) in &[(1, 1), (1, 5), (7, 13), (300, 256), (2000, 33)] {
             let x: Vec<f32> = (0..rows * n).map(|_| rng.normal() * 3.0 + 1.0).collect();
@@ -325,6 +329,13 @@ mod tests {
     /// partial sums are added at the end).
     #[test]
     fn fast_backward_matches_naive_below_and_above_the_parallel_threshold() {
+        crate::threads::on_pools(
+            &crate::threads::TEST_POOLS,
+            fast_backward_matches_naive_below_and_above_the_parallel_threshold_here,
+        );
+    }
+
+    fn fast_backward_matches_naive_below_and_above_the_parallel_threshold_here() {
         let mut rng = Rng::new(10);
         for &(rows, n) in &[(1, 1), (1, 5), (7, 13), (300, 256), (2000, 33)] {
             let x: Vec<f32> = (0..rows * n).map(|_| rng.normal() * 3.0 + 1.0).collect();

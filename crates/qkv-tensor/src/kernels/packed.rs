@@ -659,11 +659,17 @@ mod tests {
         }
     }
 
+    /// In pools of 1 to 4 threads: the split of M into blocks and of the
+    /// column panels into groups follows the thread count.
     #[test]
     fn matches_naive_on_awkward_shapes_strides_and_slices_packed_now_or_ahead() {
         if !available() {
             return;
         }
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, matches_naive_in_this_pool);
+    }
+
+    fn matches_naive_in_this_pool() {
         let mut rng = Rng::new(11);
         for &(m, k, n) in &[
             (1, 1, 1),

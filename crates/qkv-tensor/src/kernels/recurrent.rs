@@ -397,6 +397,13 @@ mod tests {
 
     #[test]
     fn fused_steps_match_their_naive_twins_serial_and_parallel() {
+        crate::threads::on_pools(
+            &crate::threads::TEST_POOLS,
+            fused_steps_match_their_naive_twins_serial_and_parallel_here,
+        );
+    }
+
+    fn fused_steps_match_their_naive_twins_serial_and_parallel_here() {
         let mut rng = Rng::new(8);
         for cell in [Cell::Tanh, Cell::Lstm, Cell::Gru] {
             // (3, 5): one thread; (40, 300): above PAR_MIN for every cell

@@ -469,6 +469,10 @@ mod tests {
     /// ragged last one): forward and backward equal the sequential f64 scan.
     #[test]
     fn the_chunked_scan_equals_the_sequential_twin() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, the_chunked_scan_equals_the_sequential_twin_here);
+    }
+
+    fn the_chunked_scan_equals_the_sequential_twin_here() {
         let mut rng = Rng::new(41);
         for (b, l, e, n) in [(1, 1, 3, 2), (2, 37, 19, 5), (1, 64, 9, 16), (3, 50, 8, 16)] {
             let x = Owned::new(&mut rng, b, l, e, n);
@@ -492,6 +496,13 @@ mod tests {
 
     #[test]
     fn a_single_sequence_is_cut_into_chunks_and_a_large_batch_is_not() {
+        crate::threads::on_pools(
+            &crate::threads::TEST_POOLS,
+            a_single_sequence_is_cut_into_chunks_and_a_large_batch_is_not_here,
+        );
+    }
+
+    fn a_single_sequence_is_cut_into_chunks_and_a_large_batch_is_not_here() {
         let threads = rayon::current_num_threads();
         assert_eq!(chunk_len(threads, 4096), 4096);
         assert_eq!(chunk_len(1, 8), 8);

@@ -144,6 +144,10 @@ mod tests {
 
     #[test]
     fn fast_matches_naive() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, fast_matches_naive_here);
+    }
+
+    fn fast_matches_naive_here() {
         let mut rng = Rng::new(5);
         for &(rows, n) in &[(1, 1), (3, 7), (64, 65), (600, 100)] {
             let x: Vec<f32> = (0..rows * n).map(|_| rng.normal() * 4.0).collect();
@@ -160,6 +164,13 @@ mod tests {
     /// PAR_MIN (600 × 100 = 60000 values run as parallel tasks).
     #[test]
     fn fast_backward_matches_naive_below_and_above_the_parallel_threshold() {
+        crate::threads::on_pools(
+            &crate::threads::TEST_POOLS,
+            fast_backward_matches_naive_below_and_above_the_parallel_threshold_here,
+        );
+    }
+
+    fn fast_backward_matches_naive_below_and_above_the_parallel_threshold_here() {
         let mut rng = Rng::new(6);
         for &(rows, n) in &[(1, 1), (3, 7), (64, 65), (600, 100)] {
             let x: Vec<f32> = (0..rows * n).map(|_| rng.normal() * 4.0).collect();

@@ -235,4 +235,37 @@ mod tests {
         assert_eq!(x.grad().unwrap().to_vec(), vec![2.0; 4]);
         assert_eq!(b.grad().unwrap().to_vec(), vec![2.0, 2.0]);
     }
+
+    /// `sum_to` against an f64 twin: a bias's gradient (rows summed; in
+    /// parallel blocks from PAR_MIN values on, whose partial sums are added
+    /// in order) and the general walk (a middle axis kept at 1), below and
+    /// above the threshold, in pools of 1 to 4 threads.
+    #[test]
+    fn sum_to_matches_an_f64_twin_below_and_above_the_parallel_threshold() {
+        crate::threads::on_pools(&crate::threads::TEST_POOLS, || {
+            let mut rng = crate::Rng::new(14);
+            for (rows, n) in [(1, 1), (3, 5), (PAR_MIN / 64 + 3, 64), (7, PAR_MIN + 5)] {
+                let x = Tensor::randn(&[rows, n], 1.0, &mut rng);
+                let xv = x.to_vec();
+                let got = x.sum_to(&[n]).unwrap().to_vec();
+                for (j, &g) in got.iter().enumerate() {
+                    let want: f64 = (0..rows).map(|r| xv[r * n + j] as f64).sum();
+                    let tol = 1e-5 * (1.0 + rows as f64).sqrt() * (1.0 + want.abs());
+                    assert!((g as f64 - want).abs() < tol, "{rows}×{n} column {j}: {g} vs {want}");
+                }
+                // [rows, 2, n/…] summed to [1, 2, 1]: not a suffix, the general walk
+                let x3 = Tensor::randn(&[rows, 2, n], 1.0, &mut rng);
+                let v3 = x3.to_vec();
+                let got = x3.sum_to(&[1, 2, 1]).unwrap().to_vec();
+                for (k, &g) in got.iter().enumerate() {
+                    let want: f64 = (0..rows)
+                        .flat_map(|r| (0..n).map(move |j| (r, j)))
+                        .map(|(r, j)| v3[(r * 2 + k) * n + j] as f64)
+                        .sum();
+                    let tol = 1e-5 * ((rows * n) as f64).sqrt() * (1.0 + want.abs());
+                    assert!((g as f64 - want).abs() < tol, "{rows}×2×{n} middle {k}: {g} vs {want}");
+                }
+            }
+        });
+    }
 }

@@ -271,4 +271,59 @@ mod tests {
         assert!((u.grad_norm - 50.0).abs() < 1e-4);
         assert!(w.value().to_vec()[0] < 1.0);
     }
+
+    /// The update against its formula in f64, for a parameter split into
+    /// parallel chunks (40 000 values: two chunks of 2^14 and a ragged one)
+    /// and one that is not, with and without weight decay, over three steps
+    /// (bias correction changes with each), in pools of 1 to 4 threads.
+    #[test]
+    fn adamw_matches_its_formula_in_f64_on_every_chunk() {
+        qkv_tensor::threads::on_pools(&qkv_tensor::threads::TEST_POOLS, || {
+            let mut rng = qkv_tensor::Rng::new(12);
+            let sizes = [(40_000, true), (7, false)];
+            let config = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+            let start: Vec<Vec<f32>> = sizes.iter().map(|&(n, _)| (0..n).map(|_| rng.normal()).collect()).collect();
+            let params: Vec<NamedParam> = sizes
+                .iter()
+                .zip(&start)
+                .enumerate()
+                .map(|(i, (&(n, decay), w))| NamedParam {
+                    name: format!("p{i}"),
+                    param: Param::new(Tensor::from_vec(w.clone(), &[n]).unwrap()),
+                    decay,
+                })
+                .collect();
+            let mut adamw = AdamW::new(config, &params);
+            // the twin's state, in f64
+            let mut w: Vec<Vec<f64>> = start.iter().map(|w| w.iter().map(|&x| x as f64).collect()).collect();
+            let mut m: Vec<Vec<f64>> = sizes.iter().map(|&(n, _)| vec![0.0; n]).collect();
+            let mut v = m.clone();
+            for (t, lr) in [(1, 0.01f32), (2, 0.02), (3, 0.005)] {
+                let grads: Vec<Vec<f32>> = sizes.iter().map(|&(n, _)| (0..n).map(|_| rng.normal()).collect()).collect();
+                for (p, g) in params.iter().zip(&grads) {
+                    p.param.set_grad(Some(g.clone())).unwrap();
+                }
+                adamw.update(&params, lr);
+                let (b1, b2, lr) = (0.9f64, 0.95f64, lr as f64);
+                for (i, &(_, decay)) in sizes.iter().enumerate() {
+                    let got = params[i].param.value().to_vec();
+                    for j in 0..got.len() {
+                        let g = grads[i][j] as f64;
+                        if decay {
+                            w[i][j] *= 1.0 - lr * 0.1;
+                        }
+                        m[i][j] = b1 * m[i][j] + (1.0 - b1) * g;
+                        v[i][j] = b2 * v[i][j] + (1.0 - b2) * g * g;
+                        let m_hat = m[i][j] / (1.0 - b1.powi(t));
+                        let v_hat = v[i][j] / (1.0 - b2.powi(t));
+                        w[i][j] -= lr * m_hat / (v_hat.sqrt() + 1e-8);
+                        let d = (got[j] as f64 - w[i][j]).abs();
+                        assert!(d < 1e-6 * (1.0 + w[i][j].abs()), "p{i}[{j}] step {t}: {} vs {}", got[j], w[i][j]);
+                        let (dm, dv) = ((adamw.m[i][j] as f64 - m[i][j]).abs(), (adamw.v[i][j] as f64 - v[i][j]).abs());
+                        assert!(dm < 1e-6 && dv < 1e-6 * (1.0 + v[i][j]), "moments of p{i}[{j}] step {t}");
+                    }
+                }
+            }
+        });
+    }
 }
