@@ -65,3 +65,76 @@ fn a_run_asked_to_stop_checkpoints_its_step_and_resumes_exactly() {
     assert_eq!(weights(&straight), weights(&stopped), "resumed weights differ from the straight run's");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rewrite one entry of the checkpoint's metadata (where the run's state lives).
+fn set_metadata(dir: &Path, key: &str, value: &str) {
+    let path = dir.join("checkpoint.safetensors");
+    let mut l = qkv::io::safetensors::load(&path).unwrap();
+    l.metadata.insert(key.into(), value.into());
+    let tensors: Vec<(String, qkv_tensor::Tensor)> = l.tensors.into_iter().collect();
+    qkv::io::safetensors::save(&path, &tensors, &l.metadata).unwrap();
+}
+
+fn resume_error(dir: &Path) -> String {
+    match resume(dir, &ResumeChanges::default()) {
+        Ok(_) => panic!("{} resumed", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// What `--resume` reads besides the weights — run.json and the state in the
+/// checkpoint's metadata — edited into things it cannot use: each is refused
+/// with what is wrong, and nothing is allocated for a model the checkpoint
+/// cannot hold. (The `resume` fuzz target tries many more.)
+#[test]
+fn a_resume_refuses_run_files_that_do_not_fit_together() {
+    let dir = std::env::temp_dir().join(format!("qkv-run-loop-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("corpus.txt");
+    std::fs::write(&data, "to be or not to be, that is the question.\n".repeat(300)).unwrap();
+    let run_dir = dir.join("run");
+    let mut run = start(spec(&data), &run_dir, false).unwrap();
+    run.train(2, &Control::default(), &mut |_| {}).unwrap();
+    run.checkpoint().unwrap();
+    let fresh = |name: &str| {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in std::fs::read_dir(&run_dir).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+        }
+        d
+    };
+    // the untouched copy resumes at the step it was saved at
+    assert_eq!(resume(&fresh("copy"), &ResumeChanges::default()).unwrap().trainer.step, 2);
+
+    // run.json asking for a model of 2^33 parameters (n_embd 16 → 32768, 8
+    // layers): refused from the checkpoint's size, before anything is built
+    let big = fresh("big");
+    let text = std::fs::read_to_string(big.join("run.json")).unwrap();
+    let mut spec_json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    spec_json["model"]["n_embd"] = 32768.into();
+    spec_json["model"]["n_layer"] = 8.into();
+    std::fs::write(big.join("run.json"), spec_json.to_string()).unwrap();
+    let e = resume_error(&big);
+    assert!(e.contains("cannot hold them") && e.contains("run.json"), "{e}");
+
+    for (key, value, want) in [
+        ("state", "{", "unreadable state"),
+        ("state", r#"{"step":2,"tokens_seen":1,"elapsed_s":0,"val_loss":null,"val_accuracy":null,"task":{}}"#, "rng"),
+        (
+            "state",
+            r#"{"step":2,"tokens_seen":1,"elapsed_s":0,"val_loss":null,"val_accuracy":null,"task":{"rng":[1,2,-3,4]}}"#,
+            "rng",
+        ),
+        ("adamw_step", "two", "adamw_step"),
+        ("format", "pt", "not a qkv checkpoint"),
+    ] {
+        let d = fresh(&format!("{key}-{}", want.replace(' ', "-")));
+        set_metadata(&d, key, value);
+        let e = resume_error(&d);
+        assert!(e.contains(want), "{key} = {value}: {e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -142,15 +142,23 @@ pub fn save_checkpoint(dir: &Path, params: &[NamedParam], adamw: &AdamW, state: 
     })
 }
 
+/// The size of the run's checkpoint in bytes; an error that says what to do
+/// when the run stopped before writing one.
+pub fn checkpoint_bytes(dir: &Path) -> Result<u64> {
+    let path = dir.join(CHECKPOINT);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok(m.len()),
+        _ => Err(Error::checkpoint(
+            &path,
+            "no checkpoint yet: the run stopped before its first one; start it again with --force",
+        )),
+    }
+}
+
 /// Read the resume point into `params` and `adamw`; returns where the run stood.
 pub fn load_checkpoint(dir: &Path, params: &[NamedParam], adamw: &mut AdamW) -> Result<RunState> {
     let path = dir.join(CHECKPOINT);
-    if !path.exists() {
-        return Err(Error::checkpoint(
-            &path,
-            "no checkpoint yet: the run stopped before its first one; start it again with --force",
-        ));
-    }
+    checkpoint_bytes(dir)?;
     let loaded = safetensors::load(&path)?;
     let meta = |key: &str| {
         loaded.metadata.get(key).ok_or_else(|| Error::checkpoint(&path, format!("no {key:?} in the metadata")))

@@ -46,6 +46,21 @@ impl TaskSpec {
             TaskSpec::MambaLm(_) => TaskKind::MambaLm,
         }
     }
+
+    /// About how many parameters the model described here has, counted from
+    /// its sizes without building it (`None` when the count overflows, or a
+    /// Mamba option is unsupported: the model's own validation refuses those).
+    pub fn model_params(&self) -> Option<usize> {
+        match self {
+            TaskSpec::NextToken(s) => s.model.checked_params(),
+            TaskSpec::MaskedLm(s) => s.model.checked_params(),
+            TaskSpec::TextClassification(s) => s.model.checked_params(),
+            TaskSpec::ImageClassification(s) => s.model.checked_params(),
+            TaskSpec::Translation(s) => s.model.checked_params(),
+            TaskSpec::RecurrentLm(s) => s.model.num_params(),
+            TaskSpec::MambaLm(s) => s.model.num_params(),
+        }
+    }
 }
 
 /// Everything a run is: `run.json`. (Unknown fields are refused by each
@@ -161,6 +176,23 @@ pub fn resume(dir: &Path, changes: &ResumeChanges) -> Result<Run> {
         spec.train.eval_interval = Some(e);
     }
     spec.train.validate()?;
+    // A run.json edited (or crafted) to describe a larger model than the run
+    // trained would have it allocated before the checkpoint is read: the
+    // checkpoint holds every weight and both AdamW moments (12 bytes a
+    // parameter), so a model its file cannot hold is refused first. The
+    // counts are estimates (at most twice the real one), hence 4 bytes.
+    let saved = checkpoint::checkpoint_bytes(dir)?;
+    if let Some(n) = spec.task.model_params()
+        && n.saturating_mul(4) as u64 > saved
+    {
+        return Err(Error::checkpoint(
+            dir.join(checkpoint::RUN),
+            format!(
+                "describes a model of about {n} parameters, but the checkpoint ({saved} bytes) cannot hold them: \
+                 run.json and checkpoint.safetensors are not of the same run"
+            ),
+        ));
+    }
     let built = build(&mut spec, dir, Mode::Resume)?;
     if built.fingerprint != spec.data_fingerprint {
         return Err(Error::Data(format!(
