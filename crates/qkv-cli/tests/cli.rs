@@ -106,6 +106,10 @@ fn bad_corpora_are_refused_with_the_reason() {
     let missing = d.join("missing.txt");
     fails_with(&train(&["--data", missing.to_str().unwrap(), "--out-dir", out_s]), &["missing.txt"]);
     fails_with(&train(&["--out-dir", out_s, "--n-head", "3"]), &["multiple of n_head"]);
+    // batches that would be allocated whole: refused before anything is
+    let big = |batch: &str| qkv(&["--threads", "2", "train", "--out-dir", out_s, "--batch-size", batch, "--quiet"]);
+    fails_with(&big("1000000000000"), &["batch_size", "65536"]);
+    fails_with(&big("60000"), &["60000 windows of 128 tokens", "4194304"]);
     assert!(!out.join("model.safetensors").exists(), "nothing written for refused runs");
 }
 
@@ -132,6 +136,19 @@ fn runs_are_protected_and_checkpoints_checked() {
     fails_with(&qkv(&["generate", "--model", run_s, "--prompt", "ZZZ~"]), &["'Z'", "vocabulary"]);
     fails_with(&qkv(&["generate", "--model", run_s, "--prompt", "to", "--block-size", "64"]), &["context of 16"]);
     fails_with(&qkv(&["generate", "--model", run_s, "--prompt", ""]), &["empty"]);
+    // more new tokens than memory could hold: they stream (nothing reserved
+    // up front); the test stops reading after a while
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qkv"))
+        .args(["generate", "--model", run_s, "--prompt", "to", "--max-new-tokens", &usize::MAX.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 2000];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).expect("2000 bytes of generated text");
+    child.kill().unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(!stderr(&o).contains("allocation"), "{}", stderr(&o));
     fails_with(&qkv(&["generate", "--model", d.to_str().unwrap(), "--prompt", "to"]), &["not a model directory"]);
     // a truncated checkpoint is an error, not a crash
     let model = run.join("model.safetensors");

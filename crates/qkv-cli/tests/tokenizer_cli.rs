@@ -109,6 +109,13 @@ fn tokenizers_train_from_files_and_bad_files_are_named() {
         &qkv(&["tokenizer", "train", "--kind", "char", "--vocab-size", "9", data_s, "-o", out_s]),
         &["--vocab-size"],
     );
+    // a vocabulary the trainers would reserve terabytes for is refused up front
+    for kind in ["bpe", "byte-bpe", "wordpiece", "unigram"] {
+        fails_with(
+            &qkv(&["tokenizer", "train", "--kind", kind, "--vocab-size", "5000000000", data_s, "-o", out_s]),
+            &["5000000000", "at most 1048576"],
+        );
+    }
     // non-UTF-8 text: the file and the byte offset, unless --lossy
     let latin1 = d.join("latin1.txt");
     std::fs::write(&latin1, b"caf\xe9 au lait, caf\xe9 noir\n").unwrap();

@@ -100,6 +100,11 @@ fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
     );
     // bad input
     fails_with(&qkv(&["translate", "--model", s(&model), "--beam", "0", "x"]), &["beam of 0"]);
+    fails_with(&qkv(&["translate", "--model", s(&model), "--beam", "1000000000000", "x"]), &["at most 256"]);
+    // a length budget past every number still ends at the model's positions
+    let o = qkv(&["translate", "--model", s(&model), "--max-len-extra", &usize::MAX.to_string(), "the dog"]);
+    ok(&o);
+    assert!(!stdout(&o).trim().is_empty(), "a translation");
     fails_with(&qkv(&["translate", "--model", s(&d), "x"]), &["not a model directory"]);
 }
 

@@ -14,6 +14,11 @@ use crate::models::gpt::Gpt;
 use crate::models::mamba::Mamba;
 use crate::models::recurrent::RecurrentLm;
 
+/// Room reserved ahead for generated tokens: the list grows past it as
+/// needed, so a request for more tokens than memory holds streams instead of
+/// failing to allocate at the start.
+pub(crate) const RESERVE_MAX: usize = 4096;
+
 /// How the next token is chosen from the scores.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
@@ -135,7 +140,7 @@ pub fn generate(
     let mut caches = model.new_caches(1);
     // a prompt longer than the context keeps its end
     let mut window: Vec<u32> = prompt[prompt.len().saturating_sub(ctx)..].to_vec();
-    let mut out = Vec::with_capacity(max_new);
+    let mut out = Vec::with_capacity(max_new.min(RESERVE_MAX));
     no_grad(|| {
         let mut logits = model.next_logits(&window, 1, window.len(), &mut caches)?;
         for _ in 0..max_new {
@@ -173,7 +178,7 @@ fn generate_stateful(
         return Err(Error::Data("the prompt is empty: give at least one token".into()));
     }
     let mut rng = Rng::new(s.seed);
-    let mut out = Vec::with_capacity(max_new);
+    let mut out = Vec::with_capacity(max_new.min(RESERVE_MAX));
     no_grad(|| {
         let mut logits = feed(prompt)?;
         for _ in 0..max_new {

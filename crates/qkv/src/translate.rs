@@ -196,10 +196,19 @@ impl Default for Decoding {
     }
 }
 
+/// The widest beam (each hypothesis carries its own decoder caches).
+pub const MAX_BEAM: usize = 256;
+
 impl Decoding {
     pub fn validate(&self) -> Result<()> {
         if self.beam == 0 {
             return Err(Error::Config("a beam of 0 keeps no hypothesis: use 1 (greedy) or more".into()));
+        }
+        if self.beam > MAX_BEAM {
+            return Err(Error::Config(format!(
+                "a beam of {} hypotheses: qkv keeps at most {MAX_BEAM} per sentence (4 to 8 is usual)",
+                self.beam
+            )));
         }
         if !self.length_penalty.is_finite() || !self.max_len_ratio.is_finite() || self.max_len_ratio < 0.0 {
             return Err(Error::Config("length_penalty and max_len_ratio must be finite (the ratio ≥ 0)".into()));
@@ -209,7 +218,7 @@ impl Decoding {
 
     /// New tokens allowed for a source of `n` tokens.
     fn max_new(&self, n: usize, positions: usize) -> usize {
-        let want = (self.max_len_ratio as f64 * n as f64).ceil() as usize + self.max_len_extra;
+        let want = ((self.max_len_ratio as f64 * n as f64).ceil() as usize).saturating_add(self.max_len_extra);
         want.clamp(1, positions.saturating_sub(1).max(1))
     }
 }

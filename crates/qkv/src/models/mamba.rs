@@ -311,7 +311,7 @@ impl Mamba {
             for &t in prompt {
                 logits = self.step(&[t], &mut states)?;
             }
-            let mut out = Vec::with_capacity(max_new);
+            let mut out = Vec::with_capacity(max_new.min(crate::generate::RESERVE_MAX));
             for _ in 0..max_new {
                 let next = crate::metrics::argmax(&logits.to_vec());
                 out.push(next);

@@ -95,6 +95,9 @@ impl std::str::FromStr for Kind {
     }
 }
 
+/// The largest vocabulary [`train`] makes (2^20).
+pub const MAX_TRAINED_VOCAB: usize = 1 << 20;
+
 /// How to train.
 #[derive(Clone, Debug)]
 pub struct TrainOptions {
@@ -137,6 +140,13 @@ pub fn train(texts: &[&str], opts: &TrainOptions) -> Result<Tokenizer> {
             kind.name(),
             min_vocab,
             if kind == Kind::ByteBpe { " and the 256 bytes" } else { " and a character" },
+            opts.vocab_size
+        )));
+    }
+    if opts.vocab_size > MAX_TRAINED_VOCAB {
+        return Err(Error::Config(format!(
+            "a vocabulary of {} tokens: qkv trains at most {MAX_TRAINED_VOCAB} (the trainers reserve room for \
+             every token up front; the largest vocabularies in use hold about 256 000)",
             opts.vocab_size
         )));
     }

@@ -38,6 +38,27 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use optimizer::{AdamWConfig, Decay, LrSchedule};
 
+/// The most examples in one micro-batch (2^16). Batches are allocated
+/// whole, so a size from a file or a flag is refused above this before
+/// anything is; `grad_accum` makes larger effective batches.
+pub const MAX_BATCH: usize = 1 << 16;
+
+/// The most tokens in one micro-batch of windows (batch × window: 2^22, a
+/// thousand times GPT-2's 4 × 1024 per device), checked before the first
+/// batch is drawn.
+pub const MAX_BATCH_TOKENS: usize = 1 << 22;
+
+/// `Ok` when `batch` windows of `window` tokens are within [`MAX_BATCH_TOKENS`].
+pub fn check_batch_tokens(batch: usize, window: usize) -> Result<()> {
+    match batch.checked_mul(window) {
+        Some(n) if n <= MAX_BATCH_TOKENS => Ok(()),
+        _ => Err(Error::Config(format!(
+            "a micro-batch of {batch} windows of {window} tokens is more than qkv takes at once \
+             ({MAX_BATCH_TOKENS} tokens): lower batch_size or block_size (grad_accum keeps the effective batch)"
+        ))),
+    }
+}
+
 /// Which task a run trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -209,6 +230,13 @@ impl TrainConfig {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
         if self.batch_size == 0 {
             return bad("batch_size must be at least 1");
+        }
+        if self.batch_size > MAX_BATCH {
+            return Err(Error::Config(format!(
+                "batch_size {} is more than qkv takes in one micro-batch ({MAX_BATCH}); \
+                 grad_accum makes larger batches from several",
+                self.batch_size
+            )));
         }
         if self.grad_accum == 0 {
             return bad("grad_accum must be at least 1");

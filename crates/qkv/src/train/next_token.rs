@@ -114,6 +114,7 @@ impl<M: WindowLm> NextToken<M> {
         train: &TrainConfig,
     ) -> Result<NextToken<M>> {
         data.check(block_size)?;
+        super::check_batch_tokens(train.batch_size, block_size)?;
         // batches and dropout draw from their own stream, separate from initialisation
         let rng = Rng::new(train.seed ^ 0xD1B5_4A32_D192_ED03);
         Ok(NextToken {
