@@ -73,6 +73,30 @@ fn configs_that_ask_for_too_many_parameters_are_refused_before_allocating() {
     refused(&edited("mamba-odd", &[("num_hidden_layers", huge)], "layers"), via_open);
 }
 
+/// Below the limit, a config may still ask for far more than its weights
+/// hold (a GPT-2 of 8192 × 8 layers, 6.4 billion parameters, beside a file of
+/// a few kilobytes): every family compares its count with the size of the
+/// weights files (at least 2 bytes a parameter) before building the model.
+#[test]
+fn configs_larger_than_their_weights_are_refused_before_allocating() {
+    let many = |name: &str, edits: &[(&str, serde_json::Value)]| {
+        let d = edited(name, edits, "weights");
+        let e = match open(&d) {
+            Ok(_) => panic!("{name} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("cannot hold them") && e.contains("model.safetensors"), "{name}: {e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    };
+    let n = |v: u64| serde_json::json!(v);
+    many("gpt2-odd", &[("n_embd", n(8192)), ("n_head", n(2)), ("n_layer", n(8)), ("n_inner", n(32768))]);
+    many("bert-mlm", &[("hidden_size", n(8192)), ("num_attention_heads", n(2)), ("intermediate_size", n(32768))]);
+    many("vit-classifier", &[("hidden_size", n(8192)), ("num_attention_heads", n(2)), ("intermediate_size", n(32768))]);
+    many("marian-odd", &[("encoder_layers", n(100_000)), ("decoder_layers", n(100_000))]);
+    many("t5-odd", &[("num_layers", n(1_000_000))]);
+    many("mamba-odd", &[("num_hidden_layers", n(1_000_000))]);
+}
+
 /// A weight that is NaN or infinite is reported by name when the directory
 /// loads, instead of showing up as NaN logits.
 #[test]

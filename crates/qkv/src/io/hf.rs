@@ -6,7 +6,7 @@
 //! them (`from_pretrained(dir)`), and qkv loads such directories back.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -44,12 +44,12 @@ pub fn architecture(config: &Value) -> Option<String> {
     }
 }
 
-/// Every tensor of the directory's weights, from one file or from the shards
-/// its index lists.
-pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+/// The directory's weights files: `model.safetensors`, or the shards its
+/// index lists.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join(WEIGHTS);
     if single.exists() {
-        return Ok(safetensors::load(&single)?.tensors);
+        return Ok(vec![single]);
     }
     let index = dir.join(WEIGHTS_INDEX);
     if index.exists() {
@@ -63,16 +63,50 @@ pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
         let mut files: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
         files.sort();
         files.dedup();
-        let mut all = BTreeMap::new();
-        for f in files {
-            if f.contains('/') || f.contains("..") {
-                return Err(Error::format(&index, format!("shard name {f:?} leaves the directory")));
-            }
-            all.extend(safetensors::load(&dir.join(f))?.tensors);
+        if let Some(f) = files.iter().find(|f| f.contains('/') || f.contains("..")) {
+            return Err(Error::format(&index, format!("shard name {f:?} leaves the directory")));
         }
-        return Ok(all);
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
     Err(Error::format(dir, "no model.safetensors (nor model.safetensors.index.json)"))
+}
+
+/// Every tensor of the directory's weights, from one file or from the shards
+/// its index lists.
+pub fn read_weights(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let mut all = BTreeMap::new();
+    for f in weight_files(dir)? {
+        all.extend(safetensors::load(&f)?.tensors);
+    }
+    Ok(all)
+}
+
+/// Refuse, before the model is allocated, a config.json that describes more
+/// parameters than the directory's weights files can hold. A model is built
+/// from its config first and its weights copied in after, so a config edited
+/// to ask for billions of parameters beside a small file would otherwise
+/// allocate them all. A stored parameter takes at least 2 bytes (F16, BF16)
+/// and `count` — the config's estimate, checked arithmetic — is at most
+/// twice the real count, so an estimate above the files' bytes cannot belong
+/// to them. Counts above `MAX_PARAMS`, or that overflow (`None`), are left
+/// to the config's own validation, which refuses them with the limit.
+pub fn weights_can_hold(dir: &Path, count: Option<usize>) -> Result<()> {
+    let files = weight_files(dir)?;
+    let mut bytes = 0u64;
+    for f in &files {
+        bytes += std::fs::metadata(f).map_err(|e| Error::io(f, e))?.len();
+    }
+    match count {
+        Some(n) if n <= crate::models::MAX_PARAMS && n as u64 > bytes => Err(Error::checkpoint(
+            &dir.join(CONFIG),
+            format!(
+                "describes a model of about {n} parameters, but its weights ({bytes} bytes in {}) cannot hold \
+                 them: config.json and the weights are not of the same model",
+                files.iter().filter_map(|f| f.file_name()).map(|f| f.to_string_lossy()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Set every parameter from `tensors[prefix + name]`. A missing tensor or a

@@ -95,6 +95,7 @@ pub fn load(dir: &Path) -> Result<Gpt> {
         return Err(Error::Config(format!("{}: not a GPT-2 model directory", dir.display())));
     }
     let gpt_config = config_from_hf(&config).map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
+    hf::weights_can_hold(dir, gpt_config.checked_params())?;
     let model = Gpt::new(gpt_config, 0)?;
     let tensors = hf::read_weights(dir)?;
     // bodies stored bare ("h.0.attn…") get the "transformer." prefix qkv uses

@@ -254,9 +254,6 @@ fn qkv_config<C: serde::de::DeserializeOwned>(dir: &Path, mut config: Value, wha
 /// have the model's `vocab` tokens.
 fn qkv_weights_and_tokenizer(dir: &Path, params: &[NamedParam], vocab: usize) -> Result<Tokenizer> {
     let weights = dir.join(hf::WEIGHTS);
-    if !weights.exists() {
-        return Err(Error::checkpoint(dir, "no model.safetensors yet (the run has not reached its first checkpoint)"));
-    }
     let tensors = crate::io::safetensors::load(&weights)?.tensors;
     crate::train::checkpoint::load_params(&weights, params, &tensors)?;
     let tokenizer = Tokenizer::from_file(&dir.join(crate::train::checkpoint::TOKENIZER))?;
@@ -269,16 +266,29 @@ fn qkv_weights_and_tokenizer(dir: &Path, params: &[NamedParam], vocab: usize) ->
     Ok(tokenizer)
 }
 
+/// Before a qkv run's model is built: its weights are there, and can hold
+/// the `count` parameters its config describes ([`hf::weights_can_hold`]).
+fn qkv_weights_hold(dir: &Path, count: Option<usize>) -> Result<()> {
+    if !dir.join(hf::WEIGHTS).exists() {
+        return Err(Error::checkpoint(dir, "no model.safetensors yet (the run has not reached its first checkpoint)"));
+    }
+    hf::weights_can_hold(dir, count)
+}
+
 /// A qkv GPT run: its configuration, weights and tokenizer.
 fn open_qkv_gpt(dir: &Path, config: Value) -> Result<Model> {
-    let model = Gpt::new(qkv_config(dir, config, "GPT")?, 0)?;
+    let config: GptConfig = qkv_config(dir, config, "GPT")?;
+    qkv_weights_hold(dir, config.checked_params())?;
+    let model = Gpt::new(config, 0)?;
     let tokenizer = qkv_weights_and_tokenizer(dir, &model.named_params(), model.config.vocab_size)?;
     Ok(Model::Gpt { model, tokenizer, hugging_face: false })
 }
 
 /// A qkv recurrent run: its configuration, weights and tokenizer.
 fn open_qkv_recurrent(dir: &Path, config: Value) -> Result<Model> {
-    let model = RecurrentLm::new(qkv_config(dir, config, "recurrent")?, 0)?;
+    let config: RecurrentConfig = qkv_config(dir, config, "recurrent")?;
+    qkv_weights_hold(dir, config.num_params())?;
+    let model = RecurrentLm::new(config, 0)?;
     let tokenizer = qkv_weights_and_tokenizer(dir, &model.named_params(), model.config.vocab_size)?;
     Ok(Model::Recurrent { model, tokenizer })
 }
@@ -351,14 +361,18 @@ pub fn open(dir: &Path) -> Result<Model> {
     };
     match arch.as_str() {
         "BertForMaskedLM" => {
-            let model = BertForMaskedLm::new(bert_config()?, 0)?;
+            let cfg = bert_config()?;
+            hf::weights_can_hold(dir, cfg.checked_params())?;
+            let model = BertForMaskedLm::new(cfg, 0)?;
             load_bert_weights(dir, &model.named_params())?;
             let tokenizer = fits(tokenizer(), model.bert.config.vocab_size)?;
             Ok(Model::MaskedLm { model, tokenizer, extras })
         }
         "BertForSequenceClassification" => {
             let labels = labels_of(&config)?;
-            let model = BertClassifier::new(bert_config()?, labels.len(), extras.pooling, 0)?;
+            let cfg = bert_config()?;
+            hf::weights_can_hold(dir, cfg.checked_params())?;
+            let model = BertClassifier::new(cfg, labels.len(), extras.pooling, 0)?;
             load_bert_weights(dir, &model.named_params())?;
             let tokenizer = fits(tokenizer(), model.bert.config.vocab_size)?;
             Ok(Model::TextClassifier { model, tokenizer, labels, extras })
@@ -367,6 +381,7 @@ pub fn open(dir: &Path) -> Result<Model> {
             let cfg: VitConfig =
                 serde_json::from_value(config.clone()).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
             let labels = cfg.labels()?;
+            hf::weights_can_hold(dir, cfg.checked_params())?;
             let model = Vit::new(cfg, 0)?;
             let tensors = crate::models::vit::legacy_names(hf::read_weights(dir)?);
             hf::assign(&dir.join(hf::WEIGHTS), &model.named_params(), &tensors, "")?;

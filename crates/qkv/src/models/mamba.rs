@@ -208,6 +208,7 @@ impl Mamba {
         let cfg_path = dir.join(hf::CONFIG);
         let config: MambaConfig = serde_json::from_value(hf::read_config(dir)?)
             .map_err(|e| Error::format(&cfg_path, format!("not a Mamba config: {e}")))?;
+        hf::weights_can_hold(dir, config.num_params())?;
         let mut model = Mamba::new(config, 0).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
         let tensors = hf::read_weights(dir)?;
         let path = dir.join(hf::WEIGHTS);

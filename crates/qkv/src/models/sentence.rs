@@ -110,6 +110,7 @@ impl SentenceEncoder {
         }
         let cfg: BertConfig =
             serde_json::from_value(config.clone()).map_err(|e| Error::format(dir.join(hf::CONFIG), e.to_string()))?;
+        hf::weights_can_hold(dir, cfg.checked_params())?;
         let tensors = hf::read_weights(dir)?;
         // task models store the encoder under "bert."; a bare BertModel has no prefix
         let prefix = if tensors.keys().any(|k| k.starts_with("bert.")) { "bert." } else { "" };

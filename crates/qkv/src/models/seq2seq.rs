@@ -454,6 +454,7 @@ impl Seq2Seq {
         let cfg: Seq2SeqConfig = serde_json::from_value(config)
             .map_err(|e| Error::format(&cfg_path, format!("not a Marian config: {e}")))?;
         cfg.validate().map_err(|e| Error::format(&cfg_path, e.to_string()))?;
+        hf::weights_can_hold(dir, cfg.checked_params())?;
         let mut model = Seq2Seq::new(cfg, 0)?;
         let tensors = hf::read_weights(dir)?;
         let path = dir.join(hf::WEIGHTS);

@@ -118,6 +118,17 @@ impl T5Config {
         Ok((gated, act))
     }
 
+    /// About the parameter count (attention and MLP of every block, the
+    /// shared embedding and a head), with checked arithmetic — a config may
+    /// ask for anything: `None` when it overflows.
+    pub fn checked_params(&self) -> Option<usize> {
+        let (d, inner) = (self.d_model, self.num_heads.checked_mul(self.d_kv)?);
+        let per_block = inner.checked_mul(d)?.checked_mul(8)?.checked_add(self.d_ff.checked_mul(d)?.checked_mul(3)?)?;
+        per_block
+            .checked_mul(self.num_layers.checked_add(self.decoder_layers())?)?
+            .checked_add(self.vocab_size.checked_mul(d)?.checked_mul(2)?)
+    }
+
     /// Reject sizes and options that cannot work, before anything is allocated.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
@@ -153,15 +164,7 @@ impl T5Config {
             return bad(format!("layer_norm_epsilon {} must be positive", self.layer_norm_epsilon));
         }
         self.mlp()?;
-        // checked arithmetic: a config may ask for anything
-        let (d, inner) = (self.d_model, self.num_heads.checked_mul(self.d_kv));
-        let per_block = inner
-            .and_then(|i| i.checked_mul(d)?.checked_mul(8))
-            .and_then(|a| a.checked_add(self.d_ff.checked_mul(d)?.checked_mul(3)?));
-        let total = per_block
-            .and_then(|p| p.checked_mul(self.num_layers.checked_add(self.decoder_layers())?))
-            .and_then(|p| p.checked_add(self.vocab_size.checked_mul(d)?.checked_mul(2)?));
-        match total {
+        match self.checked_params() {
             Some(n) if n <= MAX_PARAMS => Ok(()),
             _ => bad(format!("the config asks for more than {MAX_PARAMS} parameters")),
         }
@@ -456,6 +459,7 @@ impl T5 {
         let cfg_path = dir.join(hf::CONFIG);
         let config: T5Config = serde_json::from_value(hf::read_config(dir)?)
             .map_err(|e| Error::format(&cfg_path, format!("not a T5 config: {e}")))?;
+        hf::weights_can_hold(dir, config.checked_params())?;
         let mut model = T5::new(config).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
         let tensors = hf::read_weights(dir)?;
         let path = dir.join(hf::WEIGHTS);
