@@ -98,7 +98,7 @@ pub fn weights_can_hold(dir: &Path, count: Option<usize>) -> Result<()> {
     }
     match count {
         Some(n) if n <= crate::models::MAX_PARAMS && n as u64 > bytes => Err(Error::checkpoint(
-            &dir.join(CONFIG),
+            dir.join(CONFIG),
             format!(
                 "describes a model of about {n} parameters, but its weights ({bytes} bytes in {}) cannot hold \
                  them: config.json and the weights are not of the same model",
