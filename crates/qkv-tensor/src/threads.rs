@@ -4,6 +4,10 @@
 /// count is given.
 pub const THREADS_ENV: &str = "QKV_THREADS";
 
+/// The most threads the pool takes: each is an OS thread with its own stack,
+/// and far more than there are cores only makes the kernels slower.
+pub const MAX_THREADS: usize = 1024;
+
 /// Size the global pool: `requested`, else `$QKV_THREADS`, else every core.
 /// The pool can be built once per process; later calls return its size and
 /// fail only if they ask for a different explicit size.
@@ -18,6 +22,9 @@ pub fn init_threads(requested: Option<usize>) -> Result<usize, String> {
         requested.or(from_env).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if n == 0 {
         return Err("the number of threads must be at least 1".into());
+    }
+    if n > MAX_THREADS {
+        return Err(format!("{n} threads: qkv starts at most {MAX_THREADS} (one per core is the fastest)"));
     }
     match rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
         Ok(()) => Ok(n),
@@ -75,6 +82,13 @@ pub fn on_pools<R: Send>(counts: &[usize], f: impl Fn() -> R + Sync) -> Vec<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_counts_that_cannot_work_are_refused_before_the_pool_is_built() {
+        assert_eq!(init_threads(Some(0)).unwrap_err(), "the number of threads must be at least 1");
+        let e = init_threads(Some(100_000_000)).unwrap_err();
+        assert!(e.contains("100000000 threads") && e.contains("at most 1024"), "{e}");
+    }
 
     #[test]
     fn on_pools_runs_in_each_size_and_names_the_one_that_failed() {
