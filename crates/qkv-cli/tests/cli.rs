@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::process::Output;
 
+use qkv::generate::{Sampling, generate};
 use qkv::io::safetensors::load;
+use qkv::models::load::{Model, open};
 
 mod common;
-use common::{corpus, fails_with, ok, qkv, scratch, stderr};
+use common::{char_lm_eval, chars_of, continues, corpus, count, fails_with, ok, qkv, scratch, stderr, stdout, svg};
 
 #[rustfmt::skip]
 const TINY: &[&str] = &[
@@ -57,10 +59,26 @@ fn stop_and_resume_ends_with_exactly_the_weights_of_one_run() {
             );
         }
     }
-    let lines = |p: &Path| std::fs::read_to_string(p.join("metrics.jsonl")).unwrap().lines().count();
-    assert_eq!(lines(&one), 12);
-    assert_eq!(lines(&two), 12);
-    assert!(one.join("loss.svg").exists());
+    // one metrics line per step, in order, the resumed run's the same numbers
+    let steps = |p: &Path| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(p.join("metrics.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (a, b) = (steps(&one), steps(&two));
+    assert_eq!(a.iter().map(|l| l["step"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
+    assert_eq!(b.iter().map(|l| l["step"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
+    for (x, y) in a.iter().zip(&b) {
+        for k in ["train_loss", "lr", "grad_norm"] {
+            assert!(x[k].as_f64().is_some_and(f64::is_finite) && x[k] == y[k], "{k}: {x} vs {y}");
+        }
+        assert_eq!(x.get("val_loss"), y.get("val_loss"), "{x} vs {y}");
+    }
+    // the loss curve: a point for each of the 3 evaluations, both axes named
+    let picture = svg(&one.join("loss.svg"));
+    assert_eq!(count(&picture, "<circle"), 3, "one marker per evaluation");
+    for label in ["step", "loss (nats per token)", "train", "validation"] {
+        assert!(picture.contains(&format!("\n{label}\n")), "no {label:?} in the loss curve");
+    }
 }
 
 #[test]
@@ -76,17 +94,22 @@ fn generate_and_eval_use_a_trained_run() {
     let (a, b) = (sample("7"), sample("7"));
     ok(&a);
     assert_eq!(a.stdout, b.stdout, "same seed, same text");
-    let text = String::from_utf8(a.stdout).unwrap();
-    assert!(text.starts_with("to be") && text.trim_end().chars().count() >= 30, "{text:?}");
+    let alphabet = chars_of(&data);
+    assert_eq!(alphabet.len(), 28);
+    continues(&stdout(&a), "to be", 30, &alphabet);
+    // greedy: the library's own greedy continuation
     let greedy = qkv(&["generate", "--model", run_s, "--prompt", "line", "--greedy", "--max-new-tokens", "10"]);
     ok(&greedy);
+    continues(&stdout(&greedy), "line", 10, &alphabet);
+    let Model::Gpt { model, tokenizer, .. } = open(&run).unwrap() else { panic!("not a GPT") };
+    let greedy_sampling = Sampling { greedy: true, ..Default::default() };
+    let ids = generate(&model, &tokenizer.encode("line").unwrap(), 10, &greedy_sampling, |_| Ok(true)).unwrap();
+    assert_eq!(stdout(&greedy), format!("line{}\n", tokenizer.decode(&ids).unwrap()));
     let e = qkv(&["eval", "--model", run_s, "--data", data.to_str().unwrap(), "--json"]);
     ok(&e);
     let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
-    let loss = v["loss"].as_f64().unwrap();
-    assert!(loss > 0.0 && loss < (28f64).ln(), "loss {loss} should beat uniform guessing");
-    assert!((v["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-3);
-    assert!((v["bits_per_char"].as_f64().unwrap() - loss / std::f64::consts::LN_2).abs() < 1e-3);
+    let loss = char_lm_eval(&v, &data, 16);
+    assert!(loss < (28f64).ln(), "loss {loss} should beat uniform guessing over the 28 characters");
 }
 
 #[test]
@@ -149,6 +172,10 @@ fn runs_are_protected_and_checkpoints_checked() {
     child.kill().unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(!stderr(&o).contains("allocation"), "{}", stderr(&o));
+    // the prompt, then characters of the corpus (one byte each: it is ASCII)
+    let alphabet = chars_of(&data);
+    let streamed = std::str::from_utf8(&first).expect("UTF-8 text");
+    assert!(streamed.starts_with("to") && streamed.chars().all(|c| alphabet.contains(&c)), "{streamed:?}");
     fails_with(&qkv(&["generate", "--model", d.to_str().unwrap(), "--prompt", "to"]), &["not a model directory"]);
     // a truncated checkpoint is an error, not a crash
     let model = run.join("model.safetensors");

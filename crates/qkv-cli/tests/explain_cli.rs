@@ -12,7 +12,7 @@ use qkv::models::load::open;
 
 mod common;
 use common::server::{start, tiny_gpt};
-use common::{corpus, ok, qkv, s, scratch};
+use common::{close, corpus, fails_with, num, ok, qkv, s, scratch};
 
 /// One HTTP request; the status and the body.
 fn request(addr: &str, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
@@ -45,8 +45,13 @@ fn the_server_answers_with_the_library_numbers_and_keeps_its_limits() {
     let (status, page) = get(a, "/");
     assert_eq!(status, 200);
     assert!(page.contains("<canvas id=\"attention\"") && page.contains("/app.js"), "{page}");
-    assert_eq!(get(a, "/app.js").0, 200);
-    assert_eq!(get(a, "/style.css").0, 200);
+    // the files compiled in, byte for byte
+    let page_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/explain/page");
+    for (path, file) in [("/", "index.html"), ("/app.js", "app.js"), ("/style.css", "style.css")] {
+        let (status, body) = get(a, path);
+        assert_eq!(status, 200, "{path}");
+        assert!(body == std::fs::read_to_string(page_dir.join(file)).unwrap(), "{path} is not {file}");
+    }
     for path in ["/nothing", "/../Cargo.toml", "/api/../app.js", "/app.js/x"] {
         let (status, body) = get(a, path);
         assert_eq!(status, 404, "{path}: {body}");
@@ -65,10 +70,13 @@ fn the_server_answers_with_the_library_numbers_and_keeps_its_limits() {
     let model = open(&run).unwrap();
     let sampling = Sampling { temperature: 0.7, top_k: Some(5), ..Default::default() };
     let want = walk_text(&model, "to be or", &sampling, 20).unwrap();
-    assert_eq!(walk["tokens"].as_array().unwrap().len(), 8);
+    let labels: Vec<&str> = walk["tokens"].as_array().unwrap().iter().map(|t| t["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, want.tokens.iter().map(|t| t.label.as_str()).collect::<Vec<_>>());
+    assert_eq!(labels.len(), 8, "a token per character");
     assert_eq!(walk["layers"].as_array().unwrap().len(), 2);
     let next = walk["next"].as_array().unwrap();
     assert_eq!(next.len(), 5, "top-k 5 keeps five candidates");
+    assert_eq!(want.next.len(), 5);
     for (got, want) in next.iter().zip(&want.next) {
         assert_eq!(got["id"].as_u64(), Some(want.id as u64));
         let p = got["probability"].as_f64().unwrap();
@@ -80,16 +88,23 @@ fn the_server_answers_with_the_library_numbers_and_keeps_its_limits() {
     let row: Vec<f64> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
     let want_row = &want.layers[1].attention[0][7];
+    assert_eq!(row.len(), want_row.len());
     assert!(row.iter().zip(want_row).all(|(a, b)| (a - *b as f64).abs() < 1e-6));
     // sampling appends one token, the same for the same seed
     let (status, body) = get(a, "/api/sample?text=to%20be&seed=3");
     assert_eq!(status, 200, "{body}");
     let one = json(&body);
-    assert_eq!(one["text"].as_str().unwrap().chars().count(), 6);
+    let text = one["text"].as_str().unwrap();
+    assert!(text.starts_with("to be") && text.chars().count() == 6, "{one}");
+    let vocabulary = std::fs::read_to_string(run.parent().unwrap().join("corpus.txt")).unwrap();
+    assert!(vocabulary.contains(text.chars().last().unwrap()), "a character of the model's vocabulary: {one}");
     assert_eq!(json(&get(a, "/api/sample?text=to%20be&seed=3").1), one);
     // text longer than the context: the last 16 tokens, with a note
     let walk = json(&get(a, &format!("/api/walk?text={}", "to%20be%20".repeat(5))).1);
-    assert_eq!(walk["tokens"].as_array().unwrap().len(), 16);
+    let labels: Vec<&str> = walk["tokens"].as_array().unwrap().iter().map(|t| t["label"].as_str().unwrap()).collect();
+    let last: Vec<String> = "to be ".repeat(5).chars().skip(30 - 16).map(|c| c.to_string()).collect();
+    assert_eq!(labels.len(), 16);
+    assert_eq!(labels.join("").replace('␣', " "), last.concat(), "the last 16 characters");
     assert!(walk["note"].as_str().unwrap().contains("kept the last 16"), "{walk}");
     // limits and mistakes, each with its reason
     let long = "a".repeat(4001);
@@ -124,8 +139,13 @@ fn the_server_answers_with_the_library_numbers_and_keeps_its_limits() {
         assert!(*status == 200 || (*status == 503 && body.contains("busy")), "{status}: {body}");
     }
     assert!(served >= 1, "some of the 200 were computed");
-    assert_eq!(get(a, "/api/model").0, 200, "still serving");
-    assert_eq!(get(a, "/api/walk?text=to").0, 200, "still computing");
+    for (status, body) in answers.iter().filter(|(s, _)| *s == 200) {
+        let tokens = json(body)["tokens"].as_array().unwrap().len();
+        assert!((6..=12).contains(&tokens), "{status}: a walk of \"to be o…\": {body}");
+    }
+    assert_eq!(json(&get(a, "/api/model").1)["layers"], 2, "still serving");
+    let (status, body) = get(a, "/api/walk?text=to");
+    assert_eq!((status, json(&body)["tokens"].as_array().unwrap().len()), (200, 2), "still computing");
 }
 
 #[test]
@@ -139,9 +159,7 @@ fn a_model_without_attention_is_refused_with_its_reason() {
         "--batch-size", "8", "--max-steps", "2", "--quiet", "--data", s(&data), "--out-dir", s(&run),
     ]));
     let out = qkv(&["explain", "--model", s(&run), "--port", "0"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no attention"), "{err}");
+    fails_with(&out, &["no attention"]);
 }
 
 #[test]
@@ -168,12 +186,16 @@ fn a_vit_page_reads_uploaded_images_and_refuses_other_files() {
     let classes = walk["classes"].as_array().unwrap();
     let total: f64 = classes.iter().map(|c| c["probability"].as_f64().unwrap()).sum();
     assert!(classes.len() == 2 && (total - 1.0).abs() < 1e-9, "{classes:?}");
+    let mut names: Vec<&str> = classes.iter().map(|c| c["label"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["left", "right"], "{classes:?}");
+    assert!(classes.iter().all(|c| (0.0..=1.0).contains(&num(&c["probability"]))), "{classes:?}");
     let (status, body) = request(a, "POST", "/api/image", "Content-Length: 13\r\n", b"not a picture");
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("not an image"), "{body}");
     let (status, body) = get(a, "/api/walk?text=hello");
     assert_eq!(status, 422, "{body}");
-    assert!(body.contains("give it an image") || body.contains("image"), "{body}");
+    assert!(json(&body)["error"].as_str().unwrap().contains("give it an image"), "{body}");
 }
 
 #[test]
@@ -213,11 +235,16 @@ fn an_encoder_decoder_page_shows_its_translation_and_cross_attention() {
     assert_eq!(walk["tokens"].as_array().unwrap().len(), maps.queries.len(), "the translation's tokens");
     for h in 0..2 {
         let want = maps.map(0, h);
-        for (i, row) in walk["layers"][0]["attention"][h].as_array().unwrap().iter().enumerate() {
+        let rows = walk["layers"][0]["attention"][h].as_array().unwrap();
+        assert_eq!(rows.len(), want.len(), "a row per target token");
+        for (i, row) in rows.iter().enumerate() {
             let row: Vec<f64> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5);
-            assert!(row.iter().zip(&want[i]).all(|(a, b)| (a - *b as f64).abs() < 1e-6), "head {h} row {i}");
+            assert!(close(row.iter().sum::<f64>(), 1.0, 1e-5));
+            assert_eq!(row.len(), want[i].len(), "a weight per source token");
+            assert!(row.iter().zip(&want[i]).all(|(a, b)| close(*a, *b as f64, 1e-6)), "head {h} row {i}");
         }
     }
-    assert_eq!(get(a, "/api/sample?text=the%20cat").0, 422, "only a GPT samples a next token");
+    let (status, body) = get(a, "/api/sample?text=the%20cat");
+    assert_eq!(status, 422, "only a GPT samples a next token");
+    assert!(json(&body)["error"].as_str().unwrap().contains("only a GPT"), "{body}");
 }

@@ -7,7 +7,10 @@
 use std::path::Path;
 
 mod common;
-use common::{corpus, fails_with, ok, qkv, s, scratch, stderr, stdout};
+use common::{
+    char_lm_eval, char_lm_report, chars_of, close, continues, corpus, fails_with, num, ok, qkv, read_json, s, scratch,
+    stderr, stdout,
+};
 
 #[test]
 fn a_mamba_directory_generates_and_is_evaluated() {
@@ -49,7 +52,15 @@ fn a_mamba_directory_generates_and_is_evaluated() {
     let e = qkv(&["eval", "--model", s(&m), "--data", s(&data), "--json"]);
     ok(&e);
     let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
-    assert!(r["loss"].as_f64().is_some_and(|l| l.is_finite() && l > 0.0) && r["tokens"].as_u64() == Some(256), "{r}");
+    // 2 windows of 128 of the 300 words (not a qkv run: no window of its own); each word a token
+    assert_eq!((r["window"].as_u64(), r["tokens"].as_u64()), (Some(128), Some(256)), "{r}");
+    // the characters of the scored words (the 2nd to the 257th) and the spaces between them
+    let scored: usize = (1..257).map(|i| format!("w{}", 3 + (i * 7) % 34).len()).sum::<usize>() + 255;
+    assert_eq!(r["chars"].as_u64(), Some(scored as u64), "{r}");
+    let loss = num(&r["loss"]);
+    assert!(loss > 0.0 && close(num(&r["perplexity"]), loss.exp(), 1e-6 * loss.exp()), "{r}");
+    let bpc = loss * 256.0 / scored as f64 / std::f64::consts::LN_2;
+    assert!(close(num(&r["bits_per_char"]), bpc, 1e-9), "{r}");
 }
 
 #[test]
@@ -64,30 +75,32 @@ fn a_trained_mamba_is_a_mamba_directory_that_generates_and_is_evaluated() {
     ok(&o);
     assert!(stderr(&o).contains("Mamba 2 blocks × 16 wide (E = 32, state N = 4"), "{}", stderr(&o));
     // transformers' own config: the architecture, every size written out
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&dir.join("config.json"));
     assert_eq!(config["architectures"][0], "MambaForCausalLM", "{config}");
     assert_eq!((config["intermediate_size"].as_u64(), config["time_step_rank"].as_u64()), (Some(32), Some(1)));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
-    let bpc = report["bits_per_char"].as_f64().unwrap();
-    assert!(bpc.is_finite() && bpc > 0.0 && bpc < 8.0, "{report}");
+    let sizes = ["hidden_size", "num_hidden_layers", "state_size", "vocab_size"].map(|k| config[k].as_u64());
+    assert_eq!(sizes, [16, 2, 4, 28].map(Some), "{config}");
+    let report = char_lm_report(&dir);
+    assert_eq!((report["task"].as_str(), report["steps"].as_u64()), (Some("next-token"), Some(6)), "{report}");
+    let bpc = num(&report["bits_per_char"]);
+    assert!(bpc > 0.0 && bpc < 8.0, "{report}");
+    // the sample it printed: 30 characters of the corpus
+    let alphabet = chars_of(&data);
+    continues(&stdout(&o), "", 30, &alphabet);
 
     let generate =
         || qkv(&["generate", "--model", s(&dir), "--prompt", "to be", "--max-new-tokens", "20", "--seed", "3"]);
     let g = generate();
     ok(&g);
-    let text = stdout(&g);
-    assert!(text.starts_with("to be") && text.trim_end().chars().count() > "to be".len(), "{text:?}");
+    continues(&stdout(&g), "to be", 20, &alphabet);
     assert_eq!(g.stdout, generate().stdout, "generation is not reproducible");
 
     // scored in the windows it was trained on
     let e = qkv(&["eval", "--model", s(&dir), "--data", s(&data), "--json"]);
     ok(&e);
     let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
-    let loss = v["loss"].as_f64().unwrap();
-    assert!(loss.is_finite() && loss > 0.0 && loss < 6.0, "{v}");
-    assert_eq!(v["window"], 16, "{v}");
+    let loss = char_lm_eval(&v, &data, 16);
+    assert!(loss < 6.0, "{v}");
 }
 
 #[test]

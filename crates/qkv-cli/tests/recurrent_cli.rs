@@ -3,7 +3,10 @@
 //! work are refused with the setting named.
 
 mod common;
-use common::{corpus, fails_with, ok, qkv, s, scratch, stderr};
+use common::{
+    char_lm_eval, char_lm_report, chars_of, continues, corpus, fails_with, num, ok, qkv, read_json, s, scratch, stderr,
+    stdout,
+};
 
 fn train(kind: &str, dir: &std::path::Path, data: &std::path::Path) -> std::process::Output {
     #[rustfmt::skip]
@@ -22,17 +25,24 @@ fn a_recurrent_run_trains_generates_and_evaluates() {
         let o = train(kind, &dir, &data);
         ok(&o);
         // the run describes its network, and its report names the cell
-        assert!(stderr(&o).contains(&kind.to_uppercase()), "{kind}: {}", stderr(&o));
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        let cell = kind.to_uppercase();
+        let line = format!("qkv train: {cell} 1 layers × 16 state, embedding 8, window 16");
+        assert!(stderr(&o).contains(&line), "{kind}: {}", stderr(&o));
+        let config = read_json(&dir.join("config.json"));
+        let sizes = ["n_layer", "hidden", "n_embd", "block_size", "vocab_size"].map(|k| config[k].as_u64());
+        assert_eq!((config["kind"].as_str(), sizes), (Some(kind), [1, 16, 8, 16, 28].map(Some)), "{config}");
+        let report = char_lm_report(&dir);
         assert_eq!(report["model"], kind, "{report}");
-        let bpc = report["bits_per_char"].as_f64().unwrap();
-        assert!(bpc.is_finite() && bpc > 0.0 && bpc < 8.0, "{kind}: {report}");
+        assert_eq!(report["steps"], 6, "{report}");
+        let bpc = num(&report["bits_per_char"]);
+        assert!(bpc > 0.0 && bpc < 8.0, "{kind}: {report}");
+        // its sample: 30 characters of the corpus
+        let alphabet = chars_of(&data);
+        continues(&stdout(&o), "", 30, &alphabet);
 
         let g = qkv(&["generate", "--model", s(&dir), "--prompt", "to be", "--max-new-tokens", "20", "--seed", "3"]);
         ok(&g);
-        let text = String::from_utf8_lossy(&g.stdout).to_string();
-        assert!(text.starts_with("to be") && text.trim_end().chars().count() > "to be".len(), "{kind}: {text:?}");
+        continues(&stdout(&g), "to be", 20, &alphabet);
         // the same seed, the same text
         let again =
             qkv(&["generate", "--model", s(&dir), "--prompt", "to be", "--max-new-tokens", "20", "--seed", "3"]);
@@ -41,8 +51,7 @@ fn a_recurrent_run_trains_generates_and_evaluates() {
         let e = qkv(&["eval", "--model", s(&dir), "--data", s(&data), "--json"]);
         ok(&e);
         let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
-        let loss = v["loss"].as_f64().unwrap();
-        assert!(loss.is_finite() && loss > 0.0 && v["tokens"].as_u64().unwrap() > 0, "{kind}: {v}");
+        char_lm_eval(&v, &data, 16);
     }
     // GPT-only options are refused for a recurrent network
     let f = qkv(&["generate", "--model", s(&d.join("lstm")), "--prompt", "to", "--block-size", "4"]);
@@ -64,7 +73,9 @@ fn configurations_that_cannot_work_are_refused() {
     fails_with(&run(&["--hidden", "0"]), &["hidden", "at least 1"]);
     fails_with(&run(&["--block-size", "0"]), &["block_size", "at least 1"]);
     fails_with(&run(&["--n-head", "2"]), &["--n-head", "not used"]);
-    fails_with(&run(&["--batch-size", "100000"]), &["streams", "--batch-size"]);
+    // more streams than the text can fill with a window each (100000 would be refused
+    // earlier, as more than one micro-batch)
+    fails_with(&run(&["--batch-size", "5000"]), &["5000 streams", "--batch-size"]);
     // --hidden is for the recurrent networks only
     let gpt = qkv(&["--threads", "2", "train", "--hidden", "8", "--data", s(&data), "--out-dir", s(&d.join("g"))]);
     fails_with(&gpt, &["--hidden", "not used"]);

@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use qkv::io::safetensors::load;
 
 mod common;
-use common::{corpus, fails_with, ok, pictures, qkv, qkv_env, reviews, s, scratch, stderr, toy_pairs, vocab};
+use common::{
+    char_lm_report, close, corpus, count, fails_with, num, ok, pictures, qkv, qkv_env, read_json, reviews, s, scratch,
+    stderr, stdout, svg, toy_pairs, vocab,
+};
 
 /// One task's command line (without --out-dir), with its data made in `dir`.
 struct Case {
@@ -151,17 +154,24 @@ fn kill_and_resume(name: &'static str) {
     let d = scratch(&format!("runs-{name}"));
     let c = case(name, &d);
     let (one, two) = (d.join("one"), d.join("two"));
-    ok(&c.train(&one, &[], &[]));
+    let first = c.train(&one, &[], &[]);
+    ok(&first);
     ok(&c.train(&two, &[], &[]));
     same_run(&one, &two, &format!("{name}: two straight runs"));
 
     // the same fields in every task's metrics; classifiers add accuracy
     let m = metrics(&one);
     assert_eq!(m.len(), 12);
-    for line in &m {
-        for k in ["step", "train_loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s"] {
-            assert!(line[k].is_number(), "{name}: metrics line without {k}: {line}");
+    let mut elapsed = 0.0;
+    for (i, line) in m.iter().enumerate() {
+        assert_eq!(line["step"].as_u64(), Some(i as u64 + 1), "{name}: one line per step, in order: {line}");
+        for k in ["train_loss", "lr", "tokens_per_s"] {
+            assert!(num(&line[k]) > 0.0, "{name}: {k} should be positive: {line}");
         }
+        assert!(num(&line["grad_norm"]) >= 0.0, "{name}: {line}");
+        let t = num(&line["elapsed_s"]);
+        assert!(t >= elapsed, "{name}: elapsed_s goes back: {line}");
+        elapsed = t;
     }
     let evals: Vec<&serde_json::Value> = m.iter().filter(|l| l.get("val_loss").is_some()).collect();
     assert_eq!(evals.iter().map(|l| l["step"].as_u64().unwrap()).collect::<Vec<_>>(), [4, 8, 12], "{name}");
@@ -176,9 +186,9 @@ fn kill_and_resume(name: &'static str) {
             None => assert!(!c.accuracy, "{name}: no val_accuracy: {e}"),
         }
     }
-    // tokens per second counts tokens: at least one per example
-    assert!(m[0]["tokens_per_s"].as_f64().unwrap() > 0.0);
-    assert!(one.join("report.json").exists() && one.join("loss.svg").exists());
+    report_agrees(name, &one, &m, &first);
+    // the loss curve: a marker for each of the 3 evaluations
+    assert_eq!(count(&svg(&one.join("loss.svg")), "<circle"), 3, "{name}: loss.svg");
 
     // killed at every kind of moment, then resumed
     for point in ["step:7", "eval:2", "checkpoint:2", "metrics:6"] {
@@ -191,7 +201,14 @@ fn kill_and_resume(name: &'static str) {
             assert!(stderr(&r).contains("torn last line"), "{name}: no note of the torn line: {}", stderr(&r));
         }
         same_run(&one, &run, &format!("{name} killed at {point}, resumed"));
-        assert_eq!(metrics(&run).len(), 12, "{name} {point}: one metrics line per step");
+        // one metrics line per step, none lost or repeated, the numbers of the straight run
+        let again = metrics(&run);
+        assert_eq!(again.len(), 12, "{name} {point}: one metrics line per step");
+        for (x, y) in m.iter().zip(&again) {
+            for k in ["step", "train_loss", "lr", "grad_norm", "val_loss", "val_accuracy"] {
+                assert_eq!(x.get(k), y.get(k), "{name} {point}: {k} differs from the straight run: {x} vs {y}");
+            }
+        }
         let stray = std::fs::read_dir(&run)
             .unwrap()
             .filter_map(|e| e.ok())
@@ -204,6 +221,78 @@ fn kill_and_resume(name: &'static str) {
     fails_with(&resume(&first), &["no checkpoint yet", "--force"]);
     ok(&c.train(&first, &["--force"], &[]));
     same_run(&one, &first, &format!("{name}: started over"));
+}
+
+/// The run's `report.json` (and, for the tasks that print it, standard
+/// output) agrees with its metrics: the last evaluation's numbers, the step,
+/// the training time; each task's own fields in their ranges.
+fn report_agrees(name: &str, dir: &Path, m: &[serde_json::Value], out: &Output) {
+    let report = read_json(&dir.join("report.json"));
+    let last = &m[m.len() - 1];
+    assert_eq!(report["steps"].as_u64(), Some(12), "{name}: {report}");
+    assert!(close(num(&report["train_seconds"]), num(&last["elapsed_s"]), 1e-6), "{name}: {report} vs {last}");
+    let val_loss = num(&last["val_loss"]);
+    match name {
+        "gpt" | "lstm" | "gru" | "mamba" => {
+            char_lm_report(dir);
+            assert_eq!(report["task"], "next-token", "{report}");
+            if name != "gpt" && name != "mamba" {
+                assert_eq!(report["model"], name, "{report}");
+            }
+            assert!(out.stdout.is_empty(), "{name}: no sample asked for: {}", stdout(out));
+            return;
+        }
+        "classify" => {
+            assert_eq!(report["task"], "text-classification", "{report}");
+            assert!(close(num(&report["test_loss"]), val_loss, 1e-6), "{report} vs {last}");
+            assert!(close(num(&report["accuracy"]), num(&last["val_accuracy"]), 1e-12), "{report} vs {last}");
+            let (train, test) = (report["train"].as_u64().unwrap(), report["test"].as_u64().unwrap());
+            let kept = report["rows"].as_u64().unwrap() - report["duplicates_dropped"].as_u64().unwrap();
+            assert!(train + test == kept && test > 0 && kept == 240, "{name}: every row in one split: {report}");
+            assert_eq!(report["labels"], serde_json::json!(["neg", "pos"]), "{report}");
+            let f1: Vec<f64> = report["per_class_f1"].as_array().unwrap().iter().map(num).collect();
+            assert!(f1.len() == 2 && f1.iter().all(|f| (0.0..=1.0).contains(f)), "{report}");
+            assert!(close(num(&report["macro_f1"]), (f1[0] + f1[1]) / 2.0, 1e-9), "{report}");
+            for k in ["accuracy", "macro_f1"] {
+                assert!((0.0..=1.0).contains(&num(&report["majority_baseline"][k])), "{report}");
+            }
+        }
+        "vit" => {
+            assert_eq!(report["task"], "image-classification", "{report}");
+            assert!(close(num(&report["test_loss"]), val_loss, 1e-6), "{report} vs {last}");
+            assert!(close(num(&report["accuracy"]), num(&last["val_accuracy"]), 1e-12), "{report} vs {last}");
+            assert!((0.0..=1.0).contains(&num(&report["macro_f1"])), "{report}");
+            // every 10th of the 30 pictures of each of the 2 classes
+            assert_eq!(report["test_images"].as_u64(), Some(6), "{report}");
+        }
+        "mlm" => {
+            assert_eq!(report["task"], "masked-lm", "{report}");
+            let t = &report["test"];
+            let masked = t["masked"].as_u64().unwrap() as f64;
+            assert!(masked > 0.0 && num(&t["loss"]) > 0.0, "{report}");
+            for k in ["accuracy", "unigram_accuracy"] {
+                let hits = num(&t[k]) * masked;
+                assert!(hits >= 0.0 && hits <= masked && close(hits, hits.round(), 1e-6), "{k}: {report}");
+            }
+        }
+        "seq2seq" => {
+            assert_eq!(report["task"], "translation", "{report}");
+            assert!(close(num(&report["test_loss"]), val_loss, 1e-6), "{report} vs {last}");
+            // one whole group of the six held out: 50 of the 300 pairs
+            let n = report["test_pairs"].as_u64().unwrap();
+            assert_eq!(n, 50, "{report}");
+            assert_eq!(report["samples"].as_array().unwrap().len() as u64, n.min(10), "{report}");
+            for k in ["bleu", "chrf"] {
+                assert!((0.0..=100.0).contains(&num(&report[k])), "{report}");
+                assert!((0.0..=100.0).contains(&num(&report["copy_source_baseline"][k])), "{report}");
+            }
+            assert!(close(num(&report["bleu"]), num(&report["bleu_detail"]["score"]), 1e-12), "{report}");
+        }
+        _ => unreachable!(),
+    }
+    // the tasks without a sample print their report
+    let printed: serde_json::Value = serde_json::from_str(stdout(out).trim()).expect("the report on standard output");
+    assert_eq!(printed, report, "{name}: standard output and report.json differ");
 }
 
 #[test]
@@ -379,7 +468,7 @@ fn a_full_disk_or_an_unwritable_directory_leaves_the_last_checkpoint_resumable()
     // a run directory that cannot be made
     let file = d.join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
-    fails_with(&c.train(&file.join("run"), &[], &[]), &["a-file"]);
+    fails_with(&c.train(&file.join("run"), &[], &[]), &[s(&file.join("run")), "Not a directory"]);
 
     // a read-only run directory (only where permissions bind: not for root)
     let ro = d.join("ro");
@@ -388,7 +477,7 @@ fn a_full_disk_or_an_unwritable_directory_leaves_the_last_checkpoint_resumable()
     let probe = std::fs::write(ro.join("probe"), b"x");
     if probe.is_err() {
         let o = resume(&ro);
-        fails_with(&o, &["ro"]);
+        fails_with(&o, &[s(&ro)]);
         set_mode(&ro, 0o755);
         ok(&resume(&ro));
         same_run(&straight, &ro, "resumed after a read-only directory");

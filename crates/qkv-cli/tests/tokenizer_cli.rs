@@ -7,10 +7,12 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use qkv::generate::{Sampling, generate};
 use qkv::io::safetensors::load;
+use qkv::models::load::{Model, open};
 
 mod common;
-use common::{corpus, fails_with, ok, qkv, scratch, stderr, stdout};
+use common::{chars_of, close, corpus, fails_with, num, ok, qkv, read_json, scratch, stderr, stdout};
 
 /// Run `qkv` with the token cache in `cache` (never the user's), feeding `stdin`.
 fn qkv_in(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -58,6 +60,8 @@ fn encode_shows_pieces_and_decode_gives_the_text_back() {
     fails_with(&o, &["UTF-8", "offset 3", "--lossy"]);
     let o = qkv_in(&cache, &["tokenizer", "encode", "--tokenizer", "gpt2", "--lossy", "--json"], Some(b"caf\xe9"));
     ok(&o);
+    let replaced = qkv(&["tokenizer", "encode", "--tokenizer", "gpt2", "--json", "caf\u{FFFD}"]);
+    assert_eq!(json(&o), json(&replaced), "the bad byte read as U+FFFD");
     // decode: arguments or standard input; the text exactly
     let o = qkv(&["tokenizer", "decode", "--tokenizer", "gpt2", "15496", "995"]);
     ok(&o);
@@ -98,13 +102,40 @@ fn tokenizers_train_from_files_and_bad_files_are_named() {
     let mut args = vec!["tokenizer", "decode", "--tokenizer", out_s];
     args.extend(ids.iter().map(String::as_str));
     assert_eq!(stdout(&qkv(&args)), text, "byte-level round trip");
-    for (kind, size) in [("bpe", "200"), ("wordpiece", "200"), ("unigram", "150")] {
+    let trained = read_json(&out);
+    assert_eq!(trained["model"]["type"], "BPE");
+    assert_eq!(trained["model"]["vocab"].as_object().unwrap().len(), 300, "the vocabulary asked for");
+    for (kind, size, model) in [("bpe", 200, "BPE"), ("wordpiece", 200, "WordPiece"), ("unigram", 150, "Unigram")] {
         let p = d.join(format!("{kind}.json"));
-        ok(&qkv(&["tokenizer", "train", "--kind", kind, "--vocab-size", size, data_s, "-o", p.to_str().unwrap()]));
-        ok(&qkv(&["tokenizer", "encode", "--tokenizer", p.to_str().unwrap(), "to be"]));
+        let p_s = p.to_str().unwrap();
+        let o = qkv(&["tokenizer", "train", "--kind", kind, "--vocab-size", &size.to_string(), data_s, "-o", p_s]);
+        ok(&o);
+        // as many tokens as it says it learnt (this little text supports fewer than asked), of its kind
+        let t = read_json(&p);
+        assert_eq!(t["model"]["type"], model, "{kind}");
+        let n = t["model"]["vocab"].as_array().map_or_else(|| t["model"]["vocab"].as_object().unwrap().len(), Vec::len);
+        assert!(n > 28 && n <= size, "{kind}: {n} tokens");
+        assert!(stderr(&o).contains(&format!("trained {model}, {n} tokens from 1 file")), "{kind}: {}", stderr(&o));
+        // ids of its vocabulary, one per token, and the text back
+        let text = "to be or not";
+        let e = qkv(&["tokenizer", "encode", "--tokenizer", p_s, "--json", text]);
+        ok(&e);
+        let (ids, tokens) = (json(&e)["ids"].clone(), json(&e)["tokens"].clone());
+        let ids: Vec<String> = ids.as_array().unwrap().iter().map(|i| i.to_string()).collect();
+        assert!(ids.len() == tokens.as_array().unwrap().len() && (2..text.len()).contains(&ids.len()), "{kind}");
+        assert!(ids.iter().all(|i| i.parse::<usize>().unwrap() < n), "{kind}: {ids:?}");
+        let mut args = vec!["tokenizer", "decode", "--tokenizer", p_s];
+        args.extend(ids.iter().map(String::as_str));
+        assert_eq!(stdout(&qkv(&args)), text, "{kind}: round trip");
     }
     let ch = d.join("char.json");
     ok(&qkv(&["tokenizer", "train", "--kind", "char", data_s, "-o", ch.to_str().unwrap()]));
+    let chars: String = chars_of(&data).into_iter().collect();
+    assert_eq!(
+        read_json(&ch),
+        serde_json::json!({"kind": "char", "chars": chars}),
+        "the corpus's characters, in order"
+    );
     fails_with(
         &qkv(&["tokenizer", "train", "--kind", "char", "--vocab-size", "9", data_s, "-o", out_s]),
         &["--vocab-size"],
@@ -127,6 +158,7 @@ fn tokenizers_train_from_files_and_bad_files_are_named() {
     let o = qkv(&["tokenizer", "train", "--kind", "byte-bpe", "--lossy", l, "-o", out_s]);
     ok(&o);
     assert!(stderr(&o).contains("replaced 2"), "{}", stderr(&o));
+    assert_eq!(read_json(&out)["model"]["type"], "BPE", "a tokenizer written over the last one");
     // a malformed tokenizer.json names the line; merges.txt the line too
     let bad = d.join("bad.json");
     std::fs::write(&bad, "{\n \"model\": {\"type\": \"BPE\",\n \"vocab\": [}\n}").unwrap();
@@ -173,10 +205,13 @@ fn a_gpt_trains_on_subword_tokens_and_resumes_exactly() {
     let o = train(&[&common[..], &["--out-dir", two_s, "--stop-at", "4"]].concat());
     ok(&o);
     assert!(stderr(&o).contains("tokens of"), "the cache is reused: {}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "the same token file");
     let o = qkv_in(&cache, &["--threads", "2", "train", "--resume", two_s, "--quiet", "--sample-chars", "0"], None);
     ok(&o);
     for f in ["model.safetensors", "checkpoint.safetensors"] {
         let (a, b) = (load(&one.join(f)).unwrap(), load(&two.join(f)).unwrap());
+        assert_eq!(a.metadata.get("step"), b.metadata.get("step"), "{f}");
+        assert_eq!(a.tensors.len(), b.tensors.len(), "{f}");
         for (name, t) in &a.tensors {
             assert!(
                 t.to_vec() == b.tensors[name].to_vec(),
@@ -185,23 +220,34 @@ fn a_gpt_trains_on_subword_tokens_and_resumes_exactly() {
         }
     }
     // the run keeps a Hugging Face tokenizer.json and records the spec
-    let saved = std::fs::read_to_string(one.join("tokenizer.json")).unwrap();
-    assert!(saved.contains("\"model\"") && saved.contains("ByteLevel"));
-    let spec = std::fs::read_to_string(one.join("run.json")).unwrap();
-    assert!(spec.contains("\"tokenizer\""), "{spec}");
+    assert_eq!(read_json(&one.join("tokenizer.json")), read_json(&tok), "the tokenizer it was given");
+    let spec = read_json(&one.join("run.json"));
+    assert_eq!(spec["tokenizer"].as_str(), Some(tok_s), "{spec}");
+    assert_eq!(read_json(&one.join("config.json"))["vocab_size"], 300);
     fails_with(&qkv_in(&cache, &["train", "--resume", two_s, "--tokenizer", "gpt2"], None), &["--tokenizer"]);
     // generation and evaluation use the run's tokenizer
     let g = qkv(&["generate", "--model", one_s, "--prompt", "to be", "--max-new-tokens", "20", "--seed", "3"]);
     ok(&g);
-    assert!(stdout(&g).starts_with("to be"));
+    // the library's 20 tokens for that seed, decoded as they arrive
+    let Model::Gpt { model, tokenizer, .. } = open(&one).unwrap() else { panic!("not a GPT") };
+    let prompt = tokenizer.encode("to be").unwrap();
+    let ids = generate(&model, &prompt, 20, &Sampling { seed: 3, ..Default::default() }, |_| Ok(true)).unwrap();
+    assert_eq!(ids.len(), 20);
+    let mut stream = tokenizer.stream();
+    for &id in &prompt {
+        stream.step(id).unwrap();
+    }
+    let text: String = ids.iter().map(|&id| stream.step(id).unwrap()).collect();
+    assert_eq!(stdout(&g), format!("to be{text}\n"));
     let e = qkv(&["eval", "--model", one_s, "--data", data_s, "--json"]);
     ok(&e);
     let v = json(&e);
-    let (loss, tokens, chars) =
-        (v["loss"].as_f64().unwrap(), v["tokens"].as_f64().unwrap(), v["chars"].as_f64().unwrap());
-    assert!(chars > 1.5 * tokens, "subword tokens span several characters");
+    let (loss, tokens, chars) = (num(&v["loss"]), num(&v["tokens"]), num(&v["chars"]));
+    assert!(loss > 0.0 && tokens > 0.0 && chars > 1.5 * tokens, "subword tokens span several characters: {v}");
+    assert_eq!(v["tokens"].as_u64().unwrap() % 16, 0, "whole windows of 16: {v}");
     let bpc = loss * tokens / chars / std::f64::consts::LN_2;
-    assert!((v["bits_per_char"].as_f64().unwrap() - bpc).abs() < 1e-3);
+    assert!(close(num(&v["bits_per_char"]), bpc, 1e-9), "{v}");
+    assert!(close(num(&v["perplexity"]), loss.exp(), 1e-6 * loss.exp()), "{v}");
 }
 
 #[test]

@@ -9,7 +9,23 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 mod common;
-use common::{fails_with, ok, qkv, s, scratch, stderr, stdout, toy_pairs};
+
+use qkv::io::safetensors::load;
+
+use common::{
+    TOY_WORDS, close, count, fails_with, num, ok, qkv, read_json, s, scratch, stderr, stdout, svg, toy_pairs,
+};
+
+/// Every word of `text` a word of the toy task's "Spanish".
+fn spanish(text: &str) -> bool {
+    !text.is_empty() && text.split(' ').all(|w| TOY_WORDS.iter().any(|&(_, es)| es == w))
+}
+
+/// Word by word, as the toy task translates.
+fn word_by_word(english: &str) -> String {
+    let word = |w: &str| TOY_WORDS.iter().find(|&&(en, _)| en == w).unwrap_or_else(|| panic!("{w:?}")).1;
+    english.split(' ').map(word).collect::<Vec<_>>().join(" ")
+}
 
 #[rustfmt::skip]
 fn tiny(data: &Path, out: &Path) -> Vec<String> {
@@ -31,23 +47,62 @@ fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
     let o = run(&tiny(&data, &model));
     ok(&o);
     let err = stderr(&o);
-    assert!(err.contains("held out from 1 whole groups") || err.contains("whole groups"), "{err}");
     assert!(err.contains("pairs cut to 24 tokens: 0"), "{err}");
     let report: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert!(report["samples"].as_array().is_some_and(|s| !s.is_empty()), "{report}");
-    for f in ["config.json", "tokenizer.json", "model.safetensors", "run.json"] {
-        assert!(model.join(f).exists(), "{f}");
+    assert_eq!(report, read_json(&model.join("report.json")), "the report printed is the one written");
+    // whole groups held out: 50 pairs each (300 in 6 groups), named
+    let (held, groups) = err.split_once(" held out from ").expect("the split described");
+    let held: u64 = held.rsplit(' ').next().unwrap().parse().unwrap();
+    let (n_groups, names) = groups.split_once(" whole groups (").unwrap();
+    let n_groups: u64 = n_groups.parse().unwrap();
+    let names: Vec<&str> = names.split_once(')').unwrap().0.split(", ").collect();
+    assert!(n_groups >= 1 && names.len() as u64 == n_groups && held == 50 * n_groups, "{err}");
+    assert_eq!(report["test_pairs"].as_u64(), Some(held), "{report}");
+    // the samples: held-out pairs, each reference the source word by word
+    let table = std::fs::read_to_string(&data).unwrap();
+    let held_out: Vec<&str> =
+        table.lines().filter_map(|l| l.split_once('\t')).filter(|(g, _)| names.contains(g)).map(|(_, p)| p).collect();
+    let samples = report["samples"].as_array().unwrap();
+    assert_eq!(samples.len() as u64, held.min(10), "{report}");
+    for x in samples {
+        let (source, reference) = (x["source"].as_str().unwrap(), x["reference"].as_str().unwrap());
+        assert!(held_out.contains(&format!("{source}\t{reference}").as_str()), "not a held-out pair: {x}");
+        assert_eq!(reference, word_by_word(source), "{x}");
     }
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    for f in ["tokenizer.json", "model.safetensors"] {
+        assert!(model.join(f).is_file(), "{f}");
+    }
+    assert_eq!(read_json(&model.join("run.json"))["task"], "translation");
+    let config = read_json(&model.join("config.json"));
     assert_eq!(config["architectures"][0], "MarianMTModel");
+    // one shared vocabulary of at most the 120 asked for, the tokenizer's and the embeddings'
+    let vocab = config["vocab_size"].as_u64().unwrap();
+    assert!(vocab > 12 && vocab <= 120, "{config}");
+    assert_eq!(read_json(&model.join("tokenizer.json"))["model"]["vocab"].as_object().unwrap().len() as u64, vocab);
+    let weights = load(&model.join("model.safetensors")).unwrap();
+    assert!(weights.tensors.values().any(|t| t.shape()[0] as u64 == vocab), "an embedding of the vocabulary");
+    assert!(weights.tensors.values().all(|t| t.to_vec().iter().all(|x| x.is_finite())), "finite weights");
     // translate: arguments, JSON, greedy = beam 1
     let t = qkv(&["translate", "--model", s(&model), "--json", "the cat sees a dog", "", "small house"]);
     ok(&t);
     let rows: serde_json::Value = serde_json::from_str(&stdout(&t)).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 3);
     assert_eq!(rows[1]["translation"], "", "an empty line translates to an empty line");
-    assert!(!rows[0]["translation"].as_str().unwrap().is_empty());
+    for (i, source) in ["the cat sees a dog", "", "small house"].iter().enumerate() {
+        assert_eq!(rows[i]["source"].as_str(), Some(*source), "{rows}");
+    }
+    for i in [0, 2] {
+        assert!(spanish(rows[i]["translation"].as_str().unwrap()), "words of the target language: {rows}");
+    }
+    // the samples are what qkv translate gives at the report's beam
+    let sources: Vec<&str> = samples.iter().map(|x| x["source"].as_str().unwrap()).collect();
+    let mut args = vec!["translate", "--model", s(&model), "--json", "--beam"];
+    let beam = report["beam"].to_string();
+    args.extend([beam.as_str()].iter().chain(&sources));
+    let again: serde_json::Value = serde_json::from_str(&stdout(&qkv(&args))).unwrap();
+    for (x, y) in samples.iter().zip(again.as_array().unwrap()) {
+        assert_eq!(x["translation"], y["translation"], "{x} vs {y}");
+    }
     // standard input, one sentence per line, in order; the same as arguments
     let mut child = Command::new(env!("CARGO_BIN_EXE_qkv"))
         .args(["translate", "--model", s(&model)])
@@ -59,28 +114,48 @@ fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
     let piped = child.wait_with_output().unwrap();
     ok(&piped);
     let lines: Vec<String> = stdout(&piped).lines().map(String::from).collect();
-    assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0], rows[0]["translation"].as_str().unwrap());
-    // eval: the held-out groups, against the copy-the-source baseline
+    let want: Vec<&str> = (0..3).map(|i| rows[i]["translation"].as_str().unwrap()).collect();
+    assert_eq!(lines, want);
+    // eval: the held-out groups, against the copy-the-source baseline; the run's own numbers
     let e = qkv(&["eval", "--model", s(&model), "--data", s(&data), "--json"]);
     ok(&e);
     let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
     assert_eq!(r["split"], "held-out pairs");
-    let (bleu, copy) = (r["bleu"].as_f64().unwrap(), r["copy_source_bleu"].as_f64().unwrap());
+    let (bleu, copy) = (num(&r["bleu"]), num(&r["copy_source_bleu"]));
     assert!(bleu > copy, "the model ({bleu}) must beat copying the source ({copy})");
-    assert!(r["chrf"].as_f64().unwrap() > r["copy_source_chrf"].as_f64().unwrap());
+    assert!(num(&r["chrf"]) > num(&r["copy_source_chrf"]));
     assert_eq!(r["pairs"].as_u64().unwrap(), report["test_pairs"].as_u64().unwrap(), "the same held-out pairs");
+    assert_eq!(r["beam"], report["beam"]);
+    for (ours, theirs) in [
+        ("bleu", &report["bleu"]),
+        ("chrf", &report["chrf"]),
+        ("brevity_penalty", &report["bleu_detail"]["brevity_penalty"]),
+        ("copy_source_bleu", &report["copy_source_baseline"]["bleu"]),
+        ("copy_source_chrf", &report["copy_source_baseline"]["chrf"]),
+    ] {
+        assert!(close(num(&r[ours]), num(theirs), 1e-9), "{ours}: {r} vs {report}");
+    }
+    assert!((0.0..=100.0).contains(&bleu) && (0.0..=100.0).contains(&num(&r["chrf"])), "{r}");
+    assert!(num(&r["brevity_penalty"]) > 0.0 && num(&r["brevity_penalty"]) <= 1.0, "{r}");
+    // greedy: the BLEU the last evaluation of training printed
     let greedy = qkv(&["eval", "--model", s(&model), "--data", s(&data), "--json", "--beam", "1"]);
     ok(&greedy);
+    let g: serde_json::Value = serde_json::from_str(&stdout(&greedy)).unwrap();
+    assert_eq!((g["beam"].as_u64(), &g["pairs"]), (Some(1), &r["pairs"]), "{g}");
+    let logged = err.lines().rfind(|l| l.contains("(greedy")).expect("an evaluation line");
+    let logged: f64 = logged.split("BLEU ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(close(num(&g["bleu"]), logged, 0.051), "{g} vs {logged}");
     // the cross-attention picture, and its weights: one row per target token, each a distribution
-    let svg = d.join("cross.svg");
-    let a = qkv(&["attention", "--model", s(&model), "--source", "the cat sees a dog", "-o", s(&svg), "--json"]);
+    let svg_path = d.join("cross.svg");
+    let a = qkv(&["attention", "--model", s(&model), "--source", "the cat sees a dog", "-o", s(&svg_path), "--json"]);
     ok(&a);
-    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
     let (src, tgt) = (maps["keys"].as_array().unwrap().len(), maps["queries"].as_array().unwrap().len());
     assert_eq!(maps["kind"], "cross-attention");
     assert_eq!(maps["translation"], rows[0]["translation"], "drawn for the model's own translation by default");
+    let picture = svg(&svg_path);
+    assert_eq!(count(&picture, "<rect"), 1 + 2 * tgt * src, "a cell per weight");
+    assert!(picture.contains("layer 1 · head 1") && picture.contains("layer 1 · head 2"), "both heads drawn");
     let layers = maps["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
     assert_eq!(layers[0]["heads"].as_array().unwrap().len(), 2, "two heads");
@@ -88,14 +163,14 @@ fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
         let weights = head["weights"].as_array().unwrap();
         assert_eq!(weights.len(), tgt);
         for row in weights {
-            let row: Vec<f64> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let row: Vec<f64> = row.as_array().unwrap().iter().map(num).collect();
             assert_eq!(row.len(), src);
             let sum: f64 = row.iter().sum();
-            assert!((sum - 1.0).abs() < 1e-4, "a row of attention sums to {sum}");
+            assert!(close(sum, 1.0, 1e-4) && row.iter().all(|&x| x >= 0.0), "a row of attention sums to {sum}");
         }
     }
     fails_with(
-        &qkv(&["attention", "--model", s(&model), "--source", "x", "--layer", "3", "-o", s(&svg)]),
+        &qkv(&["attention", "--model", s(&model), "--source", "x", "--layer", "3", "-o", s(&svg_path)]),
         &["--layer 3", "1 to 1"],
     );
     // bad input
@@ -104,7 +179,9 @@ fn a_seq2seq_trains_translates_and_is_scored_on_held_out_groups() {
     // a length budget past every number still ends at the model's positions
     let o = qkv(&["translate", "--model", s(&model), "--max-len-extra", &usize::MAX.to_string(), "the dog"]);
     ok(&o);
-    assert!(!stdout(&o).trim().is_empty(), "a translation");
+    let plain = qkv(&["translate", "--model", s(&model), "the dog"]);
+    assert!(spanish(stdout(&o).trim_end()), "a translation: {}", stdout(&o));
+    assert_eq!(stdout(&o), stdout(&plain), "the translation ends where it would have anyway");
     fails_with(&qkv(&["translate", "--model", s(&d), "x"]), &["not a model directory"]);
 }
 
@@ -180,9 +257,13 @@ fn a_t5_directory_translates_is_scored_and_drawn() {
     let t = qkv(&["translate", "--model", s(&m), "--json", "w3 w9 w17 w4", "w5 w5"]);
     ok(&t);
     let rows: serde_json::Value = serde_json::from_str(&stdout(&t)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
     for row in rows.as_array().unwrap() {
         let words = row["translation"].as_str().unwrap();
-        assert!(!words.is_empty() && words.split(' ').all(|w| w.starts_with('w')), "{row}");
+        // words of the vocabulary, no special tokens
+        let known =
+            |w: &str| w.strip_prefix('w').and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| (3..41).contains(&n));
+        assert!(!words.is_empty() && words.split(' ').all(known), "{row}");
     }
     // eval on a table of pairs: every pair (the directory records no split)
     let data = d.join("pairs.tsv");
@@ -191,9 +272,13 @@ fn a_t5_directory_translates_is_scored_and_drawn() {
     ok(&e);
     let r: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
     assert_eq!((r["split"].as_str(), r["pairs"].as_u64()), (Some("every pair"), Some(2)), "{r}");
-    assert!(r["bleu"].as_f64().is_some_and(f64::is_finite), "{r}");
+    assert_eq!(r["beam"], 4, "{r}");
+    for k in ["bleu", "chrf", "copy_source_bleu", "copy_source_chrf"] {
+        assert!((0.0..=100.0).contains(&num(&r[k])), "{k}: {r}");
+    }
+    assert!(num(&r["brevity_penalty"]) > 0.0 && num(&r["brevity_penalty"]) <= 1.0, "{r}");
     // cross-attention: 2 layers × 3 heads
-    let svg = d.join("t5.svg");
+    let svg_path = d.join("t5.svg");
     let a = qkv(&[
         "attention",
         "--model",
@@ -203,13 +288,29 @@ fn a_t5_directory_translates_is_scored_and_drawn() {
         "--target",
         "w10 w12",
         "-o",
-        s(&svg),
+        s(&svg_path),
         "--json",
     ]);
     ok(&a);
     let maps: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
     assert_eq!(maps["layers"].as_array().unwrap().len(), 2);
     assert_eq!(maps["layers"][0]["heads"].as_array().unwrap().len(), 3);
+    // the target given, read against the source and its </s>
+    let keys: Vec<&str> = maps["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(&keys[..4], ["w3", "w9", "w17", "w4"], "{keys:?}");
+    let (src, tgt) = (keys.len(), maps["queries"].as_array().unwrap().len());
+    assert!(tgt >= 2, "{maps}");
+    for layer in maps["layers"].as_array().unwrap() {
+        for head in layer["heads"].as_array().unwrap() {
+            let rows = head["weights"].as_array().unwrap();
+            assert_eq!(rows.len(), tgt);
+            for row in rows {
+                let row: Vec<f64> = row.as_array().unwrap().iter().map(num).collect();
+                assert!(row.len() == src && close(row.iter().sum(), 1.0, 1e-4), "{row:?}");
+            }
+        }
+    }
+    assert_eq!(count(&svg(&svg_path), "<rect"), 1 + 2 * 3 * tgt * src, "a cell per weight");
     // an option qkv does not implement, named
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap()).unwrap();
