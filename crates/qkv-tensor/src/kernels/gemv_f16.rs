@@ -159,6 +159,9 @@ mod kernel {
 
         /// Up to four rows per pass over `y` (so `y` is loaded and stored once
         /// per four rows of `W`).
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C are present (lengths are asserted inside).
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) unsafe fn axpy_rows(y: &mut [f32], xs: &[f32], ws: &[&[f16]]) -> bool {
             let (n, m) = (y.len(), ws.len());
@@ -189,6 +192,9 @@ mod kernel {
         }
 
         /// Up to four dot products side by side, one 8-lane sum each.
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C are present (lengths are asserted inside).
         #[target_feature(enable = "avx2,fma,f16c")]
         pub(super) unsafe fn dot_rows(out: &mut [f32], x: &[f32], ws: &[&[f16]]) -> bool {
             let (k, m) = (x.len(), ws.len());

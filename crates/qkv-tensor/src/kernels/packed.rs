@@ -614,6 +614,8 @@ mod avx2 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
+    /// # Safety
+    /// Never called: `packed::available()` is false off x86-64.
     pub(super) unsafe fn tile(_: crate::kernels::gemm::RawMatMut, _: &[f32], _: &[f32], _: usize, _: f32, _: bool) {
         unreachable!("packed::available() is false off x86-64")
     }

@@ -94,6 +94,9 @@ mod avx2 {
 
     const MR: usize = 6;
 
+    /// # Safety
+    /// AVX2 and FMA are present, and `c`, `a`, `b` hold the rows, columns and
+    /// strides `t` describes (checked by `TileProduct::run`, the one caller).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn run(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32) {
         let mut j = 0;
@@ -142,6 +145,9 @@ mod avx2 {
     }
 
     /// `C[i + r, j]` for `r < R`: row `i + r` of A dotted with column `j` of B.
+    ///
+    /// # Safety
+    /// As `run`, with rows `i .. i + R` and column `j` inside the tile.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn dots<const R: usize>(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, i: usize, j: usize) {
@@ -172,6 +178,9 @@ mod avx2 {
     }
 
     /// Columns `j .. j + 8·NV` for all rows, `MR` rows at a time.
+    ///
+    /// # Safety
+    /// As `run`, with columns `j .. j + 8·NV` inside the tile.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn rows<const NV: usize>(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, j: usize) {
         let mut i = 0;
@@ -193,6 +202,9 @@ mod avx2 {
     }
 
     /// The micro-kernel: an `R × 8·NV` block of C kept in registers while p runs over k.
+    ///
+    /// # Safety
+    /// As `run`, with rows `i .. i + R` and columns `j .. j + 8·NV` inside the tile.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn block<const R: usize, const NV: usize>(
@@ -233,6 +245,9 @@ mod avx2 {
     }
 
     /// The last `n % 8` columns, one at a time.
+    ///
+    /// # Safety
+    /// As `run`, with `j0 <= t.n`.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn columns_scalar(t: &TileProduct, c: *mut f32, a: *const f32, b: *const f32, j0: usize) {
         for i in 0..t.m {
