@@ -279,6 +279,33 @@ mod tests {
         assert!(e.contains("\"2\"") && e.contains("not seen"), "{e}");
     }
 
+    /// A fraction outside (0, 1) once underflowed `n - n_test`; from the
+    /// command line or a model's config.json it is refused with its value.
+    #[test]
+    fn test_fractions_outside_zero_to_one_are_refused() {
+        let p = write(
+            "f.csv",
+            b"label,text
+a,one
+b,two
+a,three
+b,four
+",
+        );
+        let info = |test_fraction| SplitInfo {
+            seed: 1,
+            test_fraction,
+            text_column: "text".into(),
+            label_column: "label".into(),
+        };
+        for bad in [1.5, 1.0, 0.0, -0.25, f64::NAN, f64::INFINITY] {
+            let e = held_out(&p, &info(bad), false).unwrap_err().to_string();
+            assert!(e.contains(&format!("test_fraction {bad}")) && e.contains("between 0 and 1"), "{bad}: {e}");
+        }
+        let split = held_out(&p, &info(0.25), false).unwrap();
+        assert_eq!((split.train.len(), split.test.len()), (3, 1));
+    }
+
     #[test]
     fn split_is_deterministic_and_disjoint() {
         let d = LabeledTexts {

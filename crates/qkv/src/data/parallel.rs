@@ -233,6 +233,15 @@ mod tests {
     }
 
     #[test]
+    fn held_out_fractions_outside_zero_to_one_are_refused() {
+        let pairs = read_pairs(None, &cols(Some("book")), false).unwrap();
+        for bad in [1.5, 1.0, 0.0, -0.25, f64::NAN, f64::INFINITY] {
+            let e = PairSplit { seed: 1, test_fraction: bad }.held_out(&pairs).unwrap_err().to_string();
+            assert!(e.contains(&format!("test_fraction {bad}")) && e.contains("between 0 and 1"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn the_bundled_bible_reads_and_holds_out_whole_books() {
         let pairs = read_pairs(None, &cols(Some("book")), false).unwrap();
         assert_eq!(pairs.len(), 31_084);
